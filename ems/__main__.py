@@ -1,0 +1,5 @@
+import sys
+
+from ems.cli import main
+
+sys.exit(main())

@@ -1,0 +1,379 @@
+"""Plain-NumPy reference implementations of every native kernel.
+
+Written independently of the Cython code (vectorised where the Cython loops), they define what the
+kernels must compute. Property tests assert kernel == reference on random inputs; the benchmarks time
+both in the same run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ems._core import layout as L
+
+
+# ---------------------------------------------------------------- aggregation
+def _stats(x: np.ndarray, ok: np.ndarray, axis: int):
+    n = ok.sum(axis=axis)
+    lo = np.where(ok, x, np.inf).min(axis=axis)
+    hi = np.where(ok, x, -np.inf).max(axis=axis)
+    lo_i = np.where(ok, x, np.inf).argmin(axis=axis)
+    hi_i = np.where(ok, x, -np.inf).argmax(axis=axis)
+    s = np.where(ok, x, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n
+    none = n == 0
+    lo = np.where(none, np.nan, lo)
+    hi = np.where(none, np.nan, hi)
+    mean = np.where(none, np.nan, mean)
+    lo_i = np.where(none, -1, lo_i)
+    hi_i = np.where(none, -1, hi_i)
+    return lo, hi, mean, lo_i, hi_i, n
+
+
+def aggregate(cell_v, cell_t, fresh, n_packs, v_lo, v_hi, t_lo, t_hi):
+    C, N = cell_v.shape
+    f = fresh.astype(bool)
+    with np.errstate(invalid="ignore"):
+        okv = f & (cell_v >= v_lo) & (cell_v <= v_hi)
+        okt = f & (cell_t >= t_lo) & (cell_t <= t_hi)
+    cl_f = np.zeros((C, L.AGG_F_COLS))
+    cl_i = np.zeros((C, L.AGG_I_COLS), np.int32)
+    vmin, vmax, vmean, vmin_i, vmax_i, vn = _stats(cell_v, okv, 1)
+    tmin, tmax, tmean, tmin_i, tmax_i, tn = _stats(cell_t, okt, 1)
+    cl_f[:, L.AGG_V_MIN], cl_f[:, L.AGG_V_MAX], cl_f[:, L.AGG_V_MEAN] = vmin, vmax, vmean
+    cl_f[:, L.AGG_V_SPREAD] = vmax - vmin
+    cl_f[:, L.AGG_T_MIN], cl_f[:, L.AGG_T_MAX], cl_f[:, L.AGG_T_MEAN] = tmin, tmax, tmean
+    cl_f[:, L.AGG_T_SPREAD] = tmax - tmin
+    cl_i[:, L.AGG_V_MIN_CELL], cl_i[:, L.AGG_V_MAX_CELL] = vmin_i, vmax_i
+    cl_i[:, L.AGG_T_MIN_CELL], cl_i[:, L.AGG_T_MAX_CELL] = tmin_i, tmax_i
+    cl_i[:, L.AGG_V_INVALID], cl_i[:, L.AGG_T_INVALID] = N - vn, N - tn
+
+    n = N // n_packs
+    pv = cell_v.reshape(C, n_packs, n)
+    pt = cell_t.reshape(C, n_packs, n)
+    pokv = okv.reshape(C, n_packs, n)
+    pokt = okt.reshape(C, n_packs, n)
+    pack_f = np.zeros((C, n_packs, L.PACK_F_COLS))
+    pack_i = np.zeros((C, n_packs, L.PACK_I_COLS), np.int32)
+    a, b, m, _, _, cnt = _stats(pv, pokv, 2)
+    pack_f[..., L.PACK_V_MIN], pack_f[..., L.PACK_V_MAX], pack_f[..., L.PACK_V_MEAN] = a, b, m
+    pack_i[..., L.PACK_V_INVALID] = n - cnt
+    a, b, _, _, _, cnt = _stats(pt, pokt, 2)
+    pack_f[..., L.PACK_T_MIN], pack_f[..., L.PACK_T_MAX] = a, b
+    pack_i[..., L.PACK_T_INVALID] = n - cnt
+
+    stk_f = np.zeros(L.AGG_F_COLS)
+    stk_i = np.zeros(L.STK_I_COLS, np.int32)
+    for okx, x, cols, loc in ((okv, cell_v, (L.AGG_V_MIN, L.AGG_V_MAX, L.AGG_V_MEAN, L.AGG_V_SPREAD),
+                               (L.STK_V_MIN_CLUSTER, L.STK_V_MAX_CLUSTER)),
+                              (okt, cell_t, (L.AGG_T_MIN, L.AGG_T_MAX, L.AGG_T_MEAN, L.AGG_T_SPREAD),
+                               (L.STK_T_MIN_CLUSTER, L.STK_T_MAX_CLUSTER))):
+        lo, hi, mean, lo_i, hi_i, _ = _stats(x.ravel(), okx.ravel(), 0)
+        stk_f[cols[0]], stk_f[cols[1]], stk_f[cols[2]], stk_f[cols[3]] = lo, hi, mean, hi - lo
+        for k, idx in ((loc[0], lo_i), (loc[1], hi_i)):
+            stk_i[k], stk_i[k + 1] = (idx // N, idx % N) if idx >= 0 else (-1, -1)
+    stk_i[L.STK_V_INVALID] = cl_i[:, L.AGG_V_INVALID].sum()
+    stk_i[L.STK_T_INVALID] = cl_i[:, L.AGG_T_INVALID].sum()
+    return cl_f, cl_i, pack_f, pack_i, stk_f, stk_i
+
+
+# ---------------------------------------------------------------- protection
+def sources(cl_f, cl_i, cl_in, soc_out):
+    C = cl_f.shape[0]
+    s = np.zeros((L.SRC_COUNT, C))
+    s[L.SRC_CELL_V_MAX] = cl_f[:, L.AGG_V_MAX]
+    s[L.SRC_CELL_V_MIN] = cl_f[:, L.AGG_V_MIN]
+    s[L.SRC_CELL_T_MAX] = cl_f[:, L.AGG_T_MAX]
+    s[L.SRC_CELL_T_MIN] = cl_f[:, L.AGG_T_MIN]
+    s[L.SRC_CELL_V_SPREAD] = cl_f[:, L.AGG_V_SPREAD]
+    s[L.SRC_CELL_T_SPREAD] = cl_f[:, L.AGG_T_SPREAD]
+    s[L.SRC_CLUSTER_V] = cl_in[:, L.CL_V]
+    i = cl_in[:, L.CL_I]
+    s[L.SRC_CHARGE_A] = np.where(np.isnan(i), np.nan, np.clip(-i, 0.0, None))
+    s[L.SRC_DISCHARGE_A] = np.where(np.isnan(i), np.nan, np.clip(i, 0.0, None))
+    s[L.SRC_INSULATION_KOHM] = cl_in[:, L.CL_INSULATION]
+    s[L.SRC_POLE_T] = cl_in[:, L.CL_POLE_T]
+    s[L.SRC_HVBOX_T] = cl_in[:, L.CL_HVBOX_T]
+    s[L.SRC_T_SENSOR_INVALID] = (cl_i[:, L.AGG_T_INVALID] + np.isnan(cl_in[:, L.CL_POLE_T])
+                                 + np.isnan(cl_in[:, L.CL_HVBOX_T]))
+    s[L.SRC_V_SENSOR_INVALID] = cl_i[:, L.AGG_V_INVALID]
+    s[L.SRC_CURRENT_MISSING] = np.isnan(i)
+    s[L.SRC_CLUSTER_V_MISSING] = np.isnan(cl_in[:, L.CL_V])
+    s[L.SRC_INSULATION_MISSING] = np.isnan(cl_in[:, L.CL_INSULATION])
+    s[L.SRC_SOC_MEAN] = soc_out[:, L.SOC_MEAN] if soc_out is not None else np.nan
+    return s
+
+
+class ProtectionState:
+    def __init__(self, Q, C):
+        self.bits = np.zeros((Q, C), np.uint8)
+        self.timers = np.zeros((Q, C, L.PS_T_COLS))
+        self.level = np.zeros((Q, C), np.int8)
+        self.changed = np.zeros((Q, C), np.uint8)
+        self.cl_prot = np.zeros((C, L.CLP_COLS), np.uint8)
+        self.trip_timer = np.zeros(C)
+
+
+def protection_step(table_f, table_i, src, cl_in, idle_a, dt_ms, trip_delay_ms, reset, st: ProtectionState):
+    x = src[table_i[:, L.PT_SOURCE], :]
+    direction = table_i[:, L.PT_DIR][:, None]
+    when = table_i[:, L.PT_WHEN][:, None]
+    with np.errstate(invalid="ignore"):
+        charging = (cl_in[:, L.CL_I] < -idle_a)[None, :]
+    applies = (when == L.WHEN_ALWAYS) | ((when == L.WHEN_CHARGING) & charging) | (
+        (when == L.WHEN_NOT_CHARGING) & ~charging)
+    valid = ~np.isnan(x)
+    bits = st.bits.copy()
+    for lv in range(3):
+        thr = table_f[:, L.PT_THR0 + lv][:, None]
+        hyst = table_f[:, L.PT_HYST0 + lv][:, None]
+        set_ms = table_f[:, L.PT_SET_MS0 + lv][:, None]
+        clr_ms = table_f[:, L.PT_CLR_MS0 + lv][:, None]
+        with np.errstate(invalid="ignore"):
+            violated = np.where(direction > 0, x > thr, x < thr) & applies
+            gone = np.where(direction > 0, x < thr - hyst, x > thr + hyst) | ~applies
+        mask = np.uint8(1 << lv)
+        active = (bits & mask) != 0
+        set_t = st.timers[..., L.PS_SET0 + lv]
+        clr_t = st.timers[..., L.PS_CLR0 + lv]
+        # inactive levels: debounce
+        idle = valid & ~active
+        set_t[idle & ~violated] = 0.0
+        counting = idle & violated
+        set_t[counting] += dt_ms
+        sets = counting & (set_t >= set_ms)
+        # active levels: clear after the condition has been gone long enough (faults also need reset)
+        on = valid & active
+        clr_t[on & ~gone] = 0.0
+        clr_t[on & gone] += dt_ms
+        clears = on & (clr_t >= clr_ms) & (lv < 2 or bool(reset))
+        bits[sets] |= mask
+        set_t[sets] = 0.0
+        clr_t[sets] = 0.0
+        bits[clears] &= np.uint8(~mask & 0xFF)
+        clr_t[clears] = 0.0
+        set_t[clears] = 0.0
+    new_level = np.where(bits & 4, 3, np.where(bits & 2, 2, np.where(bits & 1, 1, 0))).astype(np.int8)
+    st.changed[:] = new_level != st.level
+    st.level[:] = new_level
+    st.bits[:] = bits
+    fault = (bits & 4) != 0
+    any_fault = fault.any(axis=0)
+    any_trip = (fault & (table_i[:, L.PT_TRIPS][:, None] != 0)).any(axis=0)
+    cp = st.cl_prot
+    for c in range(cp.shape[0]):
+        if any_trip[c]:
+            if not cp[c, L.CLP_TRIPPED]:
+                if not cp[c, L.CLP_TRIP_PENDING]:
+                    cp[c, L.CLP_TRIP_PENDING] = 1
+                    st.trip_timer[c] = 0.0
+                st.trip_timer[c] += dt_ms
+                if st.trip_timer[c] >= trip_delay_ms:
+                    cp[c, L.CLP_TRIPPED], cp[c, L.CLP_TRIP_PENDING] = 1, 0
+        else:
+            cp[c, L.CLP_TRIP_PENDING] = cp[c, L.CLP_TRIPPED] = 0
+            st.trip_timer[c] = 0.0
+    cp[:, L.CLP_CHG_ALLOWED] = ~any_fault
+    cp[:, L.CLP_DCHG_ALLOWED] = ~any_fault
+    return int(st.changed.sum())
+
+
+# ---------------------------------------------------------------- derating
+def derate(table_f, table_i, src, cl_in, cl_flags, cl_prot, stack_max_chg_a, stack_max_dchg_a):
+    C = src.shape[1]
+    fc = np.ones(C)
+    fd = np.ones(C)
+    for q in range(table_f.shape[0]):
+        mask = table_i[q, L.PT_DERATE]
+        op, sl = table_f[q, L.PT_THR0], table_f[q, L.PT_THR2]
+        if mask == 0 or np.isinf(op) or np.isinf(sl):
+            continue
+        x = src[table_i[q, L.PT_SOURCE]]
+        frac = (sl - x) / (sl - op) if table_i[q, L.PT_DIR] > 0 else (x - sl) / (op - sl)
+        f = np.where(np.isnan(x), 0.0, np.clip(frac, 0.0, 1.0))
+        if mask & L.DIR_CHARGE:
+            fc = np.minimum(fc, f)
+        if mask & L.DIR_DISCHARGE:
+            fd = np.minimum(fd, f)
+    chg = np.clip(cl_in[:, L.CL_RATED_CHG_A], 0.0, None) * fc
+    dchg = np.clip(cl_in[:, L.CL_RATED_DCHG_A], 0.0, None) * fd
+    bc, bd = cl_in[:, L.CL_BMS_CHG_A], cl_in[:, L.CL_BMS_DCHG_A]
+    chg = np.where(np.isnan(bc), 0.0, np.minimum(chg, np.clip(bc, 0.0, None)))
+    dchg = np.where(np.isnan(bd), 0.0, np.minimum(dchg, np.clip(bd, 0.0, None)))
+    conn = cl_flags[:, L.CLF_CONNECTED] != 0
+    chg = np.where(conn & (cl_prot[:, L.CLP_CHG_ALLOWED] != 0), chg, 0.0)
+    dchg = np.where(conn & (cl_prot[:, L.CLP_DCHG_ALLOWED] != 0), dchg, 0.0)
+    chg = np.nan_to_num(chg, nan=0.0)
+    dchg = np.nan_to_num(dchg, nan=0.0)
+    out = np.stack([chg, dchg, fc, fd], axis=1)
+    n = conn.sum()
+    if n == 0:
+        stack = np.zeros(2)
+    else:
+        stack = np.array([min(n * chg[conn].min(), max(stack_max_chg_a, 0.0)),
+                          min(n * dchg[conn].min(), max(stack_max_dchg_a, 0.0))])
+    return out, stack
+
+
+# ---------------------------------------------------------------- SOC counting
+def soc_step(cl_in, cl_flags, pack_f, cap, q, acc, dt_s, eta, v_full, v_empty, idle_a, v_nom):
+    """Returns (q_new, soc_pct, out, anchored, stack). acc: (C, 2) Ah charged / discharged so far."""
+    i = cl_in[:, L.CL_I][:, None]
+    ok = ~np.isnan(i)
+    dq = np.where(ok, np.where(i > 0, -i, -i * eta) * dt_s / 3600.0, 0.0)
+    acc = acc.copy()
+    ic = cl_in[:, L.CL_I]
+    acc[:, 0] += np.where(~np.isnan(ic) & (ic <= 0), -ic * dt_s / 3600.0, 0.0)
+    acc[:, 1] += np.where(~np.isnan(ic) & (ic > 0), ic * dt_s / 3600.0, 0.0)
+    qn = np.clip(q + dq, 0.0, cap)
+    with np.errstate(invalid="ignore"):
+        full = (pack_f[..., L.PACK_V_MAX] >= v_full) & ~(i > idle_a)
+        empty = ~full & (pack_f[..., L.PACK_V_MIN] <= v_empty) & ~(i < -idle_a)
+    qn = np.where(full, cap, np.where(empty, 0.0, qn))
+    anchored = (full.any(axis=1) * L.ANCHOR_FULL | empty.any(axis=1) * L.ANCHOR_EMPTY).astype(np.uint8)
+    for c in range(qn.shape[0]):
+        frac = np.where(cap[c] > 0, qn[c] / np.where(cap[c] > 0, cap[c], 1.0), 1.0)
+        if cl_flags[c, L.CLF_CHG_PROHIBITED]:
+            shift = min(1.0, float((1.0 - frac[cap[c] > 0]).min(initial=1.0)))
+            if shift > 0:
+                qn[c] = np.clip(qn[c] + shift * cap[c], 0.0, cap[c])
+            anchored[c] |= L.ANCHOR_FULL
+        elif cl_flags[c, L.CLF_DCHG_PROHIBITED]:
+            shift = min(1.0, float(frac[cap[c] > 0].min(initial=1.0)))
+            if shift > 0:
+                qn[c] = np.clip(qn[c] - shift * cap[c], 0.0, cap[c])
+            anchored[c] |= L.ANCHOR_EMPTY
+    soc = np.where(cap > 0, 100.0 * qn / np.where(cap > 0, cap, 1.0), 0.0)
+    out = np.zeros((qn.shape[0], L.SOC_COLS))
+    out[:, L.SOC_MIN] = soc.min(axis=1)
+    out[:, L.SOC_MAX] = soc.max(axis=1)
+    capsum = cap.sum(axis=1)
+    out[:, L.SOC_MEAN] = np.where(capsum > 0, 100.0 * qn.sum(axis=1) / np.where(capsum > 0, capsum, 1), 0.0)
+    out[:, L.SOC_SOE_DCHG_WH] = qn.min(axis=1) * v_nom
+    out[:, L.SOC_SOE_CHG_WH] = (cap - qn).min(axis=1) * v_nom
+    out[:, L.SOC_AH_CHARGED] = acc[:, 0]
+    out[:, L.SOC_AH_DISCHARGED] = acc[:, 1]
+    stack = np.zeros(L.SOC_COLS)
+    stack[L.SOC_MIN] = out[:, L.SOC_MIN].min()
+    stack[L.SOC_MAX] = out[:, L.SOC_MAX].max()
+    stack[L.SOC_MEAN] = 100.0 * qn.sum() / cap.sum() if cap.sum() > 0 else 0.0
+    stack[L.SOC_SOE_DCHG_WH] = out[:, L.SOC_SOE_DCHG_WH].sum()
+    stack[L.SOC_SOE_CHG_WH] = out[:, L.SOC_SOE_CHG_WH].sum()
+    stack[L.SOC_AH_CHARGED] = acc[:, 0].sum()
+    stack[L.SOC_AH_DISCHARGED] = acc[:, 1].sum()
+    return qn, soc, out, anchored, stack, acc
+
+
+# ---------------------------------------------------------------- balancing and bypass
+def balance(cell_v, fresh, v_lo, v_hi, cl_f, cl_flags, on_mv, off_mv, v_min_bal, prev):
+    vmin = cl_f[:, L.AGG_V_MIN][:, None]
+    allowed = (cl_flags[:, L.CLF_BALANCE_ALLOWED] != 0)[:, None] & ~np.isnan(vmin)
+    with np.errstate(invalid="ignore"):
+        ok = (fresh != 0) & (cell_v >= v_lo) & (cell_v <= v_hi)
+        keep = (prev != 0) & (cell_v > vmin + off_mv * 1e-3)
+        start = (prev == 0) & (cell_v > np.maximum(vmin + on_mv * 1e-3, v_min_bal))
+    bal = allowed & ok & (keep | start)
+    return bal.astype(np.uint8), bal.sum(axis=1).astype(np.int32)
+
+
+def bypass(pack_f, pack_i, pole_t, soc, cl_in, cells_per_pack, bp, prev):
+    C, P = soc.shape
+    dec = np.zeros((C, P), np.uint8)
+    denied = np.zeros(C, np.int32)
+    if bp[L.BP_ENABLED] < 0.5:
+        return dec, denied
+    idle = bp[L.BP_IDLE_A]
+    for c in range(C):
+        i = cl_in[c, L.CL_I]
+        charging, discharging = i < -idle, i > idle
+        bit = (1 if charging else 2) if bp[L.BP_ON_GRID] >= 0.5 else (4 if charging else 8)
+        consistency = (charging or discharging) and (int(bp[L.BP_CONSISTENCY_MODES]) & bit) != 0
+        vmean = pack_f[c, :, L.PACK_V_MEAN]
+        pack_v = np.where(np.isnan(vmean), bp[L.BP_NOMINAL_CELL_V], vmean) * cells_per_pack
+        remaining = pack_v.sum()
+        ot = bp[L.BP_CELL_OT_CHG_DEGC] if charging else bp[L.BP_CELL_OT_DCHG_DEGC]
+        lt = bp[L.BP_CELL_LT_CHG_DEGC] if charging else bp[L.BP_CELL_LT_DCHG_DEGC]
+        cands = []
+        for p in range(P):
+            was = prev[c, p] == L.BYP_FAULT
+            hv = bp[L.BP_V_HYST] if was else 0.0
+            ht = bp[L.BP_T_HYST] if was else 0.0
+            f = pack_f[c, p]
+            faulty = (pack_i[c, p].sum() > 0 or f[L.PACK_V_MAX] > bp[L.BP_CELL_OV_V] - hv
+                      or f[L.PACK_V_MIN] < bp[L.BP_CELL_UV_V] + hv or f[L.PACK_T_MAX] > ot - ht
+                      or f[L.PACK_T_MIN] < lt + ht or pole_t[c, p] > bp[L.BP_POLE_OT_DEGC] - ht)
+            if faulty:
+                cands.append((1e9, p, L.BYP_FAULT))
+            elif consistency:
+                spread = soc[c, p] - soc[c].min() if charging else soc[c].max() - soc[c, p]
+                if spread > bp[L.BP_SPREAD_ON_PCT] or (prev[c, p] == L.BYP_CONSISTENCY
+                                                      and spread > bp[L.BP_SPREAD_OFF_PCT]):
+                    cands.append((spread, p, L.BYP_CONSISTENCY))
+        cands.sort(key=lambda t: -t[0])   # stable: equal keys keep pack order
+        n = 0
+        for _, p, why in cands:
+            if n < int(bp[L.BP_MAX_PER_CLUSTER]) and remaining - pack_v[p] >= bp[L.BP_DC_MIN_V]:
+                dec[c, p] = why
+                remaining -= pack_v[p]
+                n += 1
+            elif why == L.BYP_FAULT:
+                denied[c] += 1
+    return dec, denied
+
+
+# ---------------------------------------------------------------- arbitration and setpoint
+def arbitrate(kind, value, active, charge_limit_w, discharge_limit_w):
+    lo, hi = -charge_limit_w, discharge_limit_w
+    status = np.zeros(len(kind), np.uint8)
+    for k in range(len(kind)):
+        v = value[k]
+        if not active[k]:
+            status[k] = L.RS_INACTIVE
+        elif np.isnan(v) or kind[k] not in (L.REQ_LE, L.REQ_GE, L.REQ_EQ, L.REQ_TARGET):
+            status[k] = L.RS_DROPPED
+        elif kind[k] == L.REQ_TARGET:
+            c = min(max(v, lo), hi)
+            status[k] = L.RS_APPLIED if c == v else L.RS_CLAMPED
+            lo = hi = c
+        else:
+            new_lo = max(lo, v) if kind[k] in (L.REQ_GE, L.REQ_EQ) else lo
+            new_hi = min(hi, v) if kind[k] in (L.REQ_LE, L.REQ_EQ) else hi
+            if new_lo > new_hi:
+                status[k] = L.RS_DROPPED
+            else:
+                lo, hi = new_lo, new_hi
+                status[k] = L.RS_APPLIED
+    target = lo if lo > 0 else (hi if hi < 0 else 0.0)
+    return target, status, (lo, hi)
+
+
+def setpoint(target, prev, charge_limit_w, discharge_limit_w, ramp, dt_s, deadband):
+    prev = 0.0 if np.isnan(prev) else prev
+    target = 0.0 if np.isnan(target) else target
+    t = prev if (target != 0.0 and abs(target - prev) < deadband) else target
+    if ramp > 0:
+        t = min(max(t, prev - ramp * dt_s), prev + ramp * dt_s)
+    return min(max(t, -charge_limit_w), discharge_limit_w)
+
+
+def distribute(total, chg_max, dchg_max, e_chg, e_dchg, online):
+    out = np.zeros(len(chg_max))
+    if np.isnan(total) or total == 0:
+        return out, (total if np.isnan(total) else 0.0)
+    cap, w, sign = (dchg_max, e_dchg, 1.0) if total > 0 else (chg_max, e_chg, -1.0)
+    free = (online != 0) & (cap > 0) & (w > 0)
+    need = abs(total)
+    while need > 1e-9:
+        wsum = w[free].sum()
+        if wsum <= 0:
+            break
+        over = free & (out + need * w / wsum >= cap)
+        if over.any():
+            need -= (cap[over] - out[over]).sum()
+            out[over] = cap[over]
+            free &= ~over
+        else:
+            out[free] += need * w[free] / wsum
+            need = 0.0
+    given = out.sum()
+    return sign * out, sign * (abs(total) - given)
