@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-CORE_SOURCES := $(wildcard ems/_core/*.pyx ems/_core/*.pxd)
+CORE_SOURCES := $(wildcard ems/_core/*.pyx ems/_core/*.pxd ems/_core/*.h)
 
 .PHONY: install test bench clean
 

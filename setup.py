@@ -25,7 +25,7 @@ extensions = [
     Extension(
         f"ems._core.{pyx.stem}",
         [str(pyx)],
-        include_dirs=[numpy.get_include()],
+        include_dirs=[str(CORE), numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args,
     )

@@ -367,7 +367,8 @@ def distribute(total, chg_max, dchg_max, e_chg, e_dchg, online):
         wsum = w[free].sum()
         if wsum <= 0:
             break
-        over = free & (out + need * w / wsum >= cap)
+        with np.errstate(over="ignore", invalid="ignore"):   # subnormal weight sums, as in the kernel
+            over = free & (out + need * w / wsum >= cap)
         if over.any():
             need -= (cap[over] - out[over]).sum()
             out[over] = cap[over]
@@ -377,3 +378,61 @@ def distribute(total, chg_max, dchg_max, e_chg, e_dchg, online):
             need = 0.0
     given = out.sum()
     return sign * out, sign * (abs(total) - given)
+
+
+# ---------------------------------------------------------------- the full tick
+class ReferenceTick:
+    """The fast-loop tick composed from the references above, on a CoreBuffers' inputs and its own state."""
+
+    def __init__(self, buffers):
+        b = buffers
+        self.b = b
+        C, P = b.capacity_ah.shape
+        self.prot = ProtectionState(b.table_f.shape[0], C)
+        self.q = b.charge_ah.copy()
+        self.acc = np.zeros((C, 2))
+        self.balancing = b.balancing.copy()
+        self.bypass = b.bypass.copy()
+        self.setpoint_w = 0.0
+
+    def run(self, dt_ms, reset=False):
+        b, p = self.b, self.b.params
+        C, N = b.cell_v.shape
+        P = b.capacity_ah.shape[1]
+        dt_s = dt_ms * 1e-3
+        cl_f, cl_i, pack_f, pack_i, stk_f, stk_i = aggregate(b.cell_v, b.cell_t, b.fresh, P, p[L.TP_V_LO],
+                                                             p[L.TP_V_HI], p[L.TP_T_LO], p[L.TP_T_HI])
+        self.q, soc, soc_out, anchored, stack_soc, self.acc = soc_step(
+            b.cluster_in, b.cluster_flags, pack_f, b.capacity_ah, self.q, self.acc, dt_s, p[L.TP_ETA_CHARGE],
+            p[L.TP_V_FULL], p[L.TP_V_EMPTY], p[L.TP_IDLE_A], p[L.TP_CLUSTER_NOMINAL_V])
+        src = sources(cl_f, cl_i, b.cluster_in, soc_out)
+        n_changed = protection_step(b.table_f, b.table_i, src, b.cluster_in, p[L.TP_IDLE_A], dt_ms,
+                                    p[L.TP_TRIP_DELAY_MS], reset, self.prot)
+        derated, stack_a = derate(b.table_f, b.table_i, src, b.cluster_in, b.cluster_flags, self.prot.cl_prot,
+                                  p[L.TP_STACK_MAX_CHG_A], p[L.TP_STACK_MAX_DCHG_A])
+        self.balancing, bal_count = balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], cl_f, b.cluster_flags,
+                                            p[L.TP_BAL_ON_MV], p[L.TP_BAL_OFF_MV], p[L.TP_BAL_V_MIN],
+                                            self.balancing)
+        self.bypass, denied = bypass(pack_f, pack_i, b.pack_pole_t, soc, b.cluster_in, N // P, b.bypass_params,
+                                     self.bypass)
+        v = b.cluster_in[:, L.CL_V]
+        with np.errstate(invalid="ignore"):
+            ok = (b.cluster_flags[:, L.CLF_CONNECTED] != 0) & ~np.isnan(v) & (v > 0)
+        v_dc = v[ok].mean() if ok.any() else 0.0
+        chg_w = min(stack_a[0] * v_dc, max(p[L.TP_PCS_MAX_CHG_W], 0.0))
+        dchg_w = min(stack_a[1] * v_dc, max(p[L.TP_PCS_MAX_DCHG_W], 0.0))
+        target, status, interval = arbitrate(b.req_kind, b.req_value, b.req_active, chg_w, dchg_w)
+        self.setpoint_w = setpoint(target, self.setpoint_w, chg_w, dchg_w, p[L.TP_RAMP_W_PER_S], dt_s,
+                                   p[L.TP_DEADBAND_W])
+        online = ok & (self.prot.cl_prot[:, L.CLP_TRIPPED] == 0)
+        vv = np.where(ok, v, 0.0)
+        cluster_w, unallocated = distribute(self.setpoint_w, np.where(ok, derated[:, 0] * vv, 0.0),
+                                            np.where(ok, derated[:, 1] * vv, 0.0), soc_out[:, L.SOC_SOE_CHG_WH],
+                                            soc_out[:, L.SOC_SOE_DCHG_WH], online)
+        return dict(agg_f=cl_f, agg_i=cl_i, pack_f=pack_f, pack_i=pack_i, stack_f=stk_f, stack_i=stk_i,
+                    charge_ah=self.q, soc_pct=soc, soc_out=soc_out, anchored=anchored, stack_soc=stack_soc,
+                    sources=src, prot_bits=self.prot.bits, prot_level=self.prot.level,
+                    cluster_prot=self.prot.cl_prot, derated=derated, balancing=self.balancing,
+                    balance_count=bal_count, bypass=self.bypass, bypass_denied=denied, req_status=status,
+                    cluster_w=cluster_w, n_changed=n_changed, chg_w=chg_w, dchg_w=dchg_w, target=target,
+                    setpoint=self.setpoint_w, unallocated=unallocated, stack_a=stack_a)

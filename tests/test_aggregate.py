@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from ems._core import aggregate as agg_k
@@ -98,3 +99,20 @@ def test_wrong_output_shape_is_refused_before_anything_is_written():
                         np.zeros((2, 1, L.PACK_I_COLS), np.int32), np.zeros(L.AGG_F_COLS),
                         np.zeros(L.STK_I_COLS, np.int32))
     assert (cluster_f == -7.0).all()
+
+
+finite_values = st.lists(st.one_of(st.floats(-50.0, 130.0), st.sampled_from([0.0, -0.0, 3.3, 3.3])), min_size=1,
+                         max_size=70)
+
+
+@given(finite_values)
+def test_vector_block_statistics_equal_the_scalar_fallback(values):
+    x = np.array(values, dtype=np.float64)
+    vec, sca = agg_k.block_stats(x, True), agg_k.block_stats(x, False)
+    assert vec[0] == sca[0] == x.min()
+    assert vec[1] == sca[1] == x.max()
+    assert vec[2] == pytest.approx(sca[2], rel=1e-12, abs=1e-12)
+
+
+def test_the_simd_path_in_use_is_named():
+    assert agg_k.SIMD in ("sse2", "scalar")

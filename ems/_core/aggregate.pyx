@@ -6,12 +6,63 @@ A cell's voltage is valid when its data is fresh and the value lies inside the s
 enter a mean or an extreme, so one broken sensor cannot poison the statistics; the counts feed the
 sensor-fault rows of the protection table. There is no outlier rejection: a plausible cell far from
 the others is exactly what protection must see. Ties keep the first cell (lowest index), like argmin.
+
+Speed: a pack whose cells are all fresh, finite and in range (the normal case) is summarised by the
+vector block statistics of block_stats.h without a test per cell; any other pack takes the per-cell
+path. Extremes are located afterwards by scanning only the pack that holds each one.
 """
 from libc.stdint cimport uint8_t, int32_t
-from libc.math cimport NAN, INFINITY
+from libc.math cimport NAN, INFINITY, isnan
 
 from ems._core.layout cimport *
 from ems._core.checks cimport require_c_contiguous
+
+cdef extern from "block_stats.h" nogil:
+    const char* EMS_SIMD_NAME
+    void ems_block_stats(const double* x, Py_ssize_t n, double* out)
+    void ems_block_stats_scalar(const double* x, Py_ssize_t n, double* out)
+    int ems_all_ones(const uint8_t* flags, Py_ssize_t n)
+
+SIMD = EMS_SIMD_NAME.decode()
+
+
+cdef inline Py_ssize_t block_valid_stats(const double* x, const uint8_t* fresh, bint all_fresh, Py_ssize_t n,
+                                         double lo, double hi, double* out) noexcept nogil:
+    """min, max, sum of the valid values of x[0..n) into out; returns how many were valid."""
+    cdef Py_ssize_t k, cnt = 0
+    cdef double a, mn = INFINITY, mx = -INFINITY, s = 0.0
+    if all_fresh:
+        ems_block_stats(x, n, out)
+        if out[0] >= lo and out[1] <= hi and not isnan(out[2]):
+            return n
+    for k in range(n):
+        if fresh[k]:
+            a = x[k]
+            if lo <= a <= hi:          # false for NaN
+                cnt += 1
+                s += a
+                if a < mn:
+                    mn = a
+                if a > mx:
+                    mx = a
+    out[0] = mn
+    out[1] = mx
+    out[2] = s
+    return cnt
+
+
+cdef inline int32_t locate(const double* x, const uint8_t* fresh, Py_ssize_t per_pack, Py_ssize_t n_packs,
+                           const double* pack_f, Py_ssize_t col, double value, double lo, double hi) noexcept nogil:
+    """Index of the first valid cell equal to value: first pack whose statistic equals it, then its cells."""
+    cdef Py_ssize_t p, k
+    cdef double a
+    for p in range(n_packs):
+        if pack_f[p * PACK_F_COLS + col] == value:
+            for k in range(p * per_pack, (p + 1) * per_pack):
+                a = x[k]
+                if a == value and fresh[k] and lo <= a <= hi:
+                    return <int32_t>k
+    return -1
 
 
 cdef void aggregate_cells(
@@ -21,15 +72,18 @@ cdef void aggregate_cells(
     double* cl_f, int32_t* cl_i, double* pack_f, int32_t* pack_i,
     double* stk_f, int32_t* stk_i,
 ) noexcept nogil:
-    cdef Py_ssize_t c, p, k, i, base, per_pack = n_cells // n_packs
-    cdef double x, pv_min, pv_max, pv_sum, pt_min, pt_max
+    cdef Py_ssize_t c, p, k, base, per_pack = n_cells // n_packs, nv, nt
+    cdef double vs[3]
+    cdef double ts[3]
     cdef double cv_min, cv_max, cv_sum, ct_min, ct_max, ct_sum
     cdef double sv_sum = 0.0, st_sum = 0.0
-    cdef Py_ssize_t pv_n, pt_n, cv_n, ct_n, sv_n = 0, st_n = 0
-    cdef int32_t cv_min_i, cv_max_i, ct_min_i, ct_max_i
+    cdef Py_ssize_t cv_n, ct_n, sv_n = 0, st_n = 0
+    cdef bint all_fresh
     cdef double* cf
     cdef double* pf
+    cdef double* cpf
     cdef int32_t* ci
+    cdef int32_t* pi
 
     stk_f[AGG_V_MIN] = INFINITY
     stk_f[AGG_V_MAX] = -INFINITY
@@ -43,71 +97,48 @@ cdef void aggregate_cells(
     for c in range(n_clusters):
         cv_min = INFINITY; cv_max = -INFINITY; cv_sum = 0.0; cv_n = 0
         ct_min = INFINITY; ct_max = -INFINITY; ct_sum = 0.0; ct_n = 0
-        cv_min_i = -1; cv_max_i = -1; ct_min_i = -1; ct_max_i = -1
+        cpf = pack_f + c * n_packs * PACK_F_COLS
         for p in range(n_packs):
-            pv_min = INFINITY; pv_max = -INFINITY; pv_sum = 0.0; pv_n = 0
-            pt_min = INFINITY; pt_max = -INFINITY; pt_n = 0
             base = c * n_cells + p * per_pack
-            for k in range(per_pack):
-                i = base + k
-                if fresh[i]:
-                    x = cell_v[i]
-                    if v_lo <= x <= v_hi:          # false for NaN
-                        pv_n += 1
-                        pv_sum += x
-                        if x < pv_min:
-                            pv_min = x
-                        if x > pv_max:
-                            pv_max = x
-                        if x < cv_min:
-                            cv_min = x
-                            cv_min_i = <int32_t>(i - c * n_cells)
-                        if x > cv_max:
-                            cv_max = x
-                            cv_max_i = <int32_t>(i - c * n_cells)
-                    x = cell_t[i]
-                    if t_lo <= x <= t_hi:
-                        pt_n += 1
-                        ct_sum += x
-                        if x < pt_min:
-                            pt_min = x
-                        if x > pt_max:
-                            pt_max = x
-                        if x < ct_min:
-                            ct_min = x
-                            ct_min_i = <int32_t>(i - c * n_cells)
-                        if x > ct_max:
-                            ct_max = x
-                            ct_max_i = <int32_t>(i - c * n_cells)
-            pf = pack_f + (c * n_packs + p) * PACK_F_COLS
-            if pv_n > 0:
-                pf[PACK_V_MIN] = pv_min
-                pf[PACK_V_MAX] = pv_max
-                pf[PACK_V_MEAN] = pv_sum / pv_n
+            all_fresh = ems_all_ones(fresh + base, per_pack)
+            nv = block_valid_stats(cell_v + base, fresh + base, all_fresh, per_pack, v_lo, v_hi, vs)
+            nt = block_valid_stats(cell_t + base, fresh + base, all_fresh, per_pack, t_lo, t_hi, ts)
+            pf = cpf + p * PACK_F_COLS
+            pi = pack_i + (c * n_packs + p) * PACK_I_COLS
+            if nv > 0:
+                pf[PACK_V_MIN] = vs[0]
+                pf[PACK_V_MAX] = vs[1]
+                pf[PACK_V_MEAN] = vs[2] / nv
+                if vs[0] < cv_min:
+                    cv_min = vs[0]
+                if vs[1] > cv_max:
+                    cv_max = vs[1]
             else:
                 pf[PACK_V_MIN] = NAN
                 pf[PACK_V_MAX] = NAN
                 pf[PACK_V_MEAN] = NAN
-            if pt_n > 0:
-                pf[PACK_T_MIN] = pt_min
-                pf[PACK_T_MAX] = pt_max
+            if nt > 0:
+                pf[PACK_T_MIN] = ts[0]
+                pf[PACK_T_MAX] = ts[1]
+                if ts[0] < ct_min:
+                    ct_min = ts[0]
+                if ts[1] > ct_max:
+                    ct_max = ts[1]
             else:
                 pf[PACK_T_MIN] = NAN
                 pf[PACK_T_MAX] = NAN
-            pack_i[(c * n_packs + p) * PACK_I_COLS + PACK_V_INVALID] = <int32_t>(per_pack - pv_n)
-            pack_i[(c * n_packs + p) * PACK_I_COLS + PACK_T_INVALID] = <int32_t>(per_pack - pt_n)
-            cv_sum += pv_sum
-            cv_n += pv_n
-            ct_n += pt_n
+            pi[PACK_V_INVALID] = <int32_t>(per_pack - nv)
+            pi[PACK_T_INVALID] = <int32_t>(per_pack - nt)
+            cv_sum += vs[2]
+            cv_n += nv
+            ct_sum += ts[2]
+            ct_n += nt
 
         cf = cl_f + c * AGG_F_COLS
         ci = cl_i + c * AGG_I_COLS
+        base = c * n_cells
         ci[AGG_V_INVALID] = <int32_t>(n_cells - cv_n)
         ci[AGG_T_INVALID] = <int32_t>(n_cells - ct_n)
-        ci[AGG_V_MIN_CELL] = cv_min_i
-        ci[AGG_V_MAX_CELL] = cv_max_i
-        ci[AGG_T_MIN_CELL] = ct_min_i
-        ci[AGG_T_MAX_CELL] = ct_max_i
         stk_i[STK_V_INVALID] = stk_i[STK_V_INVALID] + ci[AGG_V_INVALID]
         stk_i[STK_T_INVALID] = stk_i[STK_T_INVALID] + ci[AGG_T_INVALID]
         if cv_n > 0:
@@ -115,41 +146,53 @@ cdef void aggregate_cells(
             cf[AGG_V_MAX] = cv_max
             cf[AGG_V_MEAN] = cv_sum / cv_n
             cf[AGG_V_SPREAD] = cv_max - cv_min
+            ci[AGG_V_MIN_CELL] = locate(cell_v + base, fresh + base, per_pack, n_packs, cpf, PACK_V_MIN, cv_min,
+                                        v_lo, v_hi)
+            ci[AGG_V_MAX_CELL] = locate(cell_v + base, fresh + base, per_pack, n_packs, cpf, PACK_V_MAX, cv_max,
+                                        v_lo, v_hi)
             sv_sum += cv_sum
             sv_n += cv_n
             if cv_min < stk_f[AGG_V_MIN]:
                 stk_f[AGG_V_MIN] = cv_min
                 stk_i[STK_V_MIN_CLUSTER] = <int32_t>c
-                stk_i[STK_V_MIN_CELL] = cv_min_i
+                stk_i[STK_V_MIN_CELL] = ci[AGG_V_MIN_CELL]
             if cv_max > stk_f[AGG_V_MAX]:
                 stk_f[AGG_V_MAX] = cv_max
                 stk_i[STK_V_MAX_CLUSTER] = <int32_t>c
-                stk_i[STK_V_MAX_CELL] = cv_max_i
+                stk_i[STK_V_MAX_CELL] = ci[AGG_V_MAX_CELL]
         else:
             cf[AGG_V_MIN] = NAN
             cf[AGG_V_MAX] = NAN
             cf[AGG_V_MEAN] = NAN
             cf[AGG_V_SPREAD] = NAN
+            ci[AGG_V_MIN_CELL] = -1
+            ci[AGG_V_MAX_CELL] = -1
         if ct_n > 0:
             cf[AGG_T_MIN] = ct_min
             cf[AGG_T_MAX] = ct_max
             cf[AGG_T_MEAN] = ct_sum / ct_n
             cf[AGG_T_SPREAD] = ct_max - ct_min
+            ci[AGG_T_MIN_CELL] = locate(cell_t + base, fresh + base, per_pack, n_packs, cpf, PACK_T_MIN, ct_min,
+                                        t_lo, t_hi)
+            ci[AGG_T_MAX_CELL] = locate(cell_t + base, fresh + base, per_pack, n_packs, cpf, PACK_T_MAX, ct_max,
+                                        t_lo, t_hi)
             st_sum += ct_sum
             st_n += ct_n
             if ct_min < stk_f[AGG_T_MIN]:
                 stk_f[AGG_T_MIN] = ct_min
                 stk_i[STK_T_MIN_CLUSTER] = <int32_t>c
-                stk_i[STK_T_MIN_CELL] = ct_min_i
+                stk_i[STK_T_MIN_CELL] = ci[AGG_T_MIN_CELL]
             if ct_max > stk_f[AGG_T_MAX]:
                 stk_f[AGG_T_MAX] = ct_max
                 stk_i[STK_T_MAX_CLUSTER] = <int32_t>c
-                stk_i[STK_T_MAX_CELL] = ct_max_i
+                stk_i[STK_T_MAX_CELL] = ci[AGG_T_MAX_CELL]
         else:
             cf[AGG_T_MIN] = NAN
             cf[AGG_T_MAX] = NAN
             cf[AGG_T_MEAN] = NAN
             cf[AGG_T_SPREAD] = NAN
+            ci[AGG_T_MIN_CELL] = -1
+            ci[AGG_T_MAX_CELL] = -1
 
     if sv_n > 0:
         stk_f[AGG_V_MEAN] = sv_sum / sv_n
@@ -167,6 +210,18 @@ cdef void aggregate_cells(
         stk_f[AGG_T_MAX] = NAN
         stk_f[AGG_T_MEAN] = NAN
         stk_f[AGG_T_SPREAD] = NAN
+
+
+def block_stats(const double[::1] x, bint vector=True):
+    """(min, max, sum) of x by the vector block statistics or their scalar fallback (for tests)."""
+    cdef double out[3]
+    if x.shape[0] == 0:
+        raise ValueError("block_stats needs at least one value")
+    if vector:
+        ems_block_stats(&x[0], x.shape[0], out)
+    else:
+        ems_block_stats_scalar(&x[0], x.shape[0], out)
+    return out[0], out[1], out[2]
 
 
 def aggregate(const double[:, ::1] cell_v, const double[:, ::1] cell_t, const uint8_t[:, ::1] fresh,

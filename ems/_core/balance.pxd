@@ -1,8 +1,8 @@
 from libc.stdint cimport uint8_t, int32_t
 
 cdef void balance_cells(
-    Py_ssize_t n_clusters, Py_ssize_t n_cells, const double* cell_v, const uint8_t* fresh,
-    double v_lo, double v_hi, const double* cl_agg_f, const uint8_t* cl_flags,
+    Py_ssize_t n_clusters, Py_ssize_t n_cells, Py_ssize_t n_packs, const double* cell_v, const uint8_t* fresh,
+    double v_lo, double v_hi, const double* cl_agg_f, const double* pack_f, const uint8_t* cl_flags,
     double on_mv, double off_mv, double v_min_balance, uint8_t* balance, int32_t* count,
 ) noexcept nogil
 

@@ -19,6 +19,7 @@ minimum or exceed the per-cluster maximum; a faulty PACK refused for that reason
 """
 from libc.stdint cimport uint8_t, int32_t
 from libc.math cimport isnan
+from libc.string cimport memset
 
 from ems._core.layout cimport *
 from ems._core.common cimport dmin, dmax
@@ -26,36 +27,47 @@ from ems._core.checks cimport require_c_contiguous, require_len
 
 
 
+cdef extern from "block_stats.h" nogil:
+    int ems_all_zero(const uint8_t* flags, Py_ssize_t n)
+    int32_t ems_balance_block(const double* x, const uint8_t* fresh, uint8_t* state, Py_ssize_t n,
+                              double lo, double hi, double on_at, double off_at)
+    int32_t ems_balance_block_scalar(const double* x, const uint8_t* fresh, uint8_t* state, Py_ssize_t n,
+                                     double lo, double hi, double on_at, double off_at)
+
+
 cdef void balance_cells(
-    Py_ssize_t n_clusters, Py_ssize_t n_cells, const double* cell_v, const uint8_t* fresh,
-    double v_lo, double v_hi, const double* cl_agg_f, const uint8_t* cl_flags,
+    Py_ssize_t n_clusters, Py_ssize_t n_cells, Py_ssize_t n_packs, const double* cell_v, const uint8_t* fresh,
+    double v_lo, double v_hi, const double* cl_agg_f, const double* pack_f, const uint8_t* cl_flags,
     double on_mv, double off_mv, double v_min_balance, uint8_t* balance, int32_t* count,
 ) noexcept nogil:
-    cdef Py_ssize_t c, k, i
-    cdef double vmin, x, on_at, off_at
+    cdef Py_ssize_t c, p, i, run, per_pack = n_cells // n_packs
+    cdef bint skip
+    cdef double vmin, on_at, off_at, pack_max
     cdef int32_t n
     for c in range(n_clusters):
         vmin = cl_agg_f[c * AGG_F_COLS + AGG_V_MIN]
         n = 0
         if not cl_flags[c * CL_FLAG_COLS + CLF_BALANCE_ALLOWED] or isnan(vmin):
-            for k in range(n_cells):
-                balance[c * n_cells + k] = 0
+            memset(balance + c * n_cells, 0, n_cells)
         else:
             on_at = dmax(vmin + on_mv * 1e-3, v_min_balance)
             off_at = vmin + off_mv * 1e-3
-            for k in range(n_cells):
-                i = c * n_cells + k
-                x = cell_v[i]
-                if not fresh[i] or not (v_lo <= x <= v_hi):
-                    balance[i] = 0
-                elif balance[i]:
-                    if x <= off_at:
-                        balance[i] = 0
-                    else:
-                        n += 1
-                elif x > on_at:
-                    balance[i] = 1
-                    n += 1
+            # nothing can change in a pack with no cell bleeding and none above the start threshold;
+            # the other packs are processed in runs of neighbours, so the vector blocks stay long
+            run = -1
+            for p in range(n_packs + 1):
+                skip = True
+                if p < n_packs:
+                    i = c * n_cells + p * per_pack
+                    pack_max = pack_f[(c * n_packs + p) * PACK_F_COLS + PACK_V_MAX]
+                    skip = not (pack_max > on_at) and ems_all_zero(balance + i, per_pack)
+                if not skip and run < 0:
+                    run = p
+                elif skip and run >= 0:
+                    i = c * n_cells + run * per_pack
+                    n += ems_balance_block(cell_v + i, fresh + i, balance + i, (p - run) * per_pack,
+                                           v_lo, v_hi, on_at, off_at)
+                    run = -1
         count[c] = n
 
 
@@ -153,10 +165,14 @@ cdef void decide_bypass(
 
 
 def balance(const double[:, ::1] cell_v, const uint8_t[:, ::1] fresh, double v_lo, double v_hi,
-            const double[:, ::1] cluster_f, const uint8_t[:, ::1] cluster_flags, double on_mv,
-            double off_mv, double v_min_balance, uint8_t[:, ::1] balancing, int32_t[::1] count):
-    """Update the balancing flags (C, N) in place (they are the hysteresis state); count per cluster."""
-    cdef Py_ssize_t C = cell_v.shape[0], N = cell_v.shape[1]
+            const double[:, ::1] cluster_f, const double[:, :, ::1] pack_f, const uint8_t[:, ::1] cluster_flags,
+            double on_mv, double off_mv, double v_min_balance, uint8_t[:, ::1] balancing, int32_t[::1] count):
+    """Update the balancing flags (C, N) in place (they are the hysteresis state); count per cluster.
+
+    cluster_f and pack_f are the aggregation results for the same cell data."""
+    cdef Py_ssize_t C = cell_v.shape[0], N = cell_v.shape[1], P = pack_f.shape[1]
+    if P < 1 or N % P != 0 or pack_f.shape[0] != C or pack_f.shape[2] != PACK_F_COLS:
+        raise ValueError(f"pack_f must have shape (C, P, {PACK_F_COLS}) with N a multiple of P")
     require_c_contiguous("fresh", fresh.shape[0], fresh.shape[1], C, N)
     require_c_contiguous("cluster_f", cluster_f.shape[0], cluster_f.shape[1], C, AGG_F_COLS)
     require_c_contiguous("cluster_flags", cluster_flags.shape[0], cluster_flags.shape[1], C, CL_FLAG_COLS)
@@ -167,7 +183,7 @@ def balance(const double[:, ::1] cell_v, const uint8_t[:, ::1] fresh, double v_l
     if C == 0 or N == 0:
         raise ValueError("balancing needs at least one cluster with one cell")
     with nogil:
-        balance_cells(C, N, &cell_v[0, 0], &fresh[0, 0], v_lo, v_hi, &cluster_f[0, 0],
+        balance_cells(C, N, P, &cell_v[0, 0], &fresh[0, 0], v_lo, v_hi, &cluster_f[0, 0], &pack_f[0, 0, 0],
                       &cluster_flags[0, 0], on_mv, off_mv, v_min_balance, &balancing[0, 0], &count[0])
 
 
@@ -192,3 +208,16 @@ def bypass(const double[:, :, ::1] pack_f, const int32_t[:, :, ::1] pack_i,
     with nogil:
         decide_bypass(C, P, cells_per_pack, &pack_f[0, 0, 0], &pack_i[0, 0, 0], &pack_pole_t[0, 0],
                       &soc_pct[0, 0], &cluster_in[0, 0], &params[0], &decision[0, 0], &denied[0])
+
+
+def balance_block(const double[::1] x, const uint8_t[::1] fresh, uint8_t[::1] state, double v_lo, double v_hi,
+                  double on_at, double off_at, bint vector=True):
+    """One block of cells through the vector balancing rule or its scalar fallback (for tests)."""
+    cdef Py_ssize_t n = x.shape[0]
+    require_len("fresh", fresh.shape[0], n)
+    require_len("state", state.shape[0], n)
+    if n == 0:
+        return 0
+    if vector:
+        return ems_balance_block(&x[0], &fresh[0], &state[0], n, v_lo, v_hi, on_at, off_at)
+    return ems_balance_block_scalar(&x[0], &fresh[0], &state[0], n, v_lo, v_hi, on_at, off_at)

@@ -150,8 +150,8 @@ cdef class FastTick:
                         &self.cluster_in[0, 0], &self.cluster_flags[0, 0], &self.cluster_prot[0, 0],
                         tp[TP_STACK_MAX_CHG_A], tp[TP_STACK_MAX_DCHG_A], &self.derated[0, 0],
                         &out[TO_STACK_CHG_A])
-        balance_cells(C, N, &self.cell_v[0, 0], &self.fresh[0, 0], tp[TP_V_LO], tp[TP_V_HI],
-                      &self.agg_f[0, 0], &self.cluster_flags[0, 0], tp[TP_BAL_ON_MV], tp[TP_BAL_OFF_MV],
+        balance_cells(C, N, P, &self.cell_v[0, 0], &self.fresh[0, 0], tp[TP_V_LO], tp[TP_V_HI],
+                      &self.agg_f[0, 0], &self.pack_f[0, 0, 0], &self.cluster_flags[0, 0], tp[TP_BAL_ON_MV], tp[TP_BAL_OFF_MV],
                       tp[TP_BAL_V_MIN], &self.balancing[0, 0], &self.balance_count[0])
         decide_bypass(C, P, N // P, &self.pack_f[0, 0, 0], &self.pack_i[0, 0, 0], &self.pack_pole_t[0, 0],
                       &self.soc_pct[0, 0], &self.cluster_in[0, 0], &self.bypass_params[0],
