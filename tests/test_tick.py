@@ -138,3 +138,29 @@ def test_full_tick_matches_the_composed_reference(data):
         assert b.results[L.TO_UNALLOCATED_W] == pytest.approx(w["unallocated"], rel=1e-9, abs=1e-6)
         assert b.results[L.TO_N_CHANGED] == w["n_changed"]
         assert -b.results[L.TO_CHG_LIMIT_W] <= sp <= b.results[L.TO_DCHG_LIMIT_W]
+
+
+def test_the_tick_allocates_nothing_per_call():
+    import tracemalloc
+
+    fp = healthy_site(clusters=4, cells=32, packs=4)
+    fp.set_request(0, L.REQ_TARGET, 5e3)
+    fp.tick(10.0)
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    for _ in range(2000):
+        fp.tick(10.0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # the peak catches transient allocations too (a NumPy temporary of the stack would be ~10 kB)
+    assert peak - base < 1024, f"{peak - base} bytes allocated at the peak of 2000 ticks"
+
+
+def test_tick_results_are_read_in_place_from_the_bound_arrays():
+    fp = healthy_site()
+    ids = {name: id(getattr(fp.buffers, name)) for name in ("results", "cluster_w", "prot_level", "balancing")}
+    fp.set_request(0, L.REQ_TARGET, 1e3)
+    fp.tick(10.0)
+    assert {name: id(getattr(fp.buffers, name)) for name in ids} == ids
+    assert fp.buffers.results[L.TO_SETPOINT_W] == 1e3

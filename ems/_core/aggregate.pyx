@@ -137,79 +137,73 @@ cdef void aggregate_cells(
         cf = cl_f + c * AGG_F_COLS
         ci = cl_i + c * AGG_I_COLS
         base = c * n_cells
-        ci[AGG_V_INVALID] = <int32_t>(n_cells - cv_n)
-        ci[AGG_T_INVALID] = <int32_t>(n_cells - ct_n)
-        stk_i[STK_V_INVALID] = stk_i[STK_V_INVALID] + ci[AGG_V_INVALID]
-        stk_i[STK_T_INVALID] = stk_i[STK_T_INVALID] + ci[AGG_T_INVALID]
-        if cv_n > 0:
-            cf[AGG_V_MIN] = cv_min
-            cf[AGG_V_MAX] = cv_max
-            cf[AGG_V_MEAN] = cv_sum / cv_n
-            cf[AGG_V_SPREAD] = cv_max - cv_min
-            ci[AGG_V_MIN_CELL] = locate(cell_v + base, fresh + base, per_pack, n_packs, cpf, PACK_V_MIN, cv_min,
-                                        v_lo, v_hi)
-            ci[AGG_V_MAX_CELL] = locate(cell_v + base, fresh + base, per_pack, n_packs, cpf, PACK_V_MAX, cv_max,
-                                        v_lo, v_hi)
-            sv_sum += cv_sum
-            sv_n += cv_n
-            if cv_min < stk_f[AGG_V_MIN]:
-                stk_f[AGG_V_MIN] = cv_min
-                stk_i[STK_V_MIN_CLUSTER] = <int32_t>c
-                stk_i[STK_V_MIN_CELL] = ci[AGG_V_MIN_CELL]
-            if cv_max > stk_f[AGG_V_MAX]:
-                stk_f[AGG_V_MAX] = cv_max
-                stk_i[STK_V_MAX_CLUSTER] = <int32_t>c
-                stk_i[STK_V_MAX_CELL] = ci[AGG_V_MAX_CELL]
-        else:
-            cf[AGG_V_MIN] = NAN
-            cf[AGG_V_MAX] = NAN
-            cf[AGG_V_MEAN] = NAN
-            cf[AGG_V_SPREAD] = NAN
-            ci[AGG_V_MIN_CELL] = -1
-            ci[AGG_V_MAX_CELL] = -1
-        if ct_n > 0:
-            cf[AGG_T_MIN] = ct_min
-            cf[AGG_T_MAX] = ct_max
-            cf[AGG_T_MEAN] = ct_sum / ct_n
-            cf[AGG_T_SPREAD] = ct_max - ct_min
-            ci[AGG_T_MIN_CELL] = locate(cell_t + base, fresh + base, per_pack, n_packs, cpf, PACK_T_MIN, ct_min,
-                                        t_lo, t_hi)
-            ci[AGG_T_MAX_CELL] = locate(cell_t + base, fresh + base, per_pack, n_packs, cpf, PACK_T_MAX, ct_max,
-                                        t_lo, t_hi)
-            st_sum += ct_sum
-            st_n += ct_n
-            if ct_min < stk_f[AGG_T_MIN]:
-                stk_f[AGG_T_MIN] = ct_min
-                stk_i[STK_T_MIN_CLUSTER] = <int32_t>c
-                stk_i[STK_T_MIN_CELL] = ci[AGG_T_MIN_CELL]
-            if ct_max > stk_f[AGG_T_MAX]:
-                stk_f[AGG_T_MAX] = ct_max
-                stk_i[STK_T_MAX_CLUSTER] = <int32_t>c
-                stk_i[STK_T_MAX_CELL] = ci[AGG_T_MAX_CELL]
-        else:
-            cf[AGG_T_MIN] = NAN
-            cf[AGG_T_MAX] = NAN
-            cf[AGG_T_MEAN] = NAN
-            cf[AGG_T_SPREAD] = NAN
-            ci[AGG_T_MIN_CELL] = -1
-            ci[AGG_T_MAX_CELL] = -1
+        finish_cluster(c, cell_v + base, fresh + base, per_pack, n_packs, cpf, v_lo, v_hi, n_cells,
+                       cv_min, cv_max, cv_sum, cv_n, cf, ci, stk_f, stk_i, 0)
+        finish_cluster(c, cell_t + base, fresh + base, per_pack, n_packs, cpf, t_lo, t_hi, n_cells,
+                       ct_min, ct_max, ct_sum, ct_n, cf, ci, stk_f, stk_i, 1)
+        sv_sum += cv_sum
+        sv_n += cv_n
+        st_sum += ct_sum
+        st_n += ct_n
 
-    if sv_n > 0:
-        stk_f[AGG_V_MEAN] = sv_sum / sv_n
-        stk_f[AGG_V_SPREAD] = stk_f[AGG_V_MAX] - stk_f[AGG_V_MIN]
+    finish_stack(stk_f, AGG_V_MIN, sv_sum, sv_n)
+    finish_stack(stk_f, AGG_T_MIN, st_sum, st_n)
+
+
+# column sets of the two quantities: voltage (q = 0) and temperature (q = 1)
+cdef int32_t[2] _CL_MIN = [AGG_V_MIN, AGG_T_MIN]
+cdef int32_t[2] _PACK_MIN = [PACK_V_MIN, PACK_T_MIN]
+cdef int32_t[2] _PACK_MAX = [PACK_V_MAX, PACK_T_MAX]
+cdef int32_t[2] _MIN_CELL = [AGG_V_MIN_CELL, AGG_T_MIN_CELL]
+cdef int32_t[2] _MAX_CELL = [AGG_V_MAX_CELL, AGG_T_MAX_CELL]
+cdef int32_t[2] _INVALID = [AGG_V_INVALID, AGG_T_INVALID]
+cdef int32_t[2] _STK_MIN = [STK_V_MIN_CLUSTER, STK_T_MIN_CLUSTER]
+cdef int32_t[2] _STK_MAX = [STK_V_MAX_CLUSTER, STK_T_MAX_CLUSTER]
+cdef int32_t[2] _STK_INVALID = [STK_V_INVALID, STK_T_INVALID]
+
+
+cdef inline void finish_cluster(
+    Py_ssize_t c, const double* x, const uint8_t* fresh, Py_ssize_t per_pack, Py_ssize_t n_packs,
+    const double* cpf, double lo, double hi, Py_ssize_t n_cells, double mn, double mx, double s,
+    Py_ssize_t n, double* cf, int32_t* ci, double* stk_f, int32_t* stk_i, int q,
+) noexcept nogil:
+    """Cluster statistics of one quantity from its pack results, and its share of the stack's."""
+    cdef int32_t col = _CL_MIN[q]      # MIN, MAX, MEAN, SPREAD are consecutive columns
+    ci[_INVALID[q]] = <int32_t>(n_cells - n)
+    stk_i[_STK_INVALID[q]] = stk_i[_STK_INVALID[q]] + ci[_INVALID[q]]
+    if n == 0:
+        cf[col] = NAN
+        cf[col + 1] = NAN
+        cf[col + 2] = NAN
+        cf[col + 3] = NAN
+        ci[_MIN_CELL[q]] = -1
+        ci[_MAX_CELL[q]] = -1
+        return
+    cf[col] = mn
+    cf[col + 1] = mx
+    cf[col + 2] = s / n
+    cf[col + 3] = mx - mn
+    ci[_MIN_CELL[q]] = locate(x, fresh, per_pack, n_packs, cpf, _PACK_MIN[q], mn, lo, hi)
+    ci[_MAX_CELL[q]] = locate(x, fresh, per_pack, n_packs, cpf, _PACK_MAX[q], mx, lo, hi)
+    if mn < stk_f[col]:
+        stk_f[col] = mn
+        stk_i[_STK_MIN[q]] = <int32_t>c
+        stk_i[_STK_MIN[q] + 1] = ci[_MIN_CELL[q]]
+    if mx > stk_f[col + 1]:
+        stk_f[col + 1] = mx
+        stk_i[_STK_MAX[q]] = <int32_t>c
+        stk_i[_STK_MAX[q] + 1] = ci[_MAX_CELL[q]]
+
+
+cdef inline void finish_stack(double* stk_f, int32_t col, double s, Py_ssize_t n) noexcept nogil:
+    if n > 0:
+        stk_f[col + 2] = s / n
+        stk_f[col + 3] = stk_f[col + 1] - stk_f[col]
     else:
-        stk_f[AGG_V_MIN] = NAN
-        stk_f[AGG_V_MAX] = NAN
-        stk_f[AGG_V_MEAN] = NAN
-        stk_f[AGG_V_SPREAD] = NAN
-    if st_n > 0:
-        stk_f[AGG_T_MEAN] = st_sum / st_n
-        stk_f[AGG_T_SPREAD] = stk_f[AGG_T_MAX] - stk_f[AGG_T_MIN]
-    else:
-        stk_f[AGG_T_MIN] = NAN
-        stk_f[AGG_T_MAX] = NAN
-        stk_f[AGG_T_MEAN] = NAN
-        stk_f[AGG_T_SPREAD] = NAN
+        stk_f[col] = NAN
+        stk_f[col + 1] = NAN
+        stk_f[col + 2] = NAN
+        stk_f[col + 3] = NAN
 
 
 def block_stats(const double[::1] x, bint vector=True):

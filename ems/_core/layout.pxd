@@ -2,6 +2,7 @@
 # `cpdef enum` makes each name visible to Python (ems._core.layout.AGG_V_MIN) and to the kernels in C.
 
 # aggregate: per-cluster float64 statistics, shape (C, AGG_F_COLS)
+# (aggregate.pyx relies on MIN, MAX, MEAN, SPREAD being consecutive for each quantity)
 cpdef enum:
     AGG_V_MIN = 0
     AGG_V_MAX = 1
@@ -24,6 +25,7 @@ cpdef enum:
     AGG_I_COLS = 6
 
 # aggregate: stack int32 locations (cluster, cell) and counts, shape (STK_I_COLS,)
+# (each location's cell column follows its cluster column)
 cpdef enum:
     STK_V_MIN_CLUSTER = 0
     STK_V_MIN_CELL = 1
