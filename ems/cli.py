@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ems import __version__
 
@@ -11,6 +12,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ems", description="Open EMS main controller for battery energy storage.")
     p.add_argument("--version", action="version", version=f"ems {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the controller in real time (default: the built-in demo site)")
+    run.add_argument("--config", type=Path, help="site file (TOML); default: the built-in demo site")
+    run.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (1 … 3600)")
+    run.add_argument("--state", type=Path, default=Path(".ems-state/state.json"),
+                     help="where SOC counters are saved on stop and restored on start")
+
+    simp = sub.add_parser("simulate", help="run a scenario on a virtual clock, as fast as possible")
+    simp.add_argument("scenario", type=Path, help="site file with a [simulation] section")
+    simp.add_argument("--out", type=Path, required=True, help="output folder (timeseries.csv, events.jsonl)")
+
+    cfg = sub.add_parser("config", help="site configuration: check a file, print a template")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    chk = cfg_sub.add_parser("check", help="validate a site file; every error with key, value and allowed range")
+    chk.add_argument("file", type=Path)
+    cfg_sub.add_parser("template", help="print a commented template with every default and range")
+
     core = sub.add_parser("core", help="native core: build information and a self-check")
     core.add_argument("--clusters", type=int, default=1, help="clusters in the self-check stack (1..32)")
     return p
@@ -39,6 +58,61 @@ def _core_info(clusters: int) -> int:
     return 0
 
 
+def _config(args) -> int:
+    from ems.config.load import ConfigError, load_site
+    from ems.config.template import template
+
+    if args.config_command == "template":
+        print(template())
+        return 0
+    if args.config_command == "check":
+        try:
+            load_site(args.file)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"{args.file}: OK")
+        return 0
+    print("ems config: choose 'check FILE' or 'template'", file=sys.stderr)
+    return 2
+
+
+def _simulate(args) -> int:
+    from ems.config.load import ConfigError
+    from ems.sim.runner import simulate
+    from ems.sim.scenario import load_scenario
+
+    try:
+        cfg, sim = load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    s = simulate(cfg, sim, args.out)
+    print(f"{args.scenario}: {s.steps} steps of {sim.step_s:g} s in {s.wall_s:.1f} s wall; "
+          f"power balance error ≤ {s.max_balance_error_w:.2g} W; final SOC {s.final_soc_pct:.1f} %; "
+          f"wrote {args.out}/timeseries.csv and events.jsonl")
+    return 0
+
+
+def _run(args) -> int:
+    from ems.config.load import ConfigError, load_site
+    from ems.config.schema import SiteConfig
+    from ems.sim.live import run_live
+
+    if not 1.0 <= args.speed <= 3600.0:
+        print(f"ems run: --speed must be 1 … 3600, got {args.speed}", file=sys.stderr)
+        return 2
+    if args.duration is not None and not args.duration > 0:
+        print(f"ems run: --duration must be > 0 s, got {args.duration}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_site(args.config) if args.config else SiteConfig()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return run_live(cfg, args.duration, args.speed, state_path=args.state)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "core":
@@ -46,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ems core: --clusters must be 1..32, got {args.clusters}", file=sys.stderr)
             return 2
         return _core_info(args.clusters)
+    if args.command == "config":
+        return _config(args)
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command == "run":
+        return _run(args)
     build_parser().print_help()
     return 0
 

@@ -1,0 +1,182 @@
+"""Loading and validating a site file: every problem is reported with its key, its value and what is allowed.
+
+Nothing half-valid is ever returned: either a complete SiteConfig or a ConfigError listing all problems.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ems.config.fields import parse_days, parse_hhmm
+from ems.config.schema import SiteConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 boards
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value!r}: {self.message}"
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[Problem], source: str = "config"):
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _range_text(meta) -> str:
+    lo, hi, unit = meta.get("lo"), meta.get("hi"), meta.get("unit") or ""
+    return f"allowed {lo:g} … {hi:g} {unit}".rstrip()
+
+
+def _scalar(value: Any, default: Any, meta: dict, key: str, problems: list[Problem]) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            problems.append(Problem(key, value, "must be true or false"))
+            return default
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(Problem(key, value, f"must be a whole number, {_range_text(meta)}"))
+            return default
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(Problem(key, value, f"must be a number, {_range_text(meta)}"))
+            return default
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            problems.append(Problem(key, value, "must be a string"))
+            return default
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            problems.append(Problem(key, value, "must be a list"))
+            return default
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        problems.append(Problem(key, value, f"must be one of {', '.join(choices)}"))
+        return default
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and isinstance(value, (int, float)) and not (lo <= value <= hi):
+        problems.append(Problem(key, value, _range_text(meta)))
+        return default
+    return value
+
+
+def _build(cls, data: Any, prefix: str, problems: list[Problem]):
+    if not isinstance(data, dict):
+        problems.append(Problem(prefix or "(top level)", data, "must be a table"))
+        data = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in known:
+            problems.append(Problem(f"{prefix}{k}", data[k], f"unknown key; known here: {', '.join(sorted(known))}"))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("section"):
+            kwargs[f.name] = _build(f.default_factory, data.get(f.name, {}), key + ".", problems)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name not in data:
+            kwargs[f.name] = default
+            continue
+        value = _scalar(data[f.name], default, f.metadata, key, problems)
+        item = f.metadata.get("item")
+        if item is not None and isinstance(value, list):
+            max_items = f.metadata.get("max_items")
+            if max_items is not None and len(value) > max_items:
+                problems.append(Problem(key, f"{len(value)} entries", f"at most {max_items} allowed"))
+                value = value[:max_items]
+            value = [_build(item, entry, f"{key}[{i}].", problems) for i, entry in enumerate(value)]
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _check_windows(entries, key: str, problems: list[Problem]) -> None:
+    """Days and times parse; end after start (no crossing midnight); no two entries overlap on a day."""
+    parsed = []
+    for i, e in enumerate(entries):
+        k = f"{key}[{i}]"
+        try:
+            days = parse_days(e.days)
+            start, end = parse_hhmm(e.start), parse_hhmm(e.end)
+        except ValueError as exc:
+            problems.append(Problem(k, {"days": e.days, "start": e.start, "end": e.end}, str(exc)))
+            continue
+        if end <= start:
+            problems.append(Problem(f"{k}.end", e.end, f"must be after start {e.start} (periods may not cross midnight)"))
+            continue
+        for j, (odays, ostart, oend) in parsed:
+            if days & odays and start < oend and ostart < end:
+                problems.append(Problem(k, f"{e.start}-{e.end}", f"overlaps {key}[{j}] on a shared day"))
+        parsed.append((i, (days, start, end)))
+
+
+def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
+    b = cfg.battery
+    if b.cells_per_cluster % b.packs_per_cluster:
+        problems.append(Problem("battery.packs_per_cluster", b.packs_per_cluster,
+                                f"must divide battery.cells_per_cluster ({b.cells_per_cluster}) evenly"))
+    try:
+        from zoneinfo import ZoneInfo
+        ZoneInfo(cfg.site.timezone)
+    except Exception:
+        problems.append(Problem("site.timezone", cfg.site.timezone, "not a known IANA time zone (e.g. Europe/Berlin)"))
+    rated = cfg.pcs.rated_power_w
+    _check_windows(cfg.time_based.groups, "time_based.groups", problems)
+    for i, g in enumerate(cfg.time_based.groups):
+        if g.power_w > rated:
+            problems.append(Problem(f"time_based.groups[{i}].power_w", g.power_w, f"above pcs.rated_power_w ({rated:g} W)"))
+    _check_windows(cfg.peak_shaving.windows, "peak_shaving.windows", problems)
+    for i, w in enumerate(cfg.peak_shaving.windows):
+        if w.valley_w >= w.peak_w:
+            problems.append(Problem(f"peak_shaving.windows[{i}].valley_w", w.valley_w,
+                                    f"must be below peak_w ({w.peak_w:g} W)"))
+    for key, value in (("forced_charge.power_w", cfg.forced_charge.power_w),
+                       ("forced_charge.undervoltage_power_w", cfg.forced_charge.undervoltage_power_w),
+                       ("ups_reserve.power_w", cfg.ups_reserve.power_w)):
+        if value > rated:
+            problems.append(Problem(key, value, f"above pcs.rated_power_w ({rated:g} W)"))
+    if cfg.loops.slow_period_ms < cfg.loops.fast_period_ms:
+        problems.append(Problem("loops.slow_period_ms", cfg.loops.slow_period_ms,
+                                f"must not be shorter than loops.fast_period_ms ({cfg.loops.fast_period_ms:g} ms)"))
+
+
+def site_from_dict(data: dict, source: str = "config") -> SiteConfig:
+    problems: list[Problem] = []
+    cfg = _build(SiteConfig, data, "", problems)
+    _cross_check(cfg, problems)      # on the values that passed (a bad value was replaced by its default)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def read_toml(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([Problem("(file)", str(p), "no such file")], str(p)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem("(syntax)", str(p), str(exc))], str(p)) from None
+
+
+def load_site(path: str | Path, data: dict | None = None) -> SiteConfig:
+    """Read and validate a site file (extra top-level tables such as [simulation] are the caller's)."""
+    raw = read_toml(path) if data is None else data
+    raw = {k: v for k, v in raw.items() if k != "simulation"}
+    return site_from_dict(raw, str(path))

@@ -1,0 +1,154 @@
+"""The site configuration schema: every parameter with its default, range and unit.
+
+Defaults and ranges follow the manuals where they give them (shared/seeds/000_… installer manual,
+001_… function reference, 003_… off-grid parameters); where they are silent the choice is ours and the
+doc string says so. `ems config template` prints this file's content as a commented TOML template.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ems.config.fields import section, spec
+
+
+@dataclass
+class Site:
+    name: str = spec("demo", doc="site name shown in the status view")
+    timezone: str = spec("Europe/Berlin", doc="IANA time zone of the site; schedules are local time")
+    latitude_deg: float = spec(48.1, -90.0, 90.0, "deg", "for the simulated PV day curve")
+
+
+@dataclass
+class Loops:
+    fast_period_ms: float = spec(10.0, 1.0, 1000.0, "ms", "fast loop: protection, limits, setpoint (DESIGN.md)")
+    slow_period_ms: float = spec(1000.0, 100.0, 60000.0, "ms", "slow loop: strategies")
+
+
+@dataclass
+class Battery:
+    clusters: int = spec(1, 1, 32, "", "battery clusters in parallel")
+    cells_per_cluster: int = spec(240, 1, 400, "", "cells in series per cluster")
+    packs_per_cluster: int = spec(15, 1, 256, "", "PACKs per cluster (cells_per_cluster must divide evenly)")
+    cell_capacity_ah: float = spec(280.0, 1.0, 2000.0, "Ah", "rated cell capacity (LFP 280 Ah, 004_…)")
+    rated_charge_a: float = spec(140.0, 1.0, 2000.0, "A", "rated charge current per cluster")
+    rated_discharge_a: float = spec(140.0, 1.0, 2000.0, "A", "rated discharge current per cluster")
+    initial_soc_pct: float = spec(50.0, 0.0, 100.0, "%", "SOC assumed at first start (no saved state)")
+
+
+@dataclass
+class Pcs:
+    rated_power_w: float = spec(100_000.0, 1_000.0, 10_000_000.0, "W", "PCS rated active power")
+    ramp_w_per_s: float = spec(50_000.0, 0.0, 10_000_000.0, "W/s", "setpoint ramp, 0 = none")
+    deadband_w: float = spec(100.0, 0.0, 100_000.0, "W", "setpoint changes smaller than this are not sent")
+
+
+@dataclass
+class Pv:
+    installed_ac_w: float = spec(100_000.0, 0.0, 100_000_000.0, "W", "AC side PV installed power (000_… 3.3.4)")
+
+
+@dataclass
+class Grid:
+    feed_in_limit_mode: str = spec("percent", doc="fixed_w: max_feed_in_w; percent: grid connection coefficient × "
+                                   "installed PV power (001_… self-consumption)", choices=("fixed_w", "percent"))
+    max_feed_in_w: float = spec(0.0, 0.0, 100_000_000.0, "W", "fixed grid feed-in limit (mode fixed_w)")
+    grid_connection_coefficient_pct: float = spec(100.0, 0.0, 100.0, "%",
+                                                  "feed-in limit as % of installed PV (mode percent)")
+
+
+@dataclass
+class Rrcr:
+    enabled: bool = spec(False, doc="German ripple control receiver: K1–K4 replace the grid connection coefficient")
+    k1_pct: float = spec(100.0, 0.0, 100.0, "%", "grid connection coefficient while K1 is closed")
+    k2_pct: float = spec(60.0, 0.0, 100.0, "%", "… while K2 is closed")
+    k3_pct: float = spec(30.0, 0.0, 100.0, "%", "… while K3 is closed")
+    k4_pct: float = spec(0.0, 0.0, 100.0, "%", "… while K4 is closed")
+
+
+@dataclass
+class Sec14a:
+    enabled: bool = spec(False, doc="German §14a: a dry contact limits the PCS's AC-side grid draw")
+    max_grid_draw_w: float = spec(4200.0, 0.0, 1_000_000.0, "W", "AC-side draw while triggered (001_…: 4.2 kW)")
+
+
+@dataclass
+class SelfUse:
+    reserve_soc_pct: float = spec(10.0, 0.0, 100.0, "%", "self-use reserve SOC: no discharge at or below it")
+    return_difference_pct: float = spec(2.0, 0.0, 20.0, "%", "discharge resumes above reserve + this (our choice)")
+
+
+@dataclass
+class TimeGroup:
+    days: list = spec(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], doc="weekdays, or all/weekdays/weekend")
+    start: str = spec("00:00", doc="HH:MM local time")
+    end: str = spec("06:00", doc="HH:MM local time, after start (a group may not cross midnight)")
+    mode: str = spec("charge", choices=("charge", "discharge"))
+    power_w: float = spec(50_000.0, 0.0, 10_000_000.0, "W", "charge or discharge power")
+    cutoff_soc_pct: float = spec(100.0, 0.0, 100.0, "%", "charge stops at / discharge stops at this SOC")
+
+
+@dataclass
+class TimeBased:
+    groups: list = spec([], doc="up to 28 weekly groups; outside all groups self-consumption runs (001_…)",
+                        max_items=28, item=TimeGroup)
+
+
+@dataclass
+class Pmeteroffset:
+    enabled: bool = spec(False, doc="hold a constant grid exchange instead of self-use (000_… 3.4.2.3)")
+    grid_w: float = spec(0.0, -10_000_000.0, 10_000_000.0, "W", "grid power to hold, > 0 importing")
+
+
+@dataclass
+class PeakWindow:
+    days: list = spec(["mon", "tue", "wed", "thu", "fri"], doc="weekdays, or all/weekdays/weekend")
+    start: str = spec("08:00", doc="HH:MM")
+    end: str = spec("20:00", doc="HH:MM, after start")
+    peak_w: float = spec(80_000.0, -10_000_000.0, 10_000_000.0, "W", "grid import is held at or below this")
+    valley_w: float = spec(-10_000_000.0, -10_000_000.0, 10_000_000.0, "W",
+                           "grid import is held at or above this (valley filling)")
+
+
+@dataclass
+class PeakShaving:
+    windows: list = spec([], doc="peak shaving / valley filling windows (000_… 3.4.2.4)", max_items=28,
+                         item=PeakWindow)
+
+
+@dataclass
+class ForcedCharge:
+    power_w: float = spec(50_000.0, 0.0, 10_000_000.0, "W", "manual forced charging power")
+    cutoff_soc_pct: float = spec(100.0, 1.0, 100.0, "%", "manual and undervoltage forced charging stop here")
+    undervoltage_power_w: float = spec(20_000.0, 0.0, 10_000_000.0, "W",
+                                       "undervoltage forced charging power (always enabled, 001_…)")
+
+
+@dataclass
+class UpsReserve:
+    enabled: bool = spec(False, doc="keep the battery above a reserve by charging (001_… UPS RESERVE)")
+    cutoff_soc_pct: float = spec(30.0, 0.0, 100.0, "%", "below this SOC the battery is charged")
+    power_w: float = spec(30_000.0, 0.0, 10_000_000.0, "W", "charging power while below the reserve")
+
+
+@dataclass
+class Dispatch:
+    lease_s: float = spec(60.0, 1.0, 3600.0, "s", "a remote setpoint expires after this unless refreshed")
+
+
+@dataclass
+class SiteConfig:
+    site: Site = section(Site)
+    loops: Loops = section(Loops)
+    battery: Battery = section(Battery)
+    pcs: Pcs = section(Pcs)
+    pv: Pv = section(Pv)
+    grid: Grid = section(Grid)
+    rrcr: Rrcr = section(Rrcr)
+    sec14a: Sec14a = section(Sec14a)
+    self_use: SelfUse = section(SelfUse)
+    time_based: TimeBased = section(TimeBased)
+    pmeteroffset: Pmeteroffset = section(Pmeteroffset)
+    peak_shaving: PeakShaving = section(PeakShaving)
+    forced_charge: ForcedCharge = section(ForcedCharge)
+    ups_reserve: UpsReserve = section(UpsReserve)
+    dispatch: Dispatch = section(Dispatch)

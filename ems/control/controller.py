@@ -1,0 +1,343 @@
+"""The supervisor core: measurements in, fast tick, slow tick, commands out — on an injected clock.
+
+Device drivers (or the simulated plant) call `update_*` with fresh readings; `fast_tick` runs the native
+core and returns the actuator commands in the same tick (a protection trip reaches the PCS command at
+once); `slow_tick` builds the frozen snapshot, runs the strategies in priority order and writes their
+requests into the fast path. A strategy that raises is disabled and alarmed; the others run on.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from ems._core import layout as L
+from ems.config.schema import SiteConfig
+from ems.control.events import GRID_METER_ID, PCS_ID, PV_ID, STACK_ID, EventLog, cluster_id
+from ems.control.fastpath import FastPath, FastPathParams, StackShape
+from ems.control.snapshot import Operator, Snapshot
+from ems.strategies import build
+from ems.strategies.base import EQ, TARGET, Decision
+from ems.strategies.feed_in_limit import FeedInLimit
+
+log = logging.getLogger("ems.controller")
+
+MAX_REQUESTS = 32
+STRATEGY_FAULT_CODE = 5012      # our code for "a strategy raised and was disabled" (EMS range, see docs)
+COMM_ALARMS = {                  # device → (code, name, device id) from the manual's EMS table
+    "pcs": (4, "pcs_lost", PCS_ID),
+    "grid_meter": (5, "meter_lost", GRID_METER_ID),
+    "bms": (7, "battery_lost", STACK_ID),
+    "pv": (21, "PV_INV_Fault", PV_ID),
+}
+# dry-contact inputs with the manual's EMS codes: (code, name, stops the PCS)
+SAFETY_INPUTS = {
+    "epo": (52, "YX_system_epo_signal", True),
+    "fire_warning": (53, "YX_fire_warning", True),
+    "fire_action": (54, "YX_fire_action", True),
+    "water": (55, "YX_water_signal", True),
+    "fire_system_fault": (5010, "YX_fire_system_fault", False),
+    "spd": (5011, "YX_spd_signal", False),
+    "env_over_temp": (5013, "YX_temp_over_signal", False),
+}
+OTHER_INPUTS = ("rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
+KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
+
+
+@dataclass
+class Reading:
+    value: float | None = None
+    at_s: float = -1e18
+
+
+@dataclass
+class Commands:
+    """What the actuators are told after a fast tick."""
+    pcs_setpoint_w: float = 0.0
+    pcs_run: bool = True                   # False: PCS stopped (one-click shutdown, all clusters tripped)
+    pv_limit_w: float | None = None        # PV curtailment (feed-in limit), None = unlimited
+    open_contactors: tuple[int, ...] = ()  # clusters whose trip delay elapsed
+    balancing: np.ndarray | None = None    # per-cell bleed flags for the BMS
+
+
+@dataclass
+class Status:
+    strategy: str = "idle"
+    reason: str = "starting"
+    held_by: tuple[str, ...] = ()
+    active_alarms: dict = field(default_factory=dict)   # (code, device_id) → name
+
+
+class Controller:
+    def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0):
+        self.cfg = cfg
+        self.clock = clock
+        self.tz = ZoneInfo(cfg.site.timezone)
+        self.events = events or EventLog()
+        self.max_age_s = max_age_s
+        b = cfg.battery
+        self.fast = FastPath(
+            StackShape(b.clusters, b.cells_per_cluster, b.packs_per_cluster, MAX_REQUESTS),
+            FastPathParams(stack_max_charge_a=b.rated_charge_a * b.clusters,
+                           stack_max_discharge_a=b.rated_discharge_a * b.clusters,
+                           pcs_max_charge_w=cfg.pcs.rated_power_w, pcs_max_discharge_w=cfg.pcs.rated_power_w,
+                           ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w),
+            cell_capacity_ah=b.cell_capacity_ah,
+        )
+        buf = self.fast.buffers
+        buf.charge_ah[:] = buf.capacity_ah * b.initial_soc_pct / 100.0
+        buf.cluster_in[:, L.CL_RATED_CHG_A] = b.rated_charge_a
+        buf.cluster_in[:, L.CL_RATED_DCHG_A] = b.rated_discharge_a
+        self.strategies = build(cfg)
+        self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
+        self.disabled: dict[str, str] = {}
+        self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w")}
+        self.bms_at_s = -1e18
+        self.di: dict[str, bool] = {}
+        self.on_grid = True
+        self.operator = {"one_click_shutdown": False, "forced_charge": False}
+        self._dispatch: tuple[float, float] | None = None      # (value_w, expires_at_s)
+        self.status = Status()
+        self._slots: list[tuple[str, Decision]] = []
+        self._comm_lost: set[str] = set()
+        self._last_strategy = None
+        self.commands = Commands()
+        self.snapshot: Snapshot | None = None
+
+    # ------------------------------------------------------------------ inputs
+    def update_meter(self, name: str, value_w: float | None) -> None:
+        r = self.readings[name]
+        r.value, r.at_s = value_w, self.clock.monotonic_s()
+
+    def update_bms(self, cell_v, cell_t, cluster_v, cluster_i, bms_chg_a, bms_dchg_a, connected,
+                   chg_prohibited, dchg_prohibited, insulation_kohm=5000.0, pole_t=25.0, hvbox_t=25.0) -> None:
+        b = self.fast.buffers
+        b.cell_v[:] = cell_v
+        b.cell_t[:] = cell_t
+        b.fresh[:] = 1
+        b.cluster_in[:, L.CL_V] = cluster_v
+        b.cluster_in[:, L.CL_I] = cluster_i
+        b.cluster_in[:, L.CL_BMS_CHG_A] = bms_chg_a
+        b.cluster_in[:, L.CL_BMS_DCHG_A] = bms_dchg_a
+        b.cluster_in[:, L.CL_INSULATION] = insulation_kohm
+        b.cluster_in[:, L.CL_POLE_T] = pole_t
+        b.cluster_in[:, L.CL_HVBOX_T] = hvbox_t
+        b.cluster_flags[:, L.CLF_CONNECTED] = connected
+        b.cluster_flags[:, L.CLF_CHG_PROHIBITED] = chg_prohibited
+        b.cluster_flags[:, L.CLF_DCHG_PROHIBITED] = dchg_prohibited
+        self.bms_at_s = self.clock.monotonic_s()
+
+    def set_di(self, name: str, closed: bool) -> None:
+        if name not in KNOWN_INPUTS:
+            raise ValueError(f"unknown dry-contact input {name!r}; known: {', '.join(KNOWN_INPUTS)}")
+        closed = bool(closed)
+        if self.di.get(name, False) == closed:
+            return
+        self.di[name] = closed
+        if name in SAFETY_INPUTS:
+            code, alarm, _ = SAFETY_INPUTS[name]
+            now = self.clock.now()
+            if closed:
+                self.status.active_alarms[(code, 0x01000000)] = alarm
+                self.events.emit(now, "alarm_raised", code, alarm, detail=f"input {name} closed")
+            else:
+                self.status.active_alarms.pop((code, 0x01000000), None)
+                self.events.emit(now, "alarm_cleared", code, alarm, detail=f"input {name} open")
+        self.events.emit(self.clock.now(), "di_changed", None, name, detail="closed" if closed else "open")
+
+    def safety_stop(self) -> str | None:
+        """The first closed input that stops the PCS (EPO, fire, water), or None."""
+        for name, (_, _, stops) in SAFETY_INPUTS.items():
+            if stops and self.di.get(name):
+                return name
+        return None
+
+    def set_on_grid(self, on_grid: bool) -> None:
+        self.on_grid = bool(on_grid)
+
+    def command(self, name: str, value=None) -> None:
+        """Operator / SCADA commands: one_click_shutdown, forced_charge (True/False), dispatch_w (W or None),
+        fault_reset."""
+        now = self.clock.now()
+        if name in ("one_click_shutdown", "forced_charge"):
+            self.operator[name] = bool(value)
+        elif name == "dispatch_w":
+            self._dispatch = None if value is None else (float(value), self.clock.monotonic_s() + self.cfg.dispatch.lease_s)
+        elif name == "fault_reset":
+            self._reset_pending = True
+        else:
+            raise ValueError(f"unknown command {name!r}")
+        self.events.emit(now, "operation", None, name, detail=f"value={value!r}")
+
+    _reset_pending = False
+
+    # ------------------------------------------------------------------ staleness
+    def _fresh(self, name: str) -> float | None:
+        r = self.readings[name]
+        return r.value if self.clock.monotonic_s() - r.at_s <= self.max_age_s else None
+
+    def _bms_fresh(self) -> bool:
+        return self.clock.monotonic_s() - self.bms_at_s <= self.max_age_s
+
+    def _supervise_comm(self, now: datetime) -> None:
+        states = {"grid_meter": self._fresh("grid_w") is not None, "pcs": self._fresh("pcs_w") is not None,
+                  "bms": self._bms_fresh(), "pv": self._fresh("pv_w") is not None}
+        for dev, ok in states.items():
+            code, name, dev_id = COMM_ALARMS[dev]
+            if not ok and dev not in self._comm_lost:
+                self._comm_lost.add(dev)
+                self.status.active_alarms[(code, dev_id)] = name
+                self.events.emit(now, "alarm_raised", code, name, dev_id, f"no data for {self.max_age_s:g} s")
+            elif ok and dev in self._comm_lost:
+                self._comm_lost.discard(dev)
+                self.status.active_alarms.pop((code, dev_id), None)
+                self.events.emit(now, "alarm_cleared", code, name, dev_id, "communication restored")
+
+    # ------------------------------------------------------------------ fast loop
+    def fast_tick(self, dt_ms: float) -> Commands:
+        b = self.fast.buffers
+        if not self._bms_fresh():
+            # staleness is a value: no cell data → the core sees invalid cells and allows no current
+            b.fresh[:] = 0
+            b.cluster_in[:, [L.CL_V, L.CL_I, L.CL_BMS_CHG_A, L.CL_BMS_DCHG_A]] = np.nan
+        reset, self._reset_pending = self._reset_pending, False
+        sp = self.fast.tick(dt_ms, reset)
+        now = None
+        for ev in self.fast.events():
+            now = now or self.clock.now()
+            self._protection_event(now, ev)
+        c = self.commands
+        stop = self.safety_stop()
+        c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
+        c.pcs_run = not (self.operator["one_click_shutdown"] or stop)
+        c.open_contactors = tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
+        c.balancing = b.balancing
+        c.pv_limit_w = self._pv_limit(sp)
+        return c
+
+    def _pv_limit(self, sp: float) -> float | None:
+        """Curtail PV so the export stays within the feed-in limit once the PCS is at its setpoint."""
+        if self.snapshot is None or not self.snapshot.on_grid:
+            return None
+        grid, pcs, pv = self._fresh("grid_w"), self._fresh("pcs_w"), self._fresh("pv_w")
+        limit, _ = self._feed_in.limit_w(self.snapshot)
+        if grid is None or pcs is None or pv is None:
+            return 0.0 if grid is None else None      # meter lost: no export can be seen, so none is allowed
+        expected_grid = grid - (sp - pcs)
+        excess = -limit - expected_grid
+        if excess <= 0:
+            return pv + (-excess)                     # headroom: PV may rise by what the limit still allows
+        return max(pv - excess, 0.0)
+
+    def _protection_event(self, now, ev) -> None:
+        dev = cluster_id(ev.cluster)
+        if ev.level >= 2 and ev.code is not None:
+            self.status.active_alarms[(ev.code, dev)] = ev.row
+            self.events.emit(now, "alarm_raised", ev.code, ev.row, dev, ev.level_name)
+            if ev.level == 3:
+                self.events.emit(now, "trip", ev.code, ev.row, dev, "fault latched: currents forced to zero")
+        else:
+            for level in (2, 3):
+                row = self.fast.table.rows[self.fast.table.index(ev.row)]
+                code = row.code_for_level(level)
+                if code is not None and self.status.active_alarms.pop((code, dev), None) is not None:
+                    self.events.emit(now, "alarm_cleared", code, ev.row, dev, f"now {ev.level_name}")
+
+    # ------------------------------------------------------------------ slow loop
+    def build_snapshot(self) -> Snapshot:
+        b = self.fast.buffers
+        bms_ok = self._bms_fresh()
+        soc = float(b.stack_soc[L.SOC_MEAN]) if bms_ok else None
+        uv_row = self.fast.table.index("cell_under_voltage")
+        dispatch = None
+        if self._dispatch is not None:
+            value, expires = self._dispatch
+            if self.clock.monotonic_s() <= expires:
+                dispatch = value
+            else:
+                self._dispatch = None
+                self.events.emit(self.clock.now(), "lease_expired", None, "dispatch",
+                                 detail="remote setpoint expired; local strategy resumes")
+        return Snapshot(
+            time=self.clock.now().astimezone(self.tz),
+            grid_w=self._fresh("grid_w"), pv_w=self._fresh("pv_w"), pcs_w=self._fresh("pcs_w"),
+            dg_w=self._fresh("dg_w") if self.readings["dg_w"].at_s > -1e17 else 0.0,
+            soc_pct=soc,
+            charge_limit_w=float(b.results[L.TO_CHG_LIMIT_W]),
+            discharge_limit_w=float(b.results[L.TO_DCHG_LIMIT_W]),
+            charge_prohibited=bool(bms_ok and b.cluster_flags[:, L.CLF_CHG_PROHIBITED].any()),
+            discharge_prohibited=bool(bms_ok and b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any()),
+            undervoltage=bool(bms_ok and (b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any()
+                                          or (b.prot_level[uv_row] >= 2).any())),
+            on_grid=self.on_grid,
+            di=MappingProxyType(dict(self.di)),
+            operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
+                              self.operator["forced_charge"], dispatch),
+        )
+
+    def slow_tick(self) -> Snapshot:
+        now = self.clock.now()
+        self._supervise_comm(now)
+        snap = self.snapshot = self.build_snapshot()
+        slots: list[tuple[str, Decision]] = []   # in priority order
+        for s in self.strategies:
+            if s.name in self.disabled:
+                continue
+            try:
+                d = s.decide(snap)
+            except Exception as exc:            # a broken strategy must not take the controller down
+                log.exception("strategy %s failed; disabled", s.name)
+                self.disabled[s.name] = repr(exc)
+                self.status.active_alarms[(STRATEGY_FAULT_CODE, 0x01000000)] = f"strategy_fault:{s.name}"
+                self.events.emit(now, "alarm_raised", STRATEGY_FAULT_CODE, "strategy_fault", detail=f"{s.name}: {exc!r}")
+                continue
+            if d is None:
+                continue
+            if d.finished and s.name == "forced_charge":
+                self.operator["forced_charge"] = False
+                self.events.emit(now, "strategy_finished", None, s.name, detail=d.reason)
+            slots.append((s.name, d))
+        self._write_requests(slots)
+        return snap
+
+    def _write_requests(self, decisions: list[tuple[str, Decision]]) -> None:
+        """Requests into the fast path's slots in priority order; each slot remembers its strategy."""
+        b = self.fast.buffers
+        b.req_active[:] = 0
+        self._slots = []
+        for name, d in decisions:
+            for r in d.requests:
+                k = len(self._slots)
+                if k >= MAX_REQUESTS:
+                    log.error("more than %d requests; %s dropped", MAX_REQUESTS, name)
+                    return
+                b.req_kind[k], b.req_value[k], b.req_active[k] = r.kind, r.value_w, 1
+                self._slots.append((name, d))
+
+    def explain(self) -> Status:
+        """Which strategy set the power, and which bounds held it (read after a fast tick)."""
+        b = self.fast.buffers
+        active, reason, held = "idle", "no request", []
+        target = b.results[L.TO_TARGET_W]
+        for k, (name, d) in enumerate(self._slots):
+            st, kind = b.req_status[k], b.req_kind[k]
+            if kind in (TARGET, EQ) and st in (L.RS_APPLIED, L.RS_CLAMPED):
+                active, reason = name, d.reason
+                break
+            if st == L.RS_APPLIED and abs(b.req_value[k] - target) < 1.0:
+                held.append(name)
+        if b.results[L.TO_ANY_TRIP_PENDING] or b.results[L.TO_ANY_TRIPPED]:
+            active, reason = "protection", "protection trip: battery power forced to zero"
+        stop = self.safety_stop()
+        if stop:
+            active, reason = "safety_stop", f"input {stop} closed: PCS stopped"
+        self.status.held_by = tuple(held)
+        if active != self._last_strategy:
+            self.events.emit(self.clock.now(), "strategy_changed", None, active, detail=reason)
+            self._last_strategy = active
+        self.status.strategy, self.status.reason = active, reason
+        return self.status

@@ -1,0 +1,88 @@
+"""Battery stack plant: C parallel clusters of N series LFP cells, each an equivalent circuit.
+
+Every cell has its own capacity and series resistance (drawn once, seeded), an LFP OCV curve and a
+thermal state. Parallel clusters share the DC bus: cluster currents follow from equal terminal voltage,
+I_c = (OCV_c − V_bus) / R_c with ΣI_c = I_total, so a weaker or emptier cluster carries less current,
+as in a real stack. The BMS model reports charge/discharge limits and the prohibit flags the way a
+BCU/BAU does, so the controller's anchors and limits are exercised.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# LFP open-circuit voltage vs SOC: flat plateau (≈ 85 mV from 20 to 80 %), steep ends
+OCV_SOC_PCT = np.array([0, 2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 100], dtype=float)
+OCV_V = np.array([2.60, 2.95, 3.10, 3.20, 3.23, 3.25, 3.275, 3.29, 3.30, 3.31, 3.325, 3.335, 3.34, 3.36,
+                  3.42, 3.55])
+
+
+class StackPlant:
+    def __init__(self, clusters: int, cells: int, capacity_ah: float, soc_pct: float, seed: int = 1,
+                 r_cell_ohm: float = 0.25e-3, r_cluster_ohm: float = 5e-3, ambient_degc: float = 25.0,
+                 rated_a: float = 140.0):
+        rng = np.random.default_rng(seed)
+        shape = (clusters, cells)
+        self.capacity_ah = capacity_ah * rng.normal(1.0, 0.01, shape).clip(0.95, 1.05)
+        self.r_ohm = r_cell_ohm * rng.normal(1.0, 0.05, shape).clip(0.8, 1.2)
+        self.soc = np.clip(soc_pct / 100.0 + rng.normal(0.0, 0.005, shape), 0.0, 1.0)
+        self.temp_degc = np.full(shape, ambient_degc) + rng.normal(0.0, 0.3, shape)
+        self.ambient_degc = ambient_degc
+        self.r_cluster_ohm = r_cluster_ohm
+        self.rated_a = rated_a
+        self.connected = np.ones(clusters, dtype=np.uint8)
+        self.cluster_i_a = np.zeros(clusters)
+        self.cell_fault_v = {}       # (cluster, cell) → forced voltage reading (sensor fault)
+        self.cell_v = self.ocv()
+
+    def ocv(self) -> np.ndarray:
+        return np.interp(self.soc * 100.0, OCV_SOC_PCT, OCV_V)
+
+    def bus_voltage(self, total_i_a: float = 0.0) -> float:
+        ocv_c = self.ocv().sum(axis=1)
+        r_c = self.r_ohm.sum(axis=1) + self.r_cluster_ohm
+        on = self.connected.astype(bool)
+        if not on.any():
+            return 0.0
+        g = 1.0 / r_c[on]
+        return float(((ocv_c[on] * g).sum() - total_i_a) / g.sum())
+
+    def step(self, total_i_a: float, dt_s: float) -> None:
+        """Advance by dt_s with total_i_a (> 0 discharging) drawn from the connected clusters."""
+        ocv_c = self.ocv().sum(axis=1)
+        r_c = self.r_ohm.sum(axis=1) + self.r_cluster_ohm
+        on = self.connected.astype(bool)
+        i = np.zeros(len(on))
+        if on.any():
+            v_bus = self.bus_voltage(total_i_a)
+            i[on] = (ocv_c[on] - v_bus) / r_c[on]
+        self.cluster_i_a = i
+        di = i[:, None]
+        self.soc = np.clip(self.soc - di * dt_s / 3600.0 / self.capacity_ah, 0.0, 1.0)
+        heat_w = di ** 2 * self.r_ohm
+        # first-order thermal model: 1 kJ/K per cell, 0.5 W/K to the air
+        self.temp_degc += dt_s * (heat_w - 0.5 * (self.temp_degc - self.ambient_degc)) / 1000.0
+        self.cell_v = self.ocv() - di * self.r_ohm
+
+    # ------------------------------------------------------------------ what the BMS reports
+    def readings(self):
+        v = self.cell_v.copy()
+        for (c, k), val in self.cell_fault_v.items():
+            v[c, k] = val
+        return v, self.temp_degc.copy()
+
+    def cluster_voltage(self) -> np.ndarray:
+        return self.cell_v.sum(axis=1)
+
+    def limits(self):
+        """BMS charge/discharge current limits per cluster and the prohibit flags (BCU behaviour)."""
+        vmax, vmin = self.cell_v.max(axis=1), self.cell_v.min(axis=1)
+        smax, smin = self.soc.max(axis=1), self.soc.min(axis=1)
+        chg = self.rated_a * np.clip((3.60 - vmax) / 0.05, 0.0, 1.0) * np.clip((1.0 - smax) / 0.02, 0.0, 1.0)
+        dchg = self.rated_a * np.clip((vmin - 2.85) / 0.10, 0.0, 1.0) * np.clip(smin / 0.02, 0.0, 1.0)
+        chg_prohibited = (chg <= 0.0).astype(np.uint8)
+        dchg_prohibited = (dchg <= 0.0).astype(np.uint8)
+        return chg, dchg, chg_prohibited, dchg_prohibited
+
+    def true_soc_pct(self) -> float:
+        q = (self.soc * self.capacity_ah).sum()
+        return float(100.0 * q / self.capacity_ah.sum())

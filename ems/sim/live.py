@@ -1,0 +1,155 @@
+"""`ems run`: the controller in real time on the simulated site, with a live view.
+
+The fast loop sleeps to absolute deadlines (no drift); the slow loop runs every slow period; the view
+refreshes every second — a full-screen panel on a terminal, one plain status line otherwise. SIGINT and
+SIGTERM stop cleanly: PCS commanded to zero, state saved, exit code 0.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from ems._core import layout as L
+from ems.config.schema import SiteConfig
+from ems.control.controller import Commands, Controller
+from ems.control.events import EventLog
+from ems.sim.plant import Plant
+from ems.sim.runner import SiteLink
+
+
+class ScaledClock:
+    """Real time, optionally sped up (speed 60: one simulated minute per second) for desk demos."""
+
+    def __init__(self, speed: float = 1.0, start: datetime | None = None):
+        self.speed = speed
+        self._t0 = time.monotonic()
+        self._start = (start or datetime.now(timezone.utc)).astimezone(timezone.utc)
+
+    def monotonic_s(self) -> float:
+        return (time.monotonic() - self._t0) * self.speed
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self.monotonic_s())
+
+
+def save_state(ctrl: Controller, path: Path) -> None:
+    """The SOC counters survive a restart (written atomically: temp file, then rename)."""
+    b = ctrl.fast.buffers
+    state = {"saved_at": ctrl.clock.now().isoformat(), "charge_ah": b.charge_ah.tolist(),
+             "soc_pct": float(b.stack_soc[L.SOC_MEAN])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def load_state(ctrl: Controller, path: Path) -> bool:
+    try:
+        state = json.loads(path.read_text())
+        q = state["charge_ah"]
+        b = ctrl.fast.buffers
+        if len(q) != b.charge_ah.shape[0] or len(q[0]) != b.charge_ah.shape[1]:
+            return False        # another stack shape: start from the configured SOC
+        b.charge_ah[:] = q
+        return True
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def status_line(ctrl: Controller, plant: Plant, local: datetime) -> str:
+    f, b, s = plant.flows, ctrl.fast.buffers, ctrl.status
+    alarms = ",".join(f"{name}({code})" for (code, _), name in sorted(s.active_alarms.items())) or "none"
+    return (f"{local:%Y-%m-%d %H:%M:%S} grid {f.grid_w / 1000:7.1f} kW  pv {f.pv_w / 1000:6.1f} kW  "
+            f"load {f.load_w / 1000:6.1f} kW  pcs {f.pcs_w / 1000:7.1f} kW  soc {b.stack_soc[L.SOC_MEAN]:5.1f} %  "
+            f"strategy {s.strategy}: {s.reason}  alarms {alarms}")
+
+
+def panel(ctrl: Controller, plant: Plant, local: datetime, site: str) -> str:
+    f, b, s = plant.flows, ctrl.fast.buffers, ctrl.status
+    lines = [
+        f"\x1b[H\x1b[2J ems — {site}    {local:%Y-%m-%d %H:%M:%S %Z}    (Ctrl-C stops)",
+        "",
+        f"  grid   {f.grid_w / 1000:8.1f} kW   ({'importing' if f.grid_w > 0 else 'exporting'})",
+        f"  PV     {f.pv_w / 1000:8.1f} kW",
+        f"  load   {f.load_w / 1000:8.1f} kW",
+        f"  PCS    {f.pcs_w / 1000:8.1f} kW   ({'discharging' if f.pcs_w > 0 else 'charging' if f.pcs_w < 0 else 'idle'})",
+        f"  SOC    {b.stack_soc[L.SOC_MEAN]:8.1f} %    limits: charge {b.results[L.TO_CHG_LIMIT_W] / 1000:.1f} kW, "
+        f"discharge {b.results[L.TO_DCHG_LIMIT_W] / 1000:.1f} kW",
+        "",
+        f"  strategy: {s.strategy}",
+        f"  why:      {s.reason}" + (f"  (held by {', '.join(s.held_by)})" if s.held_by else ""),
+        "",
+        "  active alarms:",
+    ]
+    lines += [f"    {code:>6}  {name}  (0x{dev:08X})" for (code, dev), name in sorted(s.active_alarms.items())] or \
+        ["    none"]
+    return "\n".join(lines) + "\n"
+
+
+def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
+             state_path: Path | None = None, pv_profile: str = "cloudy", load_profile: str = "commercial",
+             load_peak_w: float = 80_000.0) -> int:
+    out = out or sys.stdout
+    tty = out.isatty()
+    clock = ScaledClock(speed)
+    ctrl = Controller(cfg, clock, EventLog())
+    restored = state_path is not None and load_state(ctrl, state_path)
+    plant = Plant(cfg, pv_profile, load_profile, load_peak_w)
+    if restored:     # the simulated battery is where the saved counters say it is
+        b = ctrl.fast.buffers
+        soc = float(b.charge_ah.sum() / b.capacity_ah.sum())
+        plant.stack.soc = (plant.stack.soc + soc - plant.stack.soc.mean()).clip(0.0, 1.0)
+    link = SiteLink(plant, ctrl)
+    tz = ZoneInfo(cfg.site.timezone)
+    stop = {"flag": False}
+
+    def _stop(signum, frame):
+        stop["flag"] = True
+
+    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    fast_s = cfg.loops.fast_period_ms / 1000.0
+    slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
+    start = time.monotonic()
+    deadline = start
+    next_view = start
+    n = 0
+    try:
+        while not stop["flag"]:
+            link.read()
+            if n % slow_every == 0:
+                ctrl.slow_tick()
+            cmd = ctrl.fast_tick(cfg.loops.fast_period_ms * speed)
+            if n % slow_every == 0:
+                ctrl.explain()
+            local = clock.now().astimezone(tz)
+            link.actuate(cmd, local, fast_s * speed)
+            n += 1
+            now = time.monotonic()
+            if now >= next_view:
+                out.write(panel(ctrl, plant, local, cfg.site.name) if tty else status_line(ctrl, plant, local) + "\n")
+                out.flush()
+                next_view += 1.0
+            if duration_s is not None and now - start >= duration_s:
+                break
+            deadline += fast_s
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -1.0:
+                deadline = time.monotonic()      # far behind (suspended?): resynchronise, do not burst
+    finally:
+        # clean stop: PCS to zero at once, state saved
+        link.actuate(Commands(pcs_setpoint_w=0.0, pcs_run=False), clock.now().astimezone(tz), fast_s)
+        if state_path is not None:
+            save_state(ctrl, state_path)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        out.write(f"stopped: PCS at {plant.flows.pcs_w:.0f} W" + (f", state saved to {state_path}" if state_path else "")
+                  + "\n")
+        out.flush()
+    return 0

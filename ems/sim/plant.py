@@ -1,0 +1,95 @@
+"""The simulated site: grid, PV, load, PCS and battery stack with the power balance
+load_w = pv_w + pcs_w + grid_w + dg_w holding at every step (DESIGN.md signs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from ems.config.schema import SiteConfig
+from ems.sim.cells import StackPlant
+from ems.sim.profiles import LoadProfile, PvProfile
+
+
+@dataclass
+class Flows:
+    grid_w: float = 0.0
+    pv_w: float = 0.0
+    load_w: float = 0.0
+    pcs_w: float = 0.0
+    dg_w: float = 0.0
+    unserved_w: float = 0.0       # load that could not be supplied (off-grid beyond PV + battery)
+
+
+class Pcs:
+    """Follows its setpoint with a ramp, within its rating and what the battery contactors allow."""
+
+    def __init__(self, rated_w: float, ramp_w_per_s: float, efficiency: float = 0.97):
+        self.rated_w = rated_w
+        self.ramp_w_per_s = ramp_w_per_s
+        self.efficiency = efficiency
+        self.p_w = 0.0
+
+    def follow(self, setpoint_w: float, dt_s: float, run: bool, battery_available: bool) -> float:
+        target = setpoint_w if (run and battery_available) else 0.0
+        target = min(max(target, -self.rated_w), self.rated_w)
+        if not (run and battery_available):
+            self.p_w = 0.0          # stop / contactors open: the PCS stops at once
+            return self.p_w
+        step = self.ramp_w_per_s * dt_s if self.ramp_w_per_s > 0 else float("inf")
+        self.p_w += min(max(target - self.p_w, -step), step)
+        return self.p_w
+
+    def dc_power_w(self) -> float:
+        return self.p_w / self.efficiency if self.p_w > 0 else self.p_w * self.efficiency
+
+
+class Plant:
+    def __init__(self, cfg: SiteConfig, pv_profile: str = "clear", load_profile: str = "commercial",
+                 load_peak_w: float = 80_000.0, seed: int = 1):
+        b = cfg.battery
+        self.stack = StackPlant(b.clusters, b.cells_per_cluster, b.cell_capacity_ah, b.initial_soc_pct, seed,
+                                rated_a=b.rated_charge_a)
+        self.pcs = Pcs(cfg.pcs.rated_power_w, cfg.pcs.ramp_w_per_s)
+        self.pv = PvProfile(pv_profile, cfg.pv.installed_ac_w, cfg.site.latitude_deg, seed + 2)
+        self.load = LoadProfile(load_profile, load_peak_w, seed + 1)
+        self.grid_available = True
+        self.pv_limit_w: float | None = None
+        self.flows = Flows()
+
+    def step(self, local: datetime, dt_s: float, setpoint_w: float, pcs_run: bool = True,
+             pv_limit_w: float | None = None, open_contactors=()) -> Flows:
+        st = self.stack
+        for c in open_contactors:
+            st.connected[c] = 0
+        battery_ok = bool(st.connected.any())
+        pv_avail = self.pv.value(local, dt_s)
+        pv = pv_avail if pv_limit_w is None else min(pv_avail, max(pv_limit_w, 0.0))
+        load = self.load.value(local)
+        unserved = 0.0
+        if self.grid_available:
+            pcs = self.pcs.follow(setpoint_w, dt_s, pcs_run, battery_ok)
+            grid = load - pv - pcs
+        else:
+            # off-grid: the PCS forms the grid and covers what PV does not; PV is curtailed to what load and
+            # battery can take; load beyond PV + PCS rating + battery limits is not served
+            chg, dchg, _, _ = st.limits()
+            v = max(st.bus_voltage(), 1.0)
+            can_dchg = min(self.pcs.rated_w, float(dchg[st.connected.astype(bool)].sum()) * v) if battery_ok else 0.0
+            can_chg = min(self.pcs.rated_w, float(chg[st.connected.astype(bool)].sum()) * v) if battery_ok else 0.0
+            need = load - pv
+            if need > can_dchg:
+                unserved = need - can_dchg
+                need = can_dchg
+            if need < -can_chg:
+                pv += need + can_chg           # curtail PV by the surplus the battery cannot take
+                need = -can_chg
+            self.pcs.p_w = need
+            pcs = need
+            load -= unserved
+            grid = 0.0
+        v_bus = max(st.bus_voltage(), 1.0)
+        st.step(self.pcs.dc_power_w() / v_bus if battery_ok else 0.0, dt_s)
+        self.flows = Flows(grid_w=grid, pv_w=pv, load_w=load, pcs_w=pcs, dg_w=0.0, unserved_w=unserved)
+        return self.flows

@@ -1,0 +1,148 @@
+"""Runs the controller against the simulated plant: on a virtual clock as fast as possible (`ems simulate`)
+or in real time (`ems run`). `SiteLink` is the simulated device layer: it carries plant readings to the
+controller and commands back, and it is where a device's communication can be lost."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from ems.config.schema import SiteConfig
+from ems.control.clock import VirtualClock
+from ems.control.controller import Commands, Controller
+from ems.control.events import EventLog, JsonlSink
+from ems.sim.plant import Plant
+from ems.sim.scenario import Event, Simulation
+
+COLUMNS = ["time", "grid_w", "pv_w", "load_w", "pcs_w", "dg_w", "soc_pct", "strategy", "pcs_limit_charge_w",
+           "pcs_limit_discharge_w", "pcs_setpoint_w", "unserved_w", "true_soc_pct", "do_trip"]
+
+
+class SiteLink:
+    """Plant ⇄ controller, once per fast tick."""
+
+    def __init__(self, plant: Plant, ctrl: Controller):
+        self.plant = plant
+        self.ctrl = ctrl
+        self.lost: set[str] = set()
+        self.sensor_faults: set[tuple[int, int]] = set()
+
+    def read(self) -> None:
+        p, c, f = self.plant, self.ctrl, self.plant.flows
+        if "grid_meter" not in self.lost:
+            c.update_meter("grid_w", f.grid_w)
+        if "pv" not in self.lost:
+            c.update_meter("pv_w", f.pv_w)
+        if "pcs" not in self.lost:
+            c.update_meter("pcs_w", f.pcs_w)
+        c.update_meter("dg_w", f.dg_w)
+        c.set_on_grid(p.grid_available)
+        if "bms" not in self.lost:
+            st = p.stack
+            v, t = st.readings()
+            for cl, k in self.sensor_faults:
+                t[cl, k] = np.nan
+            chg, dchg, chp, dchp = st.limits()
+            c.update_bms(v, t, st.cluster_voltage(), st.cluster_i_a, chg, dchg, st.connected, chp, dchp)
+
+    def apply(self, ev: Event) -> None:
+        a, p, c = ev.args, self.plant, self.ctrl
+        if ev.kind == "grid_outage":
+            p.grid_available = False
+        elif ev.kind == "grid_return":
+            p.grid_available = True
+        elif ev.kind == "pv_scale":
+            p.pv.scale = float(a["value"])
+        elif ev.kind == "load_step":
+            p.load.step_w = float(a["value_w"])
+        elif ev.kind == "cell_fault":
+            p.stack.cell_fault_v[(a["cluster"], a["cell"])] = float(a["voltage_v"])
+        elif ev.kind == "cell_fault_clear":
+            p.stack.cell_fault_v.pop((a["cluster"], a["cell"]), None)
+            self.sensor_faults.discard((a["cluster"], a["cell"]))
+        elif ev.kind == "sensor_fault":
+            self.sensor_faults.add((a["cluster"], a["cell"]))
+        elif ev.kind == "comm_loss":
+            self.lost.add(a["device"])
+        elif ev.kind == "comm_restore":
+            self.lost.discard(a["device"])
+        elif ev.kind == "di":
+            c.set_di(a["name"], bool(a["closed"]))
+        elif ev.kind == "dispatch":
+            c.command("dispatch_w", a.get("value_w"))
+        elif ev.kind == "command":
+            c.command(a["name"], a.get("value", True))
+
+    def actuate(self, cmd: Commands, local, dt_s: float):
+        return self.plant.step(local, dt_s, cmd.pcs_setpoint_w, cmd.pcs_run, cmd.pv_limit_w, cmd.open_contactors)
+
+
+@dataclass
+class Summary:
+    steps: int
+    wall_s: float
+    max_balance_error_w: float
+    final_soc_pct: float
+    events: int
+
+
+def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write: bool = True) -> Summary:
+    """Run a scenario on a virtual clock; write timeseries.csv and events.jsonl into out_dir."""
+    tz = ZoneInfo(cfg.site.timezone)
+    clock = VirtualClock(sim.start)
+    log = EventLog()
+    sink = fh = None
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and write:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = JsonlSink(out / "events.jsonl")
+        log.sinks.append(sink)
+        fh = open(out / "timeseries.csv", "w", newline="", encoding="utf-8")
+    ctrl = Controller(cfg, clock, log)
+    plant = Plant(cfg, sim.pv_profile, sim.load_profile, sim.load_peak_w, sim.seed)
+    link = SiteLink(plant, ctrl)
+    step = sim.step_s
+    n_steps = int(round(sim.duration_s / step))
+    slow_every = max(1, int(round(cfg.loops.slow_period_ms / 1000.0 / step)))
+    pending = list(sim.events)
+    writer = csv.writer(fh) if fh else None
+    if writer:
+        writer.writerow(COLUMNS)
+    worst = 0.0
+    t0 = time.perf_counter()
+    b = ctrl.fast.buffers
+    from ems._core import layout as L
+    try:
+        for n in range(n_steps):
+            now = clock.now()
+            while pending and pending[0].at <= now:
+                link.apply(pending.pop(0))
+            link.read()
+            if n % slow_every == 0:
+                ctrl.slow_tick()
+            cmd = ctrl.fast_tick(step * 1000.0)
+            if n % slow_every == 0:
+                ctrl.explain()
+            local = now.astimezone(tz)
+            f = link.actuate(cmd, local, step)
+            worst = max(worst, abs(f.load_w - (f.pv_w + f.pcs_w + f.grid_w + f.dg_w)))
+            if writer:
+                soc = b.stack_soc[L.SOC_MEAN] if ctrl._bms_fresh() else math.nan
+                writer.writerow([local.isoformat(timespec="seconds"), f"{f.grid_w:.1f}", f"{f.pv_w:.1f}",
+                                 f"{f.load_w:.1f}", f"{f.pcs_w:.1f}", f"{f.dg_w:.1f}", f"{soc:.3f}",
+                                 ctrl.status.strategy, f"{b.results[L.TO_CHG_LIMIT_W]:.1f}",
+                                 f"{b.results[L.TO_DCHG_LIMIT_W]:.1f}", f"{cmd.pcs_setpoint_w:.1f}",
+                                 f"{f.unserved_w:.1f}", f"{plant.stack.true_soc_pct():.3f}",
+                                 int(bool(cmd.open_contactors))])
+            clock.advance(step)
+    finally:
+        if fh:
+            fh.close()
+        if sink:
+            sink.close()
+    return Summary(n_steps, time.perf_counter() - t0, worst, plant.stack.true_soc_pct(), len(log.recent))

@@ -1,0 +1,36 @@
+"""The strategies, in the priority order of DESIGN.md (highest first).
+
+Protection and BMS limits come before all of these (in the native core). Peak shaving sits below the
+forced-charging functions and above dispatch and time-based plans: it is a site connection limit that
+must hold under any plan; a remote dispatch may not break it either (our choice, documented in
+docs/strategies.md).
+"""
+from ems.strategies.base import Decision, Request, Strategy
+from ems.strategies.dispatch import Dispatch
+from ems.strategies.feed_in_limit import FeedInLimit
+from ems.strategies.forced_charge import ForcedCharge
+from ems.strategies.one_click_shutdown import OneClickShutdown
+from ems.strategies.peak_shaving import PeakShaving
+from ems.strategies.pmeteroffset import Pmeteroffset
+from ems.strategies.sec14a import Sec14a
+from ems.strategies.self_use import SelfUse
+from ems.strategies.time_based import TimeBased
+from ems.strategies.ups_reserve import UpsReserve
+
+
+def build(cfg) -> list[Strategy]:
+    return [
+        OneClickShutdown(),
+        Sec14a(cfg),
+        FeedInLimit(cfg),
+        ForcedCharge(cfg),
+        UpsReserve(cfg),
+        PeakShaving(cfg),
+        Dispatch(),
+        TimeBased(cfg),
+        Pmeteroffset(cfg),
+        SelfUse(cfg),
+    ]
+
+
+__all__ = ["Decision", "Request", "Strategy", "build"]
