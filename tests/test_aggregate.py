@@ -8,7 +8,7 @@ from ems._core import aggregate as agg_k
 from ems._core import layout as L
 from tests import reference as ref
 from tests.helpers import T_RANGE, V_RANGE, run_aggregate
-from tests.strategies import stacks
+from tests.generators import stacks
 
 
 def assert_same_as_reference(v, t, fresh, P):

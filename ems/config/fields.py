@@ -10,9 +10,11 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 
 
 def spec(default: Any, lo: float | None = None, hi: float | None = None, unit: str = "", doc: str = "",
-         choices: tuple | None = None, max_items: int | None = None, item: type | None = None):
-    """A dataclass field with its validation metadata. `item`: the dataclass of each list entry."""
-    meta = dict(lo=lo, hi=hi, unit=unit, doc=doc, choices=choices, max_items=max_items, item=item)
+         choices: tuple | None = None, max_items: int | None = None, item: type | None = None,
+         str_ok: bool = False):
+    """A dataclass field with its validation metadata. `item`: the dataclass of each list entry;
+    `str_ok`: a list field that also takes a string (days = "weekdays")."""
+    meta = dict(lo=lo, hi=hi, unit=unit, doc=doc, choices=choices, max_items=max_items, item=item, str_ok=str_ok)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -35,8 +37,8 @@ def parse_days(days) -> frozenset[int]:
     """['mon', 'tue'] or 'all' / 'weekdays' / 'weekend' → weekday numbers (Monday = 0)."""
     named = {"all": DAYS, "weekdays": DAYS[:5], "weekend": DAYS[5:]}
     if isinstance(days, str):
-        days = named.get(days, [days])
-    if not isinstance(days, list) or not days:
+        days = list(named.get(days, [days]))
+    if not isinstance(days, (list, tuple)) or not days:
         raise ValueError(f"{days!r} is not a list of days ({', '.join(DAYS)}) or all/weekdays/weekend")
     out = set()
     for d in days:

@@ -61,7 +61,7 @@ def _scalar(value: Any, default: Any, meta: dict, key: str, problems: list[Probl
             problems.append(Problem(key, value, "must be a string"))
             return default
     elif isinstance(default, list):
-        if not isinstance(value, list):
+        if not isinstance(value, list) and not (meta.get("str_ok") and isinstance(value, str)):
             problems.append(Problem(key, value, "must be a list"))
             return default
     choices = meta.get("choices")

@@ -79,7 +79,7 @@ class SelfUse:
 
 @dataclass
 class TimeGroup:
-    days: list = spec(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], doc="weekdays, or all/weekdays/weekend")
+    days: list = spec(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], doc="weekdays, or all/weekdays/weekend", str_ok=True)
     start: str = spec("00:00", doc="HH:MM local time")
     end: str = spec("06:00", doc="HH:MM local time, after start (a group may not cross midnight)")
     mode: str = spec("charge", choices=("charge", "discharge"))
@@ -101,7 +101,7 @@ class Pmeteroffset:
 
 @dataclass
 class PeakWindow:
-    days: list = spec(["mon", "tue", "wed", "thu", "fri"], doc="weekdays, or all/weekdays/weekend")
+    days: list = spec(["mon", "tue", "wed", "thu", "fri"], doc="weekdays, or all/weekdays/weekend", str_ok=True)
     start: str = spec("08:00", doc="HH:MM")
     end: str = spec("20:00", doc="HH:MM, after start")
     peak_w: float = spec(80_000.0, -10_000_000.0, 10_000_000.0, "W", "grid import is held at or below this")

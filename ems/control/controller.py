@@ -210,6 +210,7 @@ class Controller:
         for ev in self.fast.events():
             now = now or self.clock.now()
             self._protection_event(now, ev)
+        self._trip_events(b)
         c = self.commands
         stop = self.safety_stop()
         c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
@@ -218,6 +219,25 @@ class Controller:
         c.balancing = b.balancing
         c.pv_limit_w = self._pv_limit(sp)
         return c
+
+    _prev_prot = None
+
+    def _trip_events(self, b) -> None:
+        """One 'trip' event per cluster when its trip becomes pending, and when the contactors are to open."""
+        if self._prev_prot is None and not (b.results[L.TO_ANY_TRIP_PENDING] or b.results[L.TO_ANY_TRIPPED]):
+            return       # the common case: nothing pending, nothing tripped, nothing was
+        prot = b.cluster_prot[:, [L.CLP_TRIP_PENDING, L.CLP_TRIPPED]]
+        prev = self._prev_prot if self._prev_prot is not None else np.zeros_like(prot)
+        rising = np.argwhere((prot == 1) & (prev == 0))
+        if len(rising):
+            now = self.clock.now()
+            for c, col in rising:
+                faults = [r for q, r in enumerate(self.fast.table.rows) if b.prot_level[q, c] == 3 and r.trips]
+                code = faults[0].fault_code if faults else None
+                names = ", ".join(r.name for r in faults)
+                detail = ("trip pending: currents forced to zero" if col == 0 else "trip delay elapsed: contactors open")
+                self.events.emit(now, "trip", code, names, cluster_id(int(c)), detail)
+        self._prev_prot = prot.copy() if prot.any() else None
 
     def _pv_limit(self, sp: float) -> float | None:
         """Curtail PV so the export stays within the feed-in limit once the PCS is at its setpoint."""
@@ -238,8 +258,6 @@ class Controller:
         if ev.level >= 2 and ev.code is not None:
             self.status.active_alarms[(ev.code, dev)] = ev.row
             self.events.emit(now, "alarm_raised", ev.code, ev.row, dev, ev.level_name)
-            if ev.level == 3:
-                self.events.emit(now, "trip", ev.code, ev.row, dev, "fault latched: currents forced to zero")
         else:
             for level in (2, 3):
                 row = self.fast.table.rows[self.fast.table.index(ev.row)]
@@ -330,8 +348,11 @@ class Controller:
                 break
             if st == L.RS_APPLIED and abs(b.req_value[k] - target) < 1.0:
                 held.append(name)
-        if b.results[L.TO_ANY_TRIP_PENDING] or b.results[L.TO_ANY_TRIPPED]:
-            active, reason = "protection", "protection trip: battery power forced to zero"
+        if b.results[L.TO_ANY_TRIP_PENDING]:
+            active, reason = "protection", "protection trip pending: battery power forced to zero"
+        tripped = np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0]
+        if len(tripped):
+            held.append("protection (tripped cluster " + ", ".join(str(int(c)) for c in tripped) + ")")
         stop = self.safety_stop()
         if stop:
             active, reason = "safety_stop", f"input {stop} closed: PCS stopped"

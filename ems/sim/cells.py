@@ -32,56 +32,67 @@ class StackPlant:
         self.connected = np.ones(clusters, dtype=np.uint8)
         self.cluster_i_a = np.zeros(clusters)
         self.cell_fault_v = {}       # (cluster, cell) → forced voltage reading (sensor fault)
-        self.cell_v = self.ocv()
+        self._r_cluster = self.r_ohm.sum(axis=1) + r_cluster_ohm     # resistances do not change: sum once
+        self._thermal_s = 0.0
+        self._ocv = self.ocv()
+        self._ocv_c = self._ocv.sum(axis=1)
+        self.cell_v = self._ocv.copy()
+
+    def refresh(self) -> None:
+        """Recompute OCV and cell voltages at rest after the SOC was set from outside."""
+        self._ocv = self.ocv()
+        self._ocv_c = self._ocv.sum(axis=1)
+        self.cell_v = self._ocv.copy()
 
     def ocv(self) -> np.ndarray:
         return np.interp(self.soc * 100.0, OCV_SOC_PCT, OCV_V)
 
     def bus_voltage(self, total_i_a: float = 0.0) -> float:
-        ocv_c = self.ocv().sum(axis=1)
-        r_c = self.r_ohm.sum(axis=1) + self.r_cluster_ohm
         on = self.connected.astype(bool)
         if not on.any():
             return 0.0
-        g = 1.0 / r_c[on]
-        return float(((ocv_c[on] * g).sum() - total_i_a) / g.sum())
+        g = 1.0 / self._r_cluster[on]
+        return float(((self._ocv_c[on] * g).sum() - total_i_a) / g.sum())
 
     def step(self, total_i_a: float, dt_s: float) -> None:
         """Advance by dt_s with total_i_a (> 0 discharging) drawn from the connected clusters."""
-        ocv_c = self.ocv().sum(axis=1)
-        r_c = self.r_ohm.sum(axis=1) + self.r_cluster_ohm
         on = self.connected.astype(bool)
         i = np.zeros(len(on))
         if on.any():
             v_bus = self.bus_voltage(total_i_a)
-            i[on] = (ocv_c[on] - v_bus) / r_c[on]
+            i[on] = (self._ocv_c[on] - v_bus) / self._r_cluster[on]
         self.cluster_i_a = i
         di = i[:, None]
-        self.soc = np.clip(self.soc - di * dt_s / 3600.0 / self.capacity_ah, 0.0, 1.0)
-        heat_w = di ** 2 * self.r_ohm
-        # first-order thermal model: 1 kJ/K per cell, 0.5 W/K to the air
-        self.temp_degc += dt_s * (heat_w - 0.5 * (self.temp_degc - self.ambient_degc)) / 1000.0
-        self.cell_v = self.ocv() - di * self.r_ohm
+        self.soc -= di * (dt_s / 3600.0) / self.capacity_ah
+        np.clip(self.soc, 0.0, 1.0, out=self.soc)
+        # first-order thermal model (1 kJ/K per cell, 0.5 W/K to the air); its time constant is ~30 min,
+        # so it is stepped every 10 s with the current of the moment
+        self._thermal_s += dt_s
+        if self._thermal_s >= 10.0:
+            h = self._thermal_s
+            self.temp_degc += h * (di ** 2 * self.r_ohm - 0.5 * (self.temp_degc - self.ambient_degc)) / 1000.0
+            self._thermal_s = 0.0
+        self._ocv = self.ocv()
+        self._ocv_c = self._ocv.sum(axis=1)
+        self.cell_v = self._ocv - di * self.r_ohm
 
     # ------------------------------------------------------------------ what the BMS reports
-    def readings(self):
-        v = self.cell_v.copy()
-        for (c, k), val in self.cell_fault_v.items():
-            v[c, k] = val
-        return v, self.temp_degc.copy()
-
     def cluster_voltage(self) -> np.ndarray:
         return self.cell_v.sum(axis=1)
 
     def limits(self):
-        """BMS charge/discharge current limits per cluster and the prohibit flags (BCU behaviour)."""
+        """BMS charge/discharge current limits per cluster and the prohibit flags (BCU behaviour): charging
+        tapers to zero as the highest cell reaches 3.60 V or its SOC reaches full, discharging as the lowest
+        cell falls to 2.85 V or its SOC reaches empty."""
         vmax, vmin = self.cell_v.max(axis=1), self.cell_v.min(axis=1)
         smax, smin = self.soc.max(axis=1), self.soc.min(axis=1)
-        chg = self.rated_a * np.clip((3.60 - vmax) / 0.05, 0.0, 1.0) * np.clip((1.0 - smax) / 0.02, 0.0, 1.0)
-        dchg = self.rated_a * np.clip((vmin - 2.85) / 0.10, 0.0, 1.0) * np.clip(smin / 0.02, 0.0, 1.0)
-        chg_prohibited = (chg <= 0.0).astype(np.uint8)
-        dchg_prohibited = (dchg <= 0.0).astype(np.uint8)
-        return chg, dchg, chg_prohibited, dchg_prohibited
+        chg = self.rated_a * np.minimum(np.minimum(np.maximum((3.60 - vmax) / 0.05, 0.0), 1.0),
+                                        np.maximum((1.0 - smax) / 0.02, 0.0))
+        dchg = self.rated_a * np.minimum(np.minimum(np.maximum((vmin - 2.85) / 0.10, 0.0), 1.0),
+                                         np.maximum(smin / 0.02, 0.0))
+        chg = np.minimum(chg, self.rated_a)
+        dchg = np.minimum(dchg, self.rated_a)
+        return chg, dchg, (chg <= 0.0).astype(np.uint8), (dchg <= 0.0).astype(np.uint8)
 
     def true_soc_pct(self) -> float:
         q = (self.soc * self.capacity_ah).sum()

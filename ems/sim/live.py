@@ -104,6 +104,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         b = ctrl.fast.buffers
         soc = float(b.charge_ah.sum() / b.capacity_ah.sum())
         plant.stack.soc = (plant.stack.soc + soc - plant.stack.soc.mean()).clip(0.0, 1.0)
+        plant.stack.refresh()
     link = SiteLink(plant, ctrl)
     tz = ZoneInfo(cfg.site.timezone)
     stop = {"flag": False}

@@ -61,6 +61,8 @@ class Plant:
     def step(self, local: datetime, dt_s: float, setpoint_w: float, pcs_run: bool = True,
              pv_limit_w: float | None = None, open_contactors=()) -> Flows:
         st = self.stack
+        # the BMS opens a tripped cluster's contactors and (after a reset) closes them again
+        st.connected[:] = 1
         for c in open_contactors:
             st.connected[c] = 0
         battery_ok = bool(st.connected.any())

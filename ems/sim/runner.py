@@ -44,11 +44,15 @@ class SiteLink:
         c.set_on_grid(p.grid_available)
         if "bms" not in self.lost:
             st = p.stack
-            v, t = st.readings()
-            for cl, k in self.sensor_faults:
-                t[cl, k] = np.nan
             chg, dchg, chp, dchp = st.limits()
-            c.update_bms(v, t, st.cluster_voltage(), st.cluster_i_a, chg, dchg, st.connected, chp, dchp)
+            c.update_bms(st.cell_v, st.temp_degc, st.cluster_voltage(), st.cluster_i_a, chg, dchg, st.connected,
+                         chp, dchp)
+            # faulty sensors corrupt the reading on its way, not the cell
+            b = c.fast.buffers
+            for (cl, k), v in st.cell_fault_v.items():
+                b.cell_v[cl, k] = v
+            for cl, k in self.sensor_faults:
+                b.cell_t[cl, k] = np.nan
 
     def apply(self, ev: Event) -> None:
         a, p, c = ev.args, self.plant, self.ctrl

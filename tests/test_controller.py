@@ -1,0 +1,185 @@
+"""The controller on the virtual clock against the simulated plant: loops, faults, leases, combinations."""
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from ems._core import layout as L
+from ems.config import site_from_dict
+from ems.control.clock import VirtualClock
+from ems.control.controller import Controller
+from ems.sim.plant import Plant
+from ems.sim.runner import SiteLink
+from ems.sim.scenario import Event
+
+TZ = ZoneInfo("Europe/Berlin")
+
+
+class Site:
+    """A controller + plant pair stepped on a virtual clock, one fast tick per step."""
+
+    def __init__(self, start="2026-06-22T10:00:00+02:00", pv="clear", load="commercial", load_peak_w=80e3, **cfg):
+        self.cfg = site_from_dict(cfg)
+        self.clock = VirtualClock(datetime.fromisoformat(start))
+        self.ctrl = Controller(self.cfg, self.clock)
+        self.plant = Plant(self.cfg, pv, load, load_peak_w)
+        self.link = SiteLink(self.plant, self.ctrl)
+        self.cmd = None
+        self.n = 0
+
+    def event(self, kind, **args):
+        self.link.apply(Event(self.clock.now(), kind, args))
+        return self
+
+    def run(self, seconds, step=1.0):
+        for _ in range(int(seconds / step)):
+            self.link.read()
+            if self.n % max(1, int(self.cfg.loops.slow_period_ms / 1000 / step)) == 0:
+                self.ctrl.slow_tick()
+            self.cmd = self.ctrl.fast_tick(step * 1000)
+            self.ctrl.explain()
+            self.link.actuate(self.cmd, self.clock.now().astimezone(TZ), step)
+            self.clock.advance(step)
+            self.n += 1
+        return self
+
+    @property
+    def flows(self):
+        return self.plant.flows
+
+    @property
+    def alarms(self):
+        return set(self.ctrl.status.active_alarms.values())
+
+
+def test_self_use_brings_the_grid_to_zero():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(60)
+    assert abs(s.flows.grid_w) < 0.05 * s.flows.load_w
+    assert s.ctrl.status.strategy == "self_use"
+
+
+def test_a_protection_trip_reaches_the_pcs_command_in_the_same_tick():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(30)
+    assert s.cmd.pcs_setpoint_w > 1e3
+    s.event("cell_fault", cluster=0, cell=5, voltage_v=3.80)     # beyond the shutdown limit (3.75 V)
+    prot = s.ctrl.fast.buffers.cluster_prot
+    for _ in range(5):
+        s.link.read()
+        cmd = s.ctrl.fast_tick(1000.0)
+        if prot[0, L.CLP_TRIP_PENDING] or prot[0, L.CLP_TRIPPED]:
+            assert cmd.pcs_setpoint_w == 0.0, "the tick that latches the fault already commands zero power"
+            break
+        assert cmd.pcs_setpoint_w > 0.0, "before the debounce elapses the power is unchanged"
+    else:
+        pytest.fail("no trip")
+    assert {"cell_over_voltage", "overvoltage_shutdown"} <= s.alarms
+    trips = [e for e in s.ctrl.events.recent if e["kind"] == "trip"]
+    assert trips and trips[0]["code"] == 40006 and "overvoltage_shutdown" in trips[0]["name"]
+
+
+def test_grid_meter_loss_raises_meter_lost_and_stops_discharge_then_recovers():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(30)
+    s.event("comm_loss", device="grid_meter").run(10)
+    assert "meter_lost" in s.alarms
+    assert s.cmd.pcs_setpoint_w <= 0.0
+    s.event("comm_restore", device="grid_meter").run(10)
+    assert "meter_lost" not in s.alarms
+    assert s.cmd.pcs_setpoint_w > 0.0
+
+
+def test_bms_loss_means_battery_lost_and_zero_power():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(30)
+    s.event("comm_loss", device="bms").run(10)
+    assert "battery_lost" in s.alarms
+    assert s.cmd.pcs_setpoint_w == 0.0 and s.flows.pcs_w == 0.0
+
+
+def test_a_strategy_that_raises_is_disabled_and_alarmed_and_the_rest_runs_on():
+    s = Site(start="2026-06-22T22:00:00+02:00")
+
+    class Broken:
+        name = "broken"
+
+        def decide(self, snap):
+            raise RuntimeError("boom")
+
+    s.ctrl.strategies.insert(0, Broken())
+    s.run(30)
+    assert "broken" in s.ctrl.disabled
+    assert "strategy_fault:broken" in s.alarms
+    assert s.ctrl.status.strategy == "self_use" and s.cmd.pcs_setpoint_w > 0
+
+
+def test_a_remote_dispatch_expires_with_its_lease_and_self_use_resumes():
+    s = Site(start="2026-06-22T22:00:00+02:00", dispatch={"lease_s": 30.0}).run(5)
+    s.ctrl.command("dispatch_w", -20e3)
+    s.run(10)
+    assert s.ctrl.status.strategy == "dispatch" and s.flows.pcs_w == pytest.approx(-20e3)
+    s.run(30)
+    assert s.ctrl.status.strategy == "self_use"
+    assert any(e["kind"] == "lease_expired" for e in s.ctrl.events.recent)
+
+
+def test_feed_in_limit_holds_over_a_remote_dispatch():
+    s = Site(start="2026-06-22T22:00:00+02:00", load="flat", load_peak_w=10e3,
+             grid={"feed_in_limit_mode": "fixed_w", "max_feed_in_w": 5e3}).run(5)
+    s.ctrl.command("dispatch_w", 60e3)
+    s.run(20)
+    assert s.flows.grid_w >= -5e3 - 500          # export held at the limit (±deadband/noise)
+    assert s.ctrl.status.strategy == "dispatch" and "feed_in_limit" in s.ctrl.status.held_by
+
+
+def test_peak_shaving_holds_while_a_time_of_use_plan_charges():
+    s = Site(start="2026-06-22T10:00:00+02:00", pv="none", load="flat", load_peak_w=60e3,
+             time_based={"groups": [{"days": "all", "start": "09:00", "end": "12:00", "mode": "charge",
+                                     "power_w": 50e3, "cutoff_soc_pct": 100}]},
+             peak_shaving={"windows": [{"days": "all", "start": "08:00", "end": "20:00", "peak_w": 80e3}]}).run(60)
+    assert s.flows.grid_w <= 80e3 * 1.05                        # charging limited to the peak headroom
+    assert s.flows.pcs_w < -10e3                                 # but still charging what it can
+    assert s.ctrl.status.strategy == "time_based"
+
+
+def test_nothing_ever_leaves_the_bms_limits():
+    s = Site(start="2026-06-22T22:00:00+02:00", battery={"rated_discharge_a": 20.0}).run(5)
+    s.ctrl.command("dispatch_w", 100e3)
+    s.run(20)
+    b = s.ctrl.fast.buffers
+    assert s.cmd.pcs_setpoint_w <= b.results[L.TO_DCHG_LIMIT_W] + 1e-6
+    assert b.results[L.TO_DCHG_LIMIT_W] <= 20.0 * b.results[L.TO_DC_V] + 1e-6
+
+
+def test_epo_stops_the_pcs_in_the_same_tick_and_raises_52():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(20)
+    s.event("di", name="epo", closed=True)
+    s.link.read()
+    cmd = s.ctrl.fast_tick(1000.0)
+    assert cmd.pcs_setpoint_w == 0.0 and not cmd.pcs_run
+    assert "YX_system_epo_signal" in s.alarms
+
+
+def test_sec14a_limits_charging_from_the_grid():
+    s = Site(start="2026-06-22T02:00:00+02:00", pv="none", sec14a={"enabled": True},
+             time_based={"groups": [{"days": "all", "start": "01:00", "end": "05:00", "mode": "charge",
+                                     "power_w": 50e3, "cutoff_soc_pct": 100}]}).run(20)
+    assert s.flows.pcs_w < -40e3
+    s.event("di", name="sec14a", closed=True).run(20)
+    assert s.flows.pcs_w >= -4200.0 - 1.0
+
+
+def test_one_click_shutdown_and_forced_charge_commands():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(10)
+    s.ctrl.command("forced_charge", True)
+    s.run(30)
+    assert s.flows.pcs_w == pytest.approx(-50e3) and s.ctrl.status.strategy == "forced_charge"
+    s.ctrl.command("one_click_shutdown", True)
+    s.run(5)
+    assert s.flows.pcs_w == 0.0 and s.ctrl.status.strategy == "one_click_shutdown"
+
+
+def test_unknown_commands_and_inputs_are_refused():
+    s = Site()
+    with pytest.raises(ValueError, match="unknown command"):
+        s.ctrl.command("self_destruct", True)
+    with pytest.raises(ValueError, match="unknown dry-contact"):
+        s.ctrl.set_di("k9", True)

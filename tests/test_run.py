@@ -1,0 +1,57 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def test_ems_run_prints_a_status_line_per_second_when_not_a_terminal(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "2.5", "--speed", "60",
+                           "--state", str(tmp_path / "state.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "grid" in line]
+    assert 2 <= len(lines) <= 4
+    assert "soc" in lines[0] and "strategy self_use" in lines[0]
+    assert "stopped: PCS at 0 W" in proc.stdout
+    assert (tmp_path / "state.json").is_file()
+
+
+def test_sigterm_stops_cleanly_with_pcs_at_zero_and_exit_code_0(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "ems", "run", "--speed", "10", "--state",
+                             str(tmp_path / "state.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if "grid" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped: PCS at 0 W" in out
+    assert (tmp_path / "state.json").is_file()
+
+
+def test_run_refuses_a_bad_config_and_bad_arguments(tmp_path):
+    bad = tmp_path / "site.toml"
+    bad.write_text("[pcs]\nrated_power_w = -5\n")
+    p = subprocess.run([sys.executable, "-m", "ems", "run", "--config", str(bad)], capture_output=True, text=True)
+    assert p.returncode == 1 and "pcs.rated_power_w" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "ems", "run", "--speed", "0"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--speed" in p.stderr
+
+
+def test_saved_state_is_restored_on_the_next_start(tmp_path):
+    import json
+    state = tmp_path / "state.json"
+    subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.5", "--speed", "600", "--state", str(state)],
+                   capture_output=True, text=True, timeout=60, check=True)
+    saved = json.loads(state.read_text())["soc_pct"]
+    p = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.2", "--speed", "1", "--state", str(state)],
+                       capture_output=True, text=True, timeout=60, check=True)
+    first = [line for line in p.stdout.splitlines() if "soc" in line][0]
+    soc = float(first.split("soc")[1].split("%")[0])
+    assert abs(soc - saved) < 0.5 and abs(soc - 50.0) > 0.5
