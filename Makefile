@@ -1,11 +1,11 @@
-# From a fresh clone: `make test` builds the venv, compiles the native core and runs every test.
+# From a fresh clone: `make run` shows the live demo site; `make test` builds everything and runs every test.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CORE_SOURCES := $(wildcard ems/_core/*.pyx ems/_core/*.pxd ems/_core/*.h)
 
-.PHONY: install test bench clean
+.PHONY: install run test bench validate clean
 
 $(STAMP): pyproject.toml setup.py $(CORE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,14 +16,24 @@ $(STAMP): pyproject.toml setup.py $(CORE_SOURCES)
 
 install: $(STAMP)
 
+run: $(STAMP)
+	$(VENV)/bin/ems run
+
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Kernels vs the NumPy reference in the same run; writes benchmarks/results.json and prints the table.
+# Kernels vs the NumPy reference in the same run, simulation speed, real-time loop jitter (60 s).
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q -p no:randomly --benchmark-only \
 		--benchmark-json=benchmarks/raw.json --benchmark-columns=median,iqr,rounds
 	$(PY) benchmarks/report.py benchmarks/raw.json benchmarks/results.json
+
+# Every example scenario over its full duration (the test suite runs their first hours).
+validate: $(STAMP)
+	@for f in examples/*.toml; do \
+		case $$f in *demo_site.toml) continue;; esac; \
+		$(VENV)/bin/ems simulate $$f --out build/validate/$$(basename $$f .toml) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info ems/_core/*.c ems/_core/*.so ems/_core/*.html .pytest_cache .hypothesis

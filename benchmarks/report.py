@@ -12,8 +12,12 @@ from datetime import date
 def main(raw_path: str, out_path: str) -> int:
     raw = json.load(open(raw_path))
     rows: dict = {}
+    extra = []
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
+        if info.get("kind") in ("simulation", "jitter"):
+            extra.append({**info, "wall_s": bench["stats"]["median"]})
+            continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
         row = rows.setdefault(key, {"case": key[0], "clusters": key[1], "cells_per_cluster": key[2]})
         if "units" in info:
@@ -29,6 +33,8 @@ def main(raw_path: str, out_path: str) -> int:
             results.append(row)
     results.sort(key=lambda r: (r["case"], r["clusters"]))
     json.dump(results, open(out_path, "w"), indent=1)
+    if extra:
+        json.dump(extra, open(out_path.replace("results.json", "loops.json"), "w"), indent=1)
     machine = raw.get("machine_info", {})
     print(f"\n{date.today()}  {machine.get('cpu', {}).get('brand_raw', platform.processor())}  "
           f"Python {platform.python_version()}  (medians)")
@@ -36,6 +42,13 @@ def main(raw_path: str, out_path: str) -> int:
     for r in results:
         size = f"{r['clusters']}×{r['cells_per_cluster']}" if r["clusters"] else f"{r.get('units')} units"
         print(f"{r['case']:<22}{size:>16}{r['kernel_us']:>12.2f}{r['reference_us']:>12.1f}{r['speedup']:>9.1f}×")
+    for e in extra:
+        if e["kind"] == "simulation":
+            print(f"{e['case']:<28} one simulated day at 1 s steps: {e['wall_s']:.1f} s wall")
+        else:
+            print(f"real-time fast loop (10 ms, {e['ticks']} ticks): period error p50 {e['jitter_p50_ms']:.3f} ms, "
+                  f"p99 {e['jitter_p99_ms']:.3f} ms, p99.9 {e['jitter_p999_ms']:.3f} ms, max {e['jitter_max_ms']:.2f} ms; "
+                  f"slow loop p50 {e['slow_loop_p50_ms']:.2f} ms, p99 {e['slow_loop_p99_ms']:.2f} ms")
     return 0
 
 

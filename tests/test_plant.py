@@ -109,3 +109,12 @@ def test_off_grid_load_beyond_pcs_and_pv_is_not_served():
     plant.grid_available = False
     f = plant.step(NIGHT, 1.0, 0.0)
     assert f.pcs_w == pytest.approx(100e3) and f.unserved_w == pytest.approx(f.load_w + f.unserved_w - 100e3)
+
+
+def test_incremental_ocv_matches_a_full_lookup_across_segment_boundaries():
+    st = StackPlant(2, 16, 280.0, 31.0)
+    for _ in range(7200):                       # 2 h at 0.5 C through several OCV segments
+        st.step(280.0, 1.0)
+    fresh = np.interp(st.soc * 100.0, OCV_SOC_PCT, OCV_V)
+    assert np.abs(st._ocv - fresh).max() < 1e-3
+    assert st.true_soc_pct() < 10.0

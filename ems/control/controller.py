@@ -117,8 +117,11 @@ class Controller:
                    chg_prohibited, dchg_prohibited, insulation_kohm=5000.0, pole_t=25.0, hvbox_t=25.0) -> None:
         b = self.fast.buffers
         b.cell_v[:] = cell_v
-        b.cell_t[:] = cell_t
-        b.fresh[:] = 1
+        if cell_t is not None:           # None: temperatures unchanged since the last update
+            b.cell_t[:] = cell_t
+        if not self._cells_fresh:
+            b.fresh[:] = 1
+            self._cells_fresh = True
         b.cluster_in[:, L.CL_V] = cluster_v
         b.cluster_in[:, L.CL_I] = cluster_i
         b.cluster_in[:, L.CL_BMS_CHG_A] = bms_chg_a
@@ -174,6 +177,7 @@ class Controller:
         self.events.emit(now, "operation", None, name, detail=f"value={value!r}")
 
     _reset_pending = False
+    _cells_fresh = False
 
     # ------------------------------------------------------------------ staleness
     def _fresh(self, name: str) -> float | None:
@@ -203,6 +207,7 @@ class Controller:
         if not self._bms_fresh():
             # staleness is a value: no cell data → the core sees invalid cells and allows no current
             b.fresh[:] = 0
+            self._cells_fresh = False
             b.cluster_in[:, [L.CL_V, L.CL_I, L.CL_BMS_CHG_A, L.CL_BMS_DCHG_A]] = np.nan
         reset, self._reset_pending = self._reset_pending, False
         sp = self.fast.tick(dt_ms, reset)

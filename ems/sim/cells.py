@@ -14,6 +14,8 @@ import numpy as np
 OCV_SOC_PCT = np.array([0, 2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 100], dtype=float)
 OCV_V = np.array([2.60, 2.95, 3.10, 3.20, 3.23, 3.25, 3.275, 3.29, 3.30, 3.31, 3.325, 3.335, 3.34, 3.36,
                   3.42, 3.55])
+_SLOPE_V_PER_SOC = np.diff(OCV_V) / (np.diff(OCV_SOC_PCT) / 100.0)     # dOCV/dSOC of each linear segment
+RESYNC_S = 10.0     # full OCV lookup at least this often; in between OCV moves along the cached segment slope
 
 
 class StackPlant:
@@ -33,19 +35,25 @@ class StackPlant:
         self.cluster_i_a = np.zeros(clusters)
         self.cell_fault_v = {}       # (cluster, cell) → forced voltage reading (sensor fault)
         self._r_cluster = self.r_ohm.sum(axis=1) + r_cluster_ohm     # resistances do not change: sum once
+        self._cap_flat = self.capacity_ah.ravel()
+        self._cap_total = float(self.capacity_ah.sum())
         self._thermal_s = 0.0
-        self._ocv = self.ocv()
-        self._ocv_c = self._ocv.sum(axis=1)
-        self.cell_v = self._ocv.copy()
+        self._since_sync_s = 0.0
+        self.temp_version = 0        # bumped when cell temperatures change (the link copies them only then)
+        self.refresh()
 
     def refresh(self) -> None:
-        """Recompute OCV and cell voltages at rest after the SOC was set from outside."""
-        self._ocv = self.ocv()
-        self._ocv_c = self._ocv.sum(axis=1)
+        """Recompute OCV (and its segment slopes) and the cell voltages at rest, e.g. after SOC was set."""
+        self._sync_ocv()
         self.cell_v = self._ocv.copy()
 
-    def ocv(self) -> np.ndarray:
-        return np.interp(self.soc * 100.0, OCV_SOC_PCT, OCV_V)
+    def _sync_ocv(self) -> None:
+        pct = self.soc * 100.0
+        self._ocv = np.interp(pct, OCV_SOC_PCT, OCV_V)
+        seg = np.clip(np.searchsorted(OCV_SOC_PCT, pct, side="right") - 1, 0, len(_SLOPE_V_PER_SOC) - 1)
+        self._slope = _SLOPE_V_PER_SOC[seg]
+        self._ocv_c = self._ocv.sum(axis=1)
+        self._since_sync_s = 0.0
 
     def bus_voltage(self, total_i_a: float = 0.0) -> float:
         on = self.connected.astype(bool)
@@ -63,7 +71,8 @@ class StackPlant:
             i[on] = (self._ocv_c[on] - v_bus) / self._r_cluster[on]
         self.cluster_i_a = i
         di = i[:, None]
-        self.soc -= di * (dt_s / 3600.0) / self.capacity_ah
+        dsoc = di * (-dt_s / 3600.0) / self.capacity_ah
+        self.soc += dsoc
         np.clip(self.soc, 0.0, 1.0, out=self.soc)
         # first-order thermal model (1 kJ/K per cell, 0.5 W/K to the air); its time constant is ~30 min,
         # so it is stepped every 10 s with the current of the moment
@@ -72,8 +81,15 @@ class StackPlant:
             h = self._thermal_s
             self.temp_degc += h * (di ** 2 * self.r_ohm - 0.5 * (self.temp_degc - self.ambient_degc)) / 1000.0
             self._thermal_s = 0.0
-        self._ocv = self.ocv()
-        self._ocv_c = self._ocv.sum(axis=1)
+            self.temp_version += 1
+        # OCV is piecewise linear in SOC: along the cached segment slope it is exact; a full lookup every
+        # RESYNC_S catches cells that crossed into the next segment
+        self._since_sync_s += dt_s
+        if self._since_sync_s >= RESYNC_S:
+            self._sync_ocv()
+        else:
+            self._ocv += self._slope * dsoc
+            self._ocv_c = self._ocv.sum(axis=1)
         self.cell_v = self._ocv - di * self.r_ohm
 
     # ------------------------------------------------------------------ what the BMS reports
@@ -95,5 +111,5 @@ class StackPlant:
         return chg, dchg, (chg <= 0.0).astype(np.uint8), (dchg <= 0.0).astype(np.uint8)
 
     def true_soc_pct(self) -> float:
-        q = (self.soc * self.capacity_ah).sum()
-        return float(100.0 * q / self.capacity_ah.sum())
+        """The plant's real state of charge (what an estimator should find), capacity-weighted."""
+        return float(100.0 * np.dot(self.soc.ravel(), self._cap_flat) / self._cap_total)

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from ems._core import layout as L
 from ems.config.schema import SiteConfig
 from ems.control.controller import Commands, Controller
@@ -93,7 +95,8 @@ def panel(ctrl: Controller, plant: Plant, local: datetime, site: str) -> str:
 
 def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
              state_path: Path | None = None, pv_profile: str = "cloudy", load_profile: str = "commercial",
-             load_peak_w: float = 80_000.0) -> int:
+             load_peak_w: float = 80_000.0, probe: dict | None = None) -> int:
+    """probe (benchmarks): a dict that receives 'tick_start_s' and 'slow_s' arrays (monotonic seconds)."""
     out = out or sys.stdout
     tty = out.isatty()
     clock = ScaledClock(speed)
@@ -119,11 +122,19 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     deadline = start
     next_view = start
     n = 0
+    capacity = int((duration_s or 0) / fast_s) + 16 if probe is not None else 0
+    tick_start = np.zeros(capacity)
+    slow_s = np.zeros(capacity // max(slow_every, 1) + 2)
     try:
         while not stop["flag"]:
+            if n < capacity:
+                tick_start[n] = time.monotonic()
             link.read()
             if n % slow_every == 0:
+                t_slow = time.monotonic()
                 ctrl.slow_tick()
+                if n // slow_every < len(slow_s):
+                    slow_s[n // slow_every] = time.monotonic() - t_slow
             cmd = ctrl.fast_tick(cfg.loops.fast_period_ms * speed)
             if n % slow_every == 0:
                 ctrl.explain()
@@ -150,6 +161,9 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
             save_state(ctrl, state_path)
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if probe is not None:
+            probe["tick_start_s"] = tick_start[:min(n, capacity)]
+            probe["slow_s"] = slow_s[:min(n // slow_every + 1, len(slow_s))]
         out.write(f"stopped: PCS at {plant.flows.pcs_w:.0f} W" + (f", state saved to {state_path}" if state_path else "")
                   + "\n")
         out.flush()

@@ -1,0 +1,46 @@
+"""Simulation speed (a day at 1 s steps), real-time fast-loop jitter, slow-loop duration.
+
+Reported by benchmarks/report.py next to the kernel table; never asserted in tests.
+"""
+import io
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from ems.config import site_from_dict
+from ems.sim.live import run_live
+from ems.sim.runner import simulate
+from ems.sim.scenario import Simulation
+
+SITES = {
+    "demo": {},
+    "32_clusters": {"battery": {"clusters": 32, "cells_per_cluster": 396, "packs_per_cluster": 9},
+                    "pcs": {"rated_power_w": 3e6}, "pv": {"installed_ac_w": 2e6}},
+}
+
+
+@pytest.mark.parametrize("site", list(SITES))
+def test_bench_simulated_day(benchmark, site, tmp_path):
+    cfg = site_from_dict(SITES[site])
+    peak = 80e3 if site == "demo" else 2e6
+    sim = Simulation(start=datetime.fromisoformat("2026-06-22T00:00:00+02:00"), duration_s=86400.0, step_s=1.0,
+                     pv_profile="cloudy", load_profile="commercial", load_peak_w=peak)
+    benchmark.extra_info.update(case=f"sim_day_{site}", kind="simulation")
+    benchmark.pedantic(simulate, args=(cfg, sim, tmp_path / "out"), rounds=1, iterations=1)
+
+
+def test_bench_realtime_loop_jitter(benchmark):
+    """60 s of `ems run` in real time on the demo site; period error of the 10 ms fast loop."""
+    probe = {}
+    benchmark.pedantic(run_live, args=(site_from_dict({}), 60.0), kwargs=dict(out=io.StringIO(), probe=probe),
+                       rounds=1, iterations=1)
+    period_ms = np.diff(probe["tick_start_s"]) * 1e3
+    err = np.abs(period_ms - 10.0)
+    slow_ms = probe["slow_s"] * 1e3
+    benchmark.extra_info.update(
+        case="realtime_jitter", kind="jitter", ticks=int(len(period_ms)),
+        jitter_p50_ms=float(np.percentile(err, 50)), jitter_p99_ms=float(np.percentile(err, 99)),
+        jitter_p999_ms=float(np.percentile(err, 99.9)), jitter_max_ms=float(err.max()),
+        slow_loop_p50_ms=float(np.percentile(slow_ms, 50)), slow_loop_p99_ms=float(np.percentile(slow_ms, 99)),
+    )
