@@ -183,3 +183,32 @@ def test_unknown_commands_and_inputs_are_refused():
         s.ctrl.command("self_destruct", True)
     with pytest.raises(ValueError, match="unknown dry-contact"):
         s.ctrl.set_di("k9", True)
+
+
+def test_a_soc_calibration_cycle_anchors_the_counting_at_full_and_returns():
+    s = Site(start="2026-06-22T22:00:00+02:00", pv="none", battery={"initial_soc_pct": 80.0},
+             soc_calibration={"charge_power_w": 100e3, "discharge_power_w": 60e3}).run(5)
+    s.ctrl.fast.buffers.charge_ah[:] *= 0.9         # the estimate has drifted 8 points low
+    s.run(2)
+    drift = s.plant.stack.true_soc_pct() - s.ctrl.fast.buffers.stack_soc[L.SOC_MEAN]
+    assert drift > 7.0
+    s.ctrl.command("soc_calibration", True)
+    cal = s.ctrl._by_name["soc_calibration"]
+    phases = set()
+    for _ in range(3 * 360):                        # at most 3 h in 10 s steps
+        s.run(10)
+        phases.add(cal.phase)
+        if phases >= {"charging", "discharging"} and cal.phase == "idle":
+            break
+    assert phases >= {"charging", "discharging"} and cal.phase == "idle"
+    assert any(e["kind"] == "strategy_finished" and e["name"] == "soc_calibration" for e in s.ctrl.events.recent)
+    est, true = s.ctrl.fast.buffers.stack_soc[L.SOC_MEAN], s.plant.stack.true_soc_pct()
+    assert est <= cal.start_soc + 0.5, "the calibration discharge returned below the SOC it started at"
+    assert abs(est - true) < 2.5, f"full charge re-anchored the estimate ({est:.1f} %) near the truth ({true:.1f} %)"
+
+
+def test_sg_ready_relay_is_driven_and_reported():
+    s = Site(start="2026-06-22T10:30:00+02:00", sg_ready={"channel_1": {"enabled": True, "mode": "on",
+                                                                           "start": "10:00", "end": "11:00"}}).run(5)
+    assert s.cmd.outputs["sg_ready_1"] is True
+    assert any(e["kind"] == "do_changed" and e["name"] == "do_sg_ready_1" for e in s.ctrl.events.recent)

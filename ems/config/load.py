@@ -105,16 +105,16 @@ def _build(cls, data: Any, prefix: str, problems: list[Problem]):
     return cls(**kwargs)
 
 
-def _check_windows(entries, key: str, problems: list[Problem]) -> None:
+def _check_windows(entries, key: str, problems: list[Problem], indexed: bool = True) -> None:
     """Days and times parse; end after start (no crossing midnight); no two entries overlap on a day."""
     parsed = []
     for i, e in enumerate(entries):
-        k = f"{key}[{i}]"
+        k = f"{key}[{i}]" if indexed else key
         try:
-            days = parse_days(e.days)
+            days = parse_days(getattr(e, "days", "all"))
             start, end = parse_hhmm(e.start), parse_hhmm(e.end)
         except ValueError as exc:
-            problems.append(Problem(k, {"days": e.days, "start": e.start, "end": e.end}, str(exc)))
+            problems.append(Problem(k, {"days": getattr(e, "days", "all"), "start": e.start, "end": e.end}, str(exc)))
             continue
         if end <= start:
             problems.append(Problem(f"{k}.end", e.end, f"must be after start {e.start} (periods may not cross midnight)"))
@@ -145,7 +145,22 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
         if w.valley_w >= w.peak_w:
             problems.append(Problem(f"peak_shaving.windows[{i}].valley_w", w.valley_w,
                                     f"must be below peak_w ({w.peak_w:g} W)"))
+    _check_windows(cfg.time_period_feed_in.periods, "time_period_feed_in.periods", problems)
+    try:
+        parse_hhmm(cfg.soc_calibration.start_time)
+    except ValueError as exc:
+        problems.append(Problem("soc_calibration.start_time", cfg.soc_calibration.start_time, str(exc)))
+    for n in (1, 2):
+        ch = getattr(cfg.sg_ready, f"channel_{n}")
+        key = f"sg_ready.channel_{n}"
+        if ch.mode in ("on", "off"):
+            _check_windows([ch], key, problems, indexed=False)
+        if ch.switch_off_feed_in_w > ch.switch_on_feed_in_w:
+            problems.append(Problem(f"{key}.switch_off_feed_in_w", ch.switch_off_feed_in_w,
+                                    f"must not exceed switch_on_feed_in_w ({ch.switch_on_feed_in_w:g} W)"))
     for key, value in (("forced_charge.power_w", cfg.forced_charge.power_w),
+                       ("soc_calibration.charge_power_w", cfg.soc_calibration.charge_power_w),
+                       ("soc_calibration.discharge_power_w", cfg.soc_calibration.discharge_power_w),
                        ("forced_charge.undervoltage_power_w", cfg.forced_charge.undervoltage_power_w),
                        ("ups_reserve.power_w", cfg.ups_reserve.power_w)):
         if value > rated:

@@ -131,6 +131,51 @@ class UpsReserve:
 
 
 @dataclass
+class SocCalibration:
+    charge_power_w: float = spec(50_000.0, 0.0, 10_000_000.0, "W", "calibration charge power (001_…: full power)")
+    discharge_power_w: float = spec(30_000.0, 0.0, 10_000_000.0, "W",
+                                    "calibration discharge power after the BMS reports charge prohibited")
+    periodic_enabled: bool = spec(False, doc="periodic (automatic) SOC calibration (001_…)")
+    period_days: int = spec(30, 1, 365, "d", "calibration cycle")
+    start_time: str = spec("10:00", doc="HH:MM: on a calibration day, calibration starts after this time")
+
+
+@dataclass
+class FeedInPeriod:
+    start: str = spec("17:00", doc="HH:MM local time")
+    end: str = spec("20:00", doc="HH:MM, after start (periods may not cross midnight)")
+    feed_in_w: float = spec(10_000.0, 0.0, 100_000_000.0, "W", "grid feed-in target in this period (0: cover the load)")
+
+
+@dataclass
+class TimePeriodFeedIn:
+    enabled: bool = spec(False, doc="forced battery discharge to a grid feed-in target in daily periods (001_…)")
+    cutoff_soc_pct: float = spec(20.0, 0.0, 100.0, "%", "one discharge cut-off SOC for all periods")
+    periods: list = spec([], doc="up to 6 daily periods", max_items=6, item=FeedInPeriod)
+
+
+@dataclass
+class SgReadyChannel:
+    enabled: bool = spec(False, doc="SG Ready dry-contact channel (001_…)")
+    mode: str = spec("auto", doc="on / off: relay energised in the period; auto: by SOC and feed-in power",
+                     choices=("on", "off", "auto"))
+    start: str = spec("10:00", doc="HH:MM, period for on / off modes")
+    end: str = spec("16:00", doc="HH:MM")
+    soc_condition: str = spec("at_least", doc="auto: SOC at least / at most soc_pct (load on N/O / N/C terminal)",
+                              choices=("at_least", "at_most"))
+    soc_pct: float = spec(80.0, 0.0, 100.0, "%", "auto: the SOC condition's threshold")
+    switch_on_feed_in_w: float = spec(3_000.0, 0.0, 100_000_000.0, "W", "auto: load on above this feed-in")
+    switch_off_feed_in_w: float = spec(1_000.0, 0.0, 100_000_000.0, "W",
+                                       "auto: load off below this feed-in or when buying from the grid")
+
+
+@dataclass
+class SgReady:
+    channel_1: SgReadyChannel = section(SgReadyChannel)
+    channel_2: SgReadyChannel = section(SgReadyChannel)
+
+
+@dataclass
 class Dispatch:
     lease_s: float = spec(60.0, 1.0, 3600.0, "s", "a remote setpoint expires after this unless refreshed")
 
@@ -151,4 +196,7 @@ class SiteConfig:
     peak_shaving: PeakShaving = section(PeakShaving)
     forced_charge: ForcedCharge = section(ForcedCharge)
     ups_reserve: UpsReserve = section(UpsReserve)
+    soc_calibration: SocCalibration = section(SocCalibration)
+    time_period_feed_in: TimePeriodFeedIn = section(TimePeriodFeedIn)
+    sg_ready: SgReady = section(SgReady)
     dispatch: Dispatch = section(Dispatch)

@@ -47,9 +47,14 @@ def _fields(cls, instance, lines: list[str], prefix: str) -> None:
 def template() -> str:
     cfg = SiteConfig()
     lines = ["# ems site configuration — every key with its default; delete what you do not change.", ""]
-    for f in dataclasses.fields(SiteConfig):
-        sub = getattr(cfg, f.name)
-        lines.append(f"[{f.name}]")
-        _fields(type(sub), sub, lines, f.name + ".")
+    def emit(name: str, sub) -> None:
+        lines.append(f"[{name}]")
+        _fields(type(sub), sub, lines, name + ".")
         lines.append("")
+        for g in dataclasses.fields(type(sub)):
+            if g.metadata.get("section"):
+                emit(f"{name}.{g.name}", getattr(sub, g.name))
+
+    for f in dataclasses.fields(SiteConfig):
+        emit(f.name, getattr(cfg, f.name))
     return "\n".join(lines)

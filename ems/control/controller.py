@@ -44,6 +44,8 @@ SAFETY_INPUTS = {
     "spd": (5011, "YX_spd_signal", False),
     "env_over_temp": (5013, "YX_temp_over_signal", False),
 }
+# dry-contact outputs, in the order of the `do_<name>` columns
+DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2")
 OTHER_INPUTS = ("rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
 KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
 
@@ -61,6 +63,7 @@ class Commands:
     pcs_run: bool = True                   # False: PCS stopped (one-click shutdown, all clusters tripped)
     pv_limit_w: float | None = None        # PV curtailment (feed-in limit), None = unlimited
     open_contactors: tuple[int, ...] = ()  # clusters whose trip delay elapsed
+    outputs: dict = field(default_factory=lambda: {name: False for name in DO_NAMES})   # relay states
     balancing: np.ndarray | None = None    # per-cell bleed flags for the BMS
 
 
@@ -93,6 +96,7 @@ class Controller:
         buf.cluster_in[:, L.CL_RATED_CHG_A] = b.rated_charge_a
         buf.cluster_in[:, L.CL_RATED_DCHG_A] = b.rated_discharge_a
         self.strategies = build(cfg)
+        self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
         self.disabled: dict[str, str] = {}
         self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w")}
@@ -172,6 +176,8 @@ class Controller:
             self._dispatch = None if value is None else (float(value), self.clock.monotonic_s() + self.cfg.dispatch.lease_s)
         elif name == "fault_reset":
             self._reset_pending = True
+        elif name == "soc_calibration":
+            self._by_name["soc_calibration"].request(bool(value))
         else:
             raise ValueError(f"unknown command {name!r}")
         self.events.emit(now, "operation", None, name, detail=f"value={value!r}")
@@ -221,11 +227,18 @@ class Controller:
         c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
         c.pcs_run = not (self.operator["one_click_shutdown"] or stop)
         c.open_contactors = tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
+        self._set_output("trip", bool(c.open_contactors))
         c.balancing = b.balancing
         c.pv_limit_w = self._pv_limit(sp)
         return c
 
     _prev_prot = None
+
+    def _set_output(self, name: str, energised: bool) -> None:
+        outputs = self.commands.outputs
+        if outputs.get(name) != energised:
+            outputs[name] = energised
+            self.events.emit(self.clock.now(), "do_changed", None, f"do_{name}", detail="on" if energised else "off")
 
     def _trip_events(self, b) -> None:
         """One 'trip' event per cluster when its trip becomes pending, and when the contactors are to open."""
@@ -320,9 +333,12 @@ class Controller:
                 continue
             if d is None:
                 continue
-            if d.finished and s.name == "forced_charge":
-                self.operator["forced_charge"] = False
+            if d.finished:
+                if s.name == "forced_charge":
+                    self.operator["forced_charge"] = False
                 self.events.emit(now, "strategy_finished", None, s.name, detail=d.reason)
+            for name, energised in d.outputs:
+                self._set_output(name, energised)
             slots.append((s.name, d))
         self._write_requests(slots)
         return snap

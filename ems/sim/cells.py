@@ -106,8 +106,10 @@ class StackPlant:
                                         np.maximum((1.0 - smax) / 0.02, 0.0))
         dchg = self.rated_a * np.minimum(np.minimum(np.maximum((vmin - 2.85) / 0.10, 0.0), 1.0),
                                          np.maximum(smin / 0.02, 0.0))
-        chg = np.minimum(chg, self.rated_a)
-        dchg = np.minimum(dchg, self.rated_a)
+        # end of charge / discharge: below the termination current (5 % of rated, like a CV cut-off) the BMS
+        # prohibits the direction altogether instead of tapering for ever
+        chg = np.where(chg < 0.05 * self.rated_a, 0.0, np.minimum(chg, self.rated_a))
+        dchg = np.where(dchg < 0.05 * self.rated_a, 0.0, np.minimum(dchg, self.rated_a))
         return chg, dchg, (chg <= 0.0).astype(np.uint8), (dchg <= 0.0).astype(np.uint8)
 
     def true_soc_pct(self) -> float:

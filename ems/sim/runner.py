@@ -13,15 +13,15 @@ import numpy as np
 
 from ems.config.schema import SiteConfig
 from ems.control.clock import VirtualClock
-from ems.control.controller import Commands, Controller
+from ems.control.controller import DO_NAMES, Commands, Controller
 from ems.control.events import EventLog, JsonlSink
 from ems.sim.plant import Plant
 from ems.sim.scenario import Event, Simulation
 
 COLUMNS = ["time", "grid_w", "pv_w", "load_w", "pcs_w", "dg_w", "soc_pct", "strategy", "pcs_limit_charge_w",
-           "pcs_limit_discharge_w", "pcs_setpoint_w", "unserved_w", "true_soc_pct", "do_trip"]
+           "pcs_limit_discharge_w", "pcs_setpoint_w", "unserved_w", "true_soc_pct"] + [f"do_{n}" for n in DO_NAMES]
 # one %-format per row: the CSV is written at every simulated step, so this is on the hot path
-ROW = "%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%s,%.1f,%.1f,%.1f,%.1f,%.3f,%d\n"
+ROW = "%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%s,%.1f,%.1f,%.1f,%.1f,%.3f" + ",%d" * len(DO_NAMES) + "\n"
 
 
 class SiteLink:
@@ -144,7 +144,7 @@ def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write
                 fh.write(ROW % (local.isoformat(timespec="seconds"), f.grid_w, f.pv_w, f.load_w, f.pcs_w, f.dg_w, soc,
                                 ctrl.status.strategy, b.results[L.TO_CHG_LIMIT_W], b.results[L.TO_DCHG_LIMIT_W],
                                 cmd.pcs_setpoint_w, f.unserved_w, plant.stack.true_soc_pct(),
-                                1 if cmd.open_contactors else 0))
+                                *[cmd.outputs[n] for n in DO_NAMES]))
             clock.advance(step)
     finally:
         if fh:

@@ -20,7 +20,7 @@ EVENT_FIELDS = {
     "command": ("name",),                # one_click_shutdown / forced_charge (value) / fault_reset
 }
 DEVICES = ("grid_meter", "pcs", "bms", "pv")
-COMMANDS = ("one_click_shutdown", "forced_charge", "fault_reset")
+COMMANDS = ("one_click_shutdown", "forced_charge", "fault_reset", "soc_calibration")
 
 
 @dataclass(frozen=True)

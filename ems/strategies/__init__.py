@@ -13,6 +13,9 @@ from ems.strategies.one_click_shutdown import OneClickShutdown
 from ems.strategies.peak_shaving import PeakShaving
 from ems.strategies.pmeteroffset import Pmeteroffset
 from ems.strategies.sec14a import Sec14a
+from ems.strategies.sg_ready import SgReady
+from ems.strategies.soc_calibration import SocCalibration
+from ems.strategies.time_period_feed_in import TimePeriodFeedIn
 from ems.strategies.self_use import SelfUse
 from ems.strategies.time_based import TimeBased
 from ems.strategies.ups_reserve import UpsReserve
@@ -25,11 +28,14 @@ def build(cfg) -> list[Strategy]:
         FeedInLimit(cfg),
         ForcedCharge(cfg),
         UpsReserve(cfg),
+        SocCalibration(cfg),
         PeakShaving(cfg),
         Dispatch(),
+        TimePeriodFeedIn(cfg),
         TimeBased(cfg),
         Pmeteroffset(cfg),
         SelfUse(cfg),
+        SgReady(cfg),          # drives dry contacts only, no power request
     ]
 
 

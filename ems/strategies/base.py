@@ -30,6 +30,7 @@ class Decision:
     requests: tuple[Request, ...]
     reason: str
     finished: bool = False       # a one-shot function (forced charge …) reached its exit condition
+    outputs: tuple[tuple[str, bool], ...] = ()   # dry-contact outputs this strategy drives: (name, energised)
 
 
 class Strategy:
@@ -40,5 +41,5 @@ class Strategy:
         raise NotImplementedError
 
 
-def decision(reason: str, *requests: Request, finished: bool = False) -> Decision:
-    return Decision(tuple(requests), reason, finished)
+def decision(reason: str, *requests: Request, finished: bool = False, outputs: dict | None = None) -> Decision:
+    return Decision(tuple(requests), reason, finished, tuple((outputs or {}).items()))
