@@ -212,3 +212,47 @@ def test_sg_ready_relay_is_driven_and_reported():
                                                                            "start": "10:00", "end": "11:00"}}).run(5)
     assert s.cmd.outputs["sg_ready_1"] is True
     assert any(e["kind"] == "do_changed" and e["name"] == "do_sg_ready_1" for e in s.ctrl.events.recent)
+
+
+def test_bypass_enables_from_the_site_config_reach_the_core():
+    s = Site(bypass={"enabled": True, "consistency_on_grid_charge": True, "consistency_off_grid_discharge": True,
+                     "pcs_dc_min_v": 600.0})
+    bp = s.ctrl.fast.buffers.bypass_params
+    assert bp[L.BP_ENABLED] == 1.0 and bp[L.BP_CONSISTENCY_MODES] == 1 + 8 and bp[L.BP_DC_MIN_V] == 600.0
+    s.event("grid_outage").run(2)
+    assert bp[L.BP_ON_GRID] == 0.0
+
+
+def test_grid_outage_with_generator_and_graded_loads():
+    s = Site(start="2026-06-22T20:00:00+02:00", pv="none", load="flat", load_peak_w=40e3,
+             battery={"initial_soc_pct": 45.0}, dual_power={"enabled": True},
+             generator={"enabled": True, "start_soc_pct": 25.0, "stop_soc_pct": 60.0, "rated_power_w": 80e3},
+             off_grid={"graded_load_enabled": True}).run(5)
+    s.event("grid_outage").run(60)
+    assert s.flows.grid_w == 0.0 and s.flows.pcs_w > 30e3 and s.ctrl.status.strategy == "off_grid"
+    general_shed = generator_started = False
+    for _ in range(6 * 60):                                 # up to 6 h in 1-minute chunks
+        s.run(60)
+        general_shed |= s.cmd.outputs["shed_general_load"]
+        if s.flows.dg_w > 0:
+            generator_started = True
+            break
+    assert general_shed, "general loads were shed at 30 % before the generator started at 25 %"
+    assert generator_started and s.ctrl.di.get("generator_feedback")
+    assert not s.cmd.outputs["shed_general_load"], "the generator restores every load"
+    s.run(120)
+    assert s.flows.pcs_w < -10e3, "the battery charges from the generator (80 % of rating − load)"
+    assert s.flows.dg_w <= 0.8 * 80e3 + 2e3
+    s.event("grid_return").run(60)
+    assert not s.cmd.outputs["generator_start"] and s.flows.dg_w == 0.0
+
+
+def test_a_generator_that_does_not_start_raises_gc_fault():
+    s = Site(start="2026-06-22T20:00:00+02:00", pv="none", battery={"initial_soc_pct": 20.0},
+             generator={"enabled": True, "start_soc_pct": 25.0, "startup_timeout_min": 2.0}).run(5)
+    s.event("generator_fail").event("grid_outage").run(200)
+    assert "GC_Fault" in s.alarms and not s.cmd.outputs["generator_start"]
+    s.event("generator_repair")
+    s.ctrl.command("fault_reset")
+    s.run(60)
+    assert "GC_Fault" not in s.alarms and s.ctrl.di.get("generator_feedback")

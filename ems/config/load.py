@@ -158,6 +158,30 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
         if ch.switch_off_feed_in_w > ch.switch_on_feed_in_w:
             problems.append(Problem(f"{key}.switch_off_feed_in_w", ch.switch_off_feed_in_w,
                                     f"must not exceed switch_on_feed_in_w ({ch.switch_on_feed_in_w:g} W)"))
+    g, o = cfg.generator, cfg.off_grid
+    pairs = [("generator.start_soc_pct", g.start_soc_pct, "generator.stop_soc_pct", g.stop_soc_pct),
+             ("off_grid.load_cutoff_soc_pct", o.load_cutoff_soc_pct, "off_grid.load_access_soc_pct", o.load_access_soc_pct),
+             ("off_grid.general_load_cutoff_soc_pct", o.general_load_cutoff_soc_pct,
+              "off_grid.general_load_access_soc_pct", o.general_load_access_soc_pct),
+             ("off_grid.important_load_cutoff_soc_pct", o.important_load_cutoff_soc_pct,
+              "off_grid.important_load_access_soc_pct", o.important_load_access_soc_pct),
+             ("off_grid.ats_prealarm_soc_pct", o.ats_prealarm_soc_pct,
+              "off_grid.ats_prealarm_clear_soc_pct", o.ats_prealarm_clear_soc_pct)]
+    for low_key, low, high_key, high in pairs:
+        if low >= high:
+            problems.append(Problem(low_key, low, f"must be below {high_key} ({high:g} %)"))
+    for key in ("generator.start_time", "generator.stop_time"):
+        try:
+            parse_hhmm(getattr(g, key.split(".")[1]))
+        except ValueError as exc:
+            problems.append(Problem(key, getattr(g, key.split(".")[1]), str(exc)))
+    if o.graded_load_enabled and o.important_load_cutoff_soc_pct >= o.general_load_cutoff_soc_pct:
+        problems.append(Problem("off_grid.important_load_cutoff_soc_pct", o.important_load_cutoff_soc_pct,
+                                f"must be below general_load_cutoff_soc_pct ({o.general_load_cutoff_soc_pct:g} %): "
+                                "general loads are shed first"))
+    if cfg.bypass.spread_off_pct >= cfg.bypass.spread_on_pct:
+        problems.append(Problem("bypass.spread_off_pct", cfg.bypass.spread_off_pct,
+                                f"must be below bypass.spread_on_pct ({cfg.bypass.spread_on_pct:g} %)"))
     for key, value in (("forced_charge.power_w", cfg.forced_charge.power_w),
                        ("soc_calibration.charge_power_w", cfg.soc_calibration.charge_power_w),
                        ("soc_calibration.discharge_power_w", cfg.soc_calibration.discharge_power_w),

@@ -176,6 +176,59 @@ class SgReady:
 
 
 @dataclass
+class Generator:
+    enabled: bool = spec(False, doc="diesel generator on the site (000_… 3.4.4)")
+    start_stop_mode: str = spec("soc", doc="soc: start/stop SOC; time: between start and stop time; manual: "
+                                "operator command", choices=("soc", "time", "manual"))
+    start_soc_pct: float = spec(25.0, 0.0, 100.0, "%", "start at or below this SOC (003_…: SOC for starting DG)")
+    stop_soc_pct: float = spec(80.0, 0.0, 100.0, "%", "stop at or above this SOC (003_…: SOC for stopping DG)")
+    start_time: str = spec("18:00", doc="HH:MM, time mode (may be after stop_time: runs over midnight)")
+    stop_time: str = spec("06:00", doc="HH:MM, time mode")
+    power_mode: str = spec("rated", doc="rated: PCS draws rated_output_pct × rating − load; battery: the set charge "
+                           "power, capped by that (000_… 3.4.4)", choices=("rated", "battery"))
+    rated_power_w: float = spec(50_000.0, 1_000.0, 10_000_000.0, "W", "generator rating")
+    rated_output_pct: float = spec(80.0, 10.0, 100.0, "%", "share of the rating the generator is loaded to")
+    charge_power_w: float = spec(20_000.0, 0.0, 10_000_000.0, "W", "battery power mode: charging power")
+    startup_timeout_min: float = spec(5.0, 0.0, 15.0, "min", "no running feedback by then: GC_Fault (25) (003_…)")
+
+
+@dataclass
+class OffGrid:
+    load_cutoff_soc_pct: float = spec(10.0, 0.0, 100.0, "%", "off-grid: all loads off at or below this SOC or when "
+                                      "discharge is prohibited (001_… off-grid)")
+    load_access_soc_pct: float = spec(20.0, 0.0, 100.0, "%", "… and back on at or above this SOC")
+    graded_load_enabled: bool = spec(False, doc="graded load shedding by dry contacts (000_… 3.4.6)")
+    general_load_cutoff_soc_pct: float = spec(30.0, 0.0, 100.0, "%", "general loads off at or below this SOC")
+    general_load_access_soc_pct: float = spec(40.0, 0.0, 100.0, "%", "general loads back on at or above this SOC")
+    important_load_cutoff_soc_pct: float = spec(15.0, 0.0, 100.0, "%", "important loads off at or below this SOC")
+    important_load_access_soc_pct: float = spec(25.0, 0.0, 100.0, "%", "important loads back on at or above this SOC")
+    charging_protection_soc_pct: float = spec(90.0, 0.0, 100.0, "%", "PV limited so charging stops here (003_…)")
+    charging_protection_deadband_pct: float = spec(2.0, 0.0, 100.0, "%", "… and charging resumes below it less this")
+    ats_prealarm_soc_pct: float = spec(15.0, 0.0, 100.0, "%", "ESS shutdown pre-alarm to the ATS at or below (003_…)")
+    ats_prealarm_clear_soc_pct: float = spec(20.0, 0.0, 100.0, "%", "… cleared at or above (003_…)")
+    ess_charging_power_factor: float = spec(0.80, 0.0, 1.0, "", "PV setpoint = factor × chargeable power + K2 × load")
+    load_factor_k2: float = spec(0.98, 0.0, 1.0, "", "PV setpoint = K2 × load once charging is protected (003_…)")
+
+
+@dataclass
+class DualPower:
+    enabled: bool = spec(False, doc="an ATS switches between mains and generator (000_… 3.4.5)")
+
+
+@dataclass
+class Bypass:
+    enabled: bool = spec(False, doc="battery bypass: the BMS takes faulty PACKs out of the string (001_…)")
+    consistency_on_grid_charge: bool = spec(False, doc="consistency calibration while grid-connected and charging")
+    consistency_on_grid_discharge: bool = spec(False, doc="… grid-connected and discharging")
+    consistency_off_grid_charge: bool = spec(False, doc="… off-grid and charging")
+    consistency_off_grid_discharge: bool = spec(False, doc="… off-grid and discharging")
+    spread_on_pct: float = spec(5.0, 0.1, 50.0, "%", "a PACK this far out of line is bypassed (our default)")
+    spread_off_pct: float = spec(2.0, 0.0, 50.0, "%", "… until it is back within this")
+    pcs_dc_min_v: float = spec(0.0, 0.0, 2000.0, "V", "the remaining string voltage never goes below the PCS DC window")
+    max_per_cluster: int = spec(2, 0, 64, "", "at most this many PACKs bypassed per cluster")
+
+
+@dataclass
 class Dispatch:
     lease_s: float = spec(60.0, 1.0, 3600.0, "s", "a remote setpoint expires after this unless refreshed")
 
@@ -199,4 +252,8 @@ class SiteConfig:
     soc_calibration: SocCalibration = section(SocCalibration)
     time_period_feed_in: TimePeriodFeedIn = section(TimePeriodFeedIn)
     sg_ready: SgReady = section(SgReady)
+    bypass: Bypass = section(Bypass)
+    generator: Generator = section(Generator)
+    off_grid: OffGrid = section(OffGrid)
+    dual_power: DualPower = section(DualPower)
     dispatch: Dispatch = section(Dispatch)

@@ -18,7 +18,7 @@ import numpy as np
 from ems._core import layout as L
 from ems.config.schema import SiteConfig
 from ems.control.events import GRID_METER_ID, PCS_ID, PV_ID, STACK_ID, EventLog, cluster_id
-from ems.control.fastpath import FastPath, FastPathParams, StackShape
+from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackShape
 from ems.control.snapshot import Operator, Snapshot
 from ems.strategies import build
 from ems.strategies.base import EQ, TARGET, Decision
@@ -45,7 +45,8 @@ SAFETY_INPUTS = {
     "env_over_temp": (5013, "YX_temp_over_signal", False),
 }
 # dry-contact outputs, in the order of the `do_<name>` columns
-DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2")
+DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2", "generator_start", "shed_general_load", "shed_important_load",
+            "ats_prealarm")
 OTHER_INPUTS = ("rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
 KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
 
@@ -75,6 +76,16 @@ class Status:
     active_alarms: dict = field(default_factory=dict)   # (code, device_id) → name
 
 
+def bypass_params(cfg: SiteConfig) -> BypassParams:
+    """The site's bypass settings in the core's terms (mode bits as in the manual's four sub-options)."""
+    bp = cfg.bypass
+    modes = (1 * bp.consistency_on_grid_charge + 2 * bp.consistency_on_grid_discharge
+             + 4 * bp.consistency_off_grid_charge + 8 * bp.consistency_off_grid_discharge)
+    return BypassParams(enabled=bp.enabled, consistency_modes=modes, spread_on_pct=bp.spread_on_pct,
+                        spread_off_pct=bp.spread_off_pct, pcs_dc_min_v=bp.pcs_dc_min_v,
+                        max_per_cluster=bp.max_per_cluster)
+
+
 class Controller:
     def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0):
         self.cfg = cfg
@@ -89,6 +100,7 @@ class Controller:
                            stack_max_discharge_a=b.rated_discharge_a * b.clusters,
                            pcs_max_charge_w=cfg.pcs.rated_power_w, pcs_max_discharge_w=cfg.pcs.rated_power_w,
                            ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w),
+            bypass=bypass_params(cfg),
             cell_capacity_ah=b.cell_capacity_ah,
         )
         buf = self.fast.buffers
@@ -103,7 +115,11 @@ class Controller:
         self.bms_at_s = -1e18
         self.di: dict[str, bool] = {}
         self.on_grid = True
-        self.operator = {"one_click_shutdown": False, "forced_charge": False}
+        self.operator = {"one_click_shutdown": False, "forced_charge": False, "generator": False}
+        self._reset_for_slow = False
+        self._strategy_alarms: dict[str, set] = {}
+        self._pv_setpoint: float | None = None
+        self._off_grid_reason = ""
         self._dispatch: tuple[float, float] | None = None      # (value_w, expires_at_s)
         self.status = Status()
         self._slots: list[tuple[str, Decision]] = []
@@ -165,17 +181,20 @@ class Controller:
 
     def set_on_grid(self, on_grid: bool) -> None:
         self.on_grid = bool(on_grid)
+        # consistency calibration modes depend on grid state (bypass kernel parameter)
+        self.fast.buffers.bypass_params[L.BP_ON_GRID] = 1.0 if self.on_grid else 0.0
 
     def command(self, name: str, value=None) -> None:
         """Operator / SCADA commands: one_click_shutdown, forced_charge (True/False), dispatch_w (W or None),
         fault_reset."""
         now = self.clock.now()
-        if name in ("one_click_shutdown", "forced_charge"):
+        if name in ("one_click_shutdown", "forced_charge", "generator"):
             self.operator[name] = bool(value)
         elif name == "dispatch_w":
             self._dispatch = None if value is None else (float(value), self.clock.monotonic_s() + self.cfg.dispatch.lease_s)
         elif name == "fault_reset":
             self._reset_pending = True
+            self._reset_for_slow = True
         elif name == "soc_calibration":
             self._by_name["soc_calibration"].request(bool(value))
         else:
@@ -258,9 +277,12 @@ class Controller:
         self._prev_prot = prot.copy() if prot.any() else None
 
     def _pv_limit(self, sp: float) -> float | None:
-        """Curtail PV so the export stays within the feed-in limit once the PCS is at its setpoint."""
-        if self.snapshot is None or not self.snapshot.on_grid:
+        """Curtail PV so the export stays within the feed-in limit once the PCS is at its setpoint; off grid,
+        the PV setpoint of the off-grid strategy."""
+        if self.snapshot is None:
             return None
+        if not self.snapshot.on_grid:
+            return self._pv_setpoint
         grid, pcs, pv = self._fresh("grid_w"), self._fresh("pcs_w"), self._fresh("pv_w")
         limit, _ = self._feed_in.limit_w(self.snapshot)
         if grid is None or pcs is None or pv is None:
@@ -312,14 +334,17 @@ class Controller:
             on_grid=self.on_grid,
             di=MappingProxyType(dict(self.di)),
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
-                              self.operator["forced_charge"], dispatch),
+                              self.operator["forced_charge"], dispatch, self.operator["generator"],
+                              self._reset_for_slow),
         )
 
     def slow_tick(self) -> Snapshot:
         now = self.clock.now()
         self._supervise_comm(now)
         snap = self.snapshot = self.build_snapshot()
+        self._reset_for_slow = False
         slots: list[tuple[str, Decision]] = []   # in priority order
+        pv_limits = []
         for s in self.strategies:
             if s.name in self.disabled:
                 continue
@@ -339,9 +364,25 @@ class Controller:
                 self.events.emit(now, "strategy_finished", None, s.name, detail=d.reason)
             for name, energised in d.outputs:
                 self._set_output(name, energised)
+            self._strategy_alarm_events(now, s.name, set(d.alarms))
+            if d.pv_limit_w is not None:
+                pv_limits.append(d.pv_limit_w)
+            if s.name == "off_grid":
+                self._off_grid_reason = d.reason
             slots.append((s.name, d))
+        self._pv_setpoint = min(pv_limits) if pv_limits else None
         self._write_requests(slots)
         return snap
+
+    def _strategy_alarm_events(self, now, strategy: str, active: set) -> None:
+        before = self._strategy_alarms.get(strategy, set())
+        for code, name in active - before:
+            self.status.active_alarms[(code, 0x01000000)] = name
+            self.events.emit(now, "alarm_raised", code, name, detail=f"from {strategy}")
+        for code, name in before - active:
+            self.status.active_alarms.pop((code, 0x01000000), None)
+            self.events.emit(now, "alarm_cleared", code, name, detail=f"from {strategy}")
+        self._strategy_alarms[strategy] = active
 
     def _write_requests(self, decisions: list[tuple[str, Decision]]) -> None:
         """Requests into the fast path's slots in priority order; each slot remembers its strategy."""
@@ -374,6 +415,8 @@ class Controller:
         tripped = np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0]
         if len(tripped):
             held.append("protection (tripped cluster " + ", ".join(str(int(c)) for c in tripped) + ")")
+        if not self.on_grid and not self.di.get("generator_feedback", False) and active != "protection":
+            active, reason = "off_grid", self._off_grid_reason or "off-grid: PCS forms the grid"
         stop = self.safety_stop()
         if stop:
             active, reason = "safety_stop", f"input {stop} closed: PCS stopped"

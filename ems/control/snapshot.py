@@ -16,6 +16,8 @@ class Operator:
     one_click_shutdown: bool = False
     forced_charge: bool = False
     dispatch_w: float | None = None        # the remote setpoint, None once its lease expired
+    generator_on: bool = False             # manual generator start (start/stop mode "manual")
+    fault_reset: bool = False              # a fault reset was requested since the last slow tick
 
 
 @dataclass(frozen=True)

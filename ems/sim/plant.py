@@ -45,7 +45,28 @@ class Pcs:
         return self.p_w / self.efficiency if self.p_w > 0 else self.p_w * self.efficiency
 
 
+class DieselGenerator:
+    """Starts a fixed delay after its start command (unless failed); stops at once when released."""
+
+    def __init__(self, rated_w: float, start_delay_s: float = 30.0):
+        self.rated_w = rated_w
+        self.start_delay_s = start_delay_s
+        self.commanded = False
+        self.running = False
+        self.failed = False          # scenario: it will not start
+        self._since_s = 0.0
+
+    def step(self, dt_s: float) -> None:
+        if not self.commanded or self.failed:
+            self.running, self._since_s = False, 0.0
+            return
+        self._since_s += dt_s
+        self.running = self._since_s >= self.start_delay_s
+
+
 class Plant:
+    GENERAL_LOAD_SHARE = 0.6         # the rest is important load (graded load shedding)
+
     def __init__(self, cfg: SiteConfig, pv_profile: str = "clear", load_profile: str = "commercial",
                  load_peak_w: float = 80_000.0, seed: int = 1):
         b = cfg.battery
@@ -55,8 +76,15 @@ class Plant:
         self.pv = PvProfile(pv_profile, cfg.pv.installed_ac_w, cfg.site.latitude_deg, seed + 2)
         self.load = LoadProfile(load_profile, load_peak_w, seed + 1)
         self.grid_available = True
-        self.pv_limit_w: float | None = None
+        self.generator = DieselGenerator(cfg.generator.rated_power_w) if cfg.generator.enabled else None
+        self.shed_general = self.shed_important = False
         self.flows = Flows()
+
+    def connected_load_w(self, local: datetime) -> float:
+        total = self.load.value(local)
+        share = (0.0 if self.shed_general else self.GENERAL_LOAD_SHARE) + \
+                (0.0 if self.shed_important else 1.0 - self.GENERAL_LOAD_SHARE)
+        return total * share
 
     def step(self, local: datetime, dt_s: float, setpoint_w: float, pcs_run: bool = True,
              pv_limit_w: float | None = None, open_contactors=()) -> Flows:
@@ -68,11 +96,29 @@ class Plant:
         battery_ok = bool(st.connected.any())
         pv_avail = self.pv.value(local, dt_s)
         pv = pv_avail if pv_limit_w is None else min(pv_avail, max(pv_limit_w, 0.0))
-        load = self.load.value(local)
+        load = self.connected_load_w(local)
+        gen = self.generator
+        if gen is not None:
+            gen.step(dt_s)
         unserved = 0.0
+        dg = 0.0
         if self.grid_available:
             pcs = self.pcs.follow(setpoint_w, dt_s, pcs_run, battery_ok)
             grid = load - pv - pcs
+        elif gen is not None and gen.running:
+            # the generator is the AC source (through the ATS); the PCS follows its setpoint against it
+            pcs = self.pcs.follow(setpoint_w, dt_s, pcs_run, battery_ok)
+            dg = load - pv - pcs
+            if dg < 0.0:                       # a generator cannot take power back: PV is curtailed
+                pv += dg
+                dg = 0.0
+            if dg > gen.rated_w:               # overload: the generator's breaker opens, the PCS forms the grid
+                gen.failed = True
+                gen.running = False
+                dg = 0.0
+                self.pcs.p_w = min(max(load - pv, -self.pcs.rated_w), self.pcs.rated_w)
+                pcs = self.pcs.p_w
+            grid = 0.0
         else:
             # off-grid: the PCS forms the grid and covers what PV does not; PV is curtailed to what load and
             # battery can take; load beyond PV + PCS rating + battery limits is not served
@@ -93,5 +139,5 @@ class Plant:
             grid = 0.0
         v_bus = max(st.bus_voltage(), 1.0)
         st.step(self.pcs.dc_power_w() / v_bus if battery_ok else 0.0, dt_s)
-        self.flows = Flows(grid_w=grid, pv_w=pv, load_w=load, pcs_w=pcs, dg_w=0.0, unserved_w=unserved)
+        self.flows = Flows(grid_w=grid, pv_w=pv, load_w=load, pcs_w=pcs, dg_w=dg, unserved_w=unserved)
         return self.flows

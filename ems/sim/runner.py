@@ -45,6 +45,10 @@ class SiteLink:
             c.update_meter("pcs_w", f.pcs_w)
         c.update_meter("dg_w", f.dg_w)
         c.set_on_grid(p.grid_available)
+        if p.generator is not None:
+            c.set_di("generator_feedback", p.generator.running)
+            if c.cfg.dual_power.enabled:         # the ATS reports which side it is on
+                c.set_di("ats_grid", p.grid_available or not p.generator.running)
         if "bms" not in self.lost:
             st = p.stack
             chg, dchg, chp, dchp = st.limits()
@@ -86,8 +90,16 @@ class SiteLink:
             c.command("dispatch_w", a.get("value_w"))
         elif ev.kind == "command":
             c.command(a["name"], a.get("value", True))
+        elif ev.kind in ("generator_fail", "generator_repair"):
+            if p.generator is None:
+                raise ValueError("the site has no generator (generator.enabled = false)")
+            p.generator.failed = ev.kind == "generator_fail"
 
     def actuate(self, cmd: Commands, local, dt_s: float):
+        p, out = self.plant, cmd.outputs
+        if p.generator is not None:
+            p.generator.commanded = out["generator_start"]
+        p.shed_general, p.shed_important = out["shed_general_load"], out["shed_important_load"]
         return self.plant.step(local, dt_s, cmd.pcs_setpoint_w, cmd.pcs_run, cmd.pv_limit_w, cmd.open_contactors)
 
 

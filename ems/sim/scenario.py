@@ -17,10 +17,11 @@ EVENT_FIELDS = {
     "comm_loss": ("device",), "comm_restore": ("device",),
     "di": ("name", "closed"),
     "dispatch": (),                      # value_w optional: omitted = cancel the remote setpoint
-    "command": ("name",),                # one_click_shutdown / forced_charge (value) / fault_reset
+    "command": ("name",),                # one_click_shutdown / forced_charge / generator (value) / fault_reset …
+    "generator_fail": (), "generator_repair": (),
 }
 DEVICES = ("grid_meter", "pcs", "bms", "pv")
-COMMANDS = ("one_click_shutdown", "forced_charge", "fault_reset", "soc_calibration")
+COMMANDS = ("one_click_shutdown", "forced_charge", "fault_reset", "soc_calibration", "generator")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def parse_simulation(raw: dict, site: SiteConfig, source: str = "scenario") -> S
             problems.append(Problem(f"{key}.device", args["device"], f"one of {', '.join(DEVICES)}"))
         if kind == "di" and args["name"] not in KNOWN_INPUTS:
             problems.append(Problem(f"{key}.name", args["name"], f"one of {', '.join(KNOWN_INPUTS)}"))
+        if kind in ("generator_fail", "generator_repair") and not site.generator.enabled:
+            problems.append(Problem(f"{key}.kind", kind, "the site has no generator (generator.enabled = false)"))
         if kind == "command" and args["name"] not in COMMANDS:
             problems.append(Problem(f"{key}.name", args["name"], f"one of {', '.join(COMMANDS)}"))
         if kind in ("cell_fault", "cell_fault_clear", "sensor_fault"):

@@ -9,6 +9,8 @@ from ems.strategies.base import Decision, Request, Strategy
 from ems.strategies.dispatch import Dispatch
 from ems.strategies.feed_in_limit import FeedInLimit
 from ems.strategies.forced_charge import ForcedCharge
+from ems.strategies.generator import Generator
+from ems.strategies.off_grid import OffGrid
 from ems.strategies.one_click_shutdown import OneClickShutdown
 from ems.strategies.peak_shaving import PeakShaving
 from ems.strategies.pmeteroffset import Pmeteroffset
@@ -24,6 +26,8 @@ from ems.strategies.ups_reserve import UpsReserve
 def build(cfg) -> list[Strategy]:
     return [
         OneClickShutdown(),
+        Generator(cfg),        # off-grid and generator control rank above grid-operator limits
+        OffGrid(cfg),          # off-grid: loads, ATS pre-alarm, PV setpoint (no power request: the PCS forms the grid)
         Sec14a(cfg),
         FeedInLimit(cfg),
         ForcedCharge(cfg),

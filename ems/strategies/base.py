@@ -31,6 +31,8 @@ class Decision:
     reason: str
     finished: bool = False       # a one-shot function (forced charge …) reached its exit condition
     outputs: tuple[tuple[str, bool], ...] = ()   # dry-contact outputs this strategy drives: (name, energised)
+    alarms: tuple[tuple[int, str], ...] = ()     # (code, name) this strategy asserts now; the controller raises/clears
+    pv_limit_w: float | None = None              # PV active power setpoint, if this strategy sets one
 
 
 class Strategy:
@@ -41,5 +43,6 @@ class Strategy:
         raise NotImplementedError
 
 
-def decision(reason: str, *requests: Request, finished: bool = False, outputs: dict | None = None) -> Decision:
-    return Decision(tuple(requests), reason, finished, tuple((outputs or {}).items()))
+def decision(reason: str, *requests: Request, finished: bool = False, outputs: dict | None = None,
+             alarms=(), pv_limit_w: float | None = None) -> Decision:
+    return Decision(tuple(requests), reason, finished, tuple((outputs or {}).items()), tuple(alarms), pv_limit_w)

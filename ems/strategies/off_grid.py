@@ -1,0 +1,67 @@
+"""Off-grid operation (001_… off-grid, 000_… 3.4.6 graded loads, 003_… off-grid parameters).
+
+Without grid or generator the PCS forms the grid and carries the load with PV. This strategy decides what
+may stay connected and how much PV may produce:
+- all loads are shed at or below the load cut-off SOC or when discharge is prohibited, and reconnected at
+  the load access SOC (PV recharges the battery meanwhile, the PCS running without load);
+- with graded loads, general loads are shed first (their cut-off / access SOC), then important loads;
+- when grid or generator returns, every load is restored at once;
+- the ATS gets the ESS-shutdown pre-alarm at or below its SOC, cleared at or above the clear SOC;
+- PV setpoint: below the charging protection SOC, ESS charging power factor × chargeable power + K2 × load;
+  at or above it (until it falls below protection − deadband), K2 × load, so charging stops.
+Relays: energised = shed / pre-alarm, so a controller that dies leaves loads connected.
+"""
+from ems.strategies.base import Strategy, decision
+
+
+class OffGrid(Strategy):
+    name = "off_grid"
+
+    def __init__(self, cfg):
+        self.cfg = cfg.off_grid
+        self.shed_general = self.shed_important = False
+        self.prealarm = False
+        self.charge_protected = False
+
+    def decide(self, snap):
+        c = self.cfg
+        source = snap.on_grid or snap.di.get("generator_feedback", False)
+        soc = snap.soc_pct
+        if source:
+            self.shed_general = self.shed_important = self.prealarm = self.charge_protected = False
+            return decision("grid or generator present: all loads connected",
+                            outputs={"shed_general_load": False, "shed_important_load": False, "ats_prealarm": False})
+        empty = soc is None or snap.discharge_prohibited
+        if empty or soc <= c.load_cutoff_soc_pct:
+            self.shed_general = self.shed_important = True
+        if c.graded_load_enabled and soc is not None:
+            if soc <= c.general_load_cutoff_soc_pct:
+                self.shed_general = True
+            elif soc >= c.general_load_access_soc_pct and soc >= c.load_access_soc_pct:
+                self.shed_general = False
+            if soc <= c.important_load_cutoff_soc_pct:
+                self.shed_important = True
+            elif soc >= c.important_load_access_soc_pct and soc >= c.load_access_soc_pct:
+                self.shed_important = False
+        elif soc is not None and not empty and soc >= c.load_access_soc_pct:
+            self.shed_general = self.shed_important = False
+        if soc is not None:
+            if soc <= c.ats_prealarm_soc_pct:
+                self.prealarm = True
+            elif soc >= c.ats_prealarm_clear_soc_pct:
+                self.prealarm = False
+            if soc >= c.charging_protection_soc_pct:
+                self.charge_protected = True
+            elif soc < c.charging_protection_soc_pct - c.charging_protection_deadband_pct:
+                self.charge_protected = False
+        load = snap.load_w or 0.0
+        pv_limit = c.load_factor_k2 * load
+        if not self.charge_protected:
+            pv_limit += c.ess_charging_power_factor * snap.charge_limit_w
+        shed = [n for n, on in (("general", self.shed_general), ("important", self.shed_important)) if on]
+        reason = "off-grid: PCS forms the grid" + (f"; {' and '.join(shed)} loads shed" if shed else "")
+        if self.charge_protected:
+            reason += "; charging protection: PV follows the load"
+        return decision(reason, pv_limit_w=pv_limit,
+                        outputs={"shed_general_load": self.shed_general, "shed_important_load": self.shed_important,
+                                 "ats_prealarm": self.prealarm})

@@ -1,0 +1,63 @@
+import pytest
+
+from ems.strategies.off_grid import OffGrid
+from tests.strategies.harness import cfg, snap
+
+GRADED = {"graded_load_enabled": True, "general_load_cutoff_soc_pct": 30, "general_load_access_soc_pct": 40,
+          "important_load_cutoff_soc_pct": 15, "important_load_access_soc_pct": 25,
+          "load_cutoff_soc_pct": 10, "load_access_soc_pct": 20}
+
+
+def shed(o, **kw):
+    d = dict(o.decide(snap(on_grid=False, **kw)).outputs)
+    return d["shed_general_load"], d["shed_important_load"]
+
+
+def test_all_loads_are_shed_at_the_load_cut_off_and_reconnected_at_access():
+    o = OffGrid(cfg())
+    assert shed(o, soc=50) == (False, False)
+    assert shed(o, soc=10) == (True, True)
+    assert shed(o, soc=15) == (True, True)
+    assert shed(o, soc=20) == (False, False)
+
+
+def test_discharge_prohibited_sheds_every_load():
+    assert shed(OffGrid(cfg()), soc=50, discharge_prohibited=True) == (True, True)
+
+
+def test_graded_loads_shed_general_first_then_important_and_restore_in_turn():
+    o = OffGrid(cfg(off_grid=GRADED))
+    assert shed(o, soc=30) == (True, False)
+    assert shed(o, soc=15) == (True, True)
+    assert shed(o, soc=24) == (True, True)
+    assert shed(o, soc=25) == (True, False)
+    assert shed(o, soc=40) == (False, False)
+
+
+def test_everything_is_restored_when_grid_or_generator_returns():
+    o = OffGrid(cfg(off_grid=GRADED))
+    shed(o, soc=12)
+    d = dict(o.decide(snap(on_grid=False, soc=12, di={"generator_feedback": True})).outputs)
+    assert d["shed_general_load"] is False and d["shed_important_load"] is False
+    d = dict(o.decide(snap(on_grid=True, soc=12)).outputs)
+    assert d["shed_general_load"] is False
+
+
+def test_ats_prealarm_with_its_own_hysteresis():
+    o = OffGrid(cfg())
+    assert dict(o.decide(snap(on_grid=False, soc=15)).outputs)["ats_prealarm"] is True
+    assert dict(o.decide(snap(on_grid=False, soc=18)).outputs)["ats_prealarm"] is True
+    assert dict(o.decide(snap(on_grid=False, soc=20)).outputs)["ats_prealarm"] is False
+
+
+def test_pv_setpoint_formula_and_charging_protection():
+    o = OffGrid(cfg())
+    # below the charging protection SOC: 0.8 × chargeable power + 0.98 × load
+    d = o.decide(snap(on_grid=False, soc=50, grid_w=0.0, pv_w=10e3, pcs_w=20e3, charge_limit_w=50e3))
+    assert d.pv_limit_w == pytest.approx(0.8 * 50e3 + 0.98 * 30e3)
+    d = o.decide(snap(on_grid=False, soc=90, grid_w=0.0, pv_w=10e3, pcs_w=20e3, charge_limit_w=50e3))
+    assert d.pv_limit_w == pytest.approx(0.98 * 30e3), "at the protection SOC PV only follows the load"
+    d = o.decide(snap(on_grid=False, soc=88.5, grid_w=0.0, pv_w=10e3, pcs_w=20e3, charge_limit_w=50e3))
+    assert d.pv_limit_w == pytest.approx(0.98 * 30e3), "inside the deadband it stays protected"
+    d = o.decide(snap(on_grid=False, soc=87.5, grid_w=0.0, pv_w=10e3, pcs_w=20e3, charge_limit_w=50e3))
+    assert d.pv_limit_w > 0.98 * 30e3
