@@ -27,14 +27,18 @@ def test_cells_differ_in_capacity_and_resistance():
 def test_discharging_lowers_soc_by_the_charge_drawn():
     st = StackPlant(1, 16, 280.0, 50.0)
     q0 = (st.soc * st.capacity_ah).sum()
-    st.step(28.0, 3600.0)
+    t0 = st.true_soc_pct()
+    for _ in range(3600):
+        st.step(28.0, 1.0)
     assert (q0 - (st.soc * st.capacity_ah).sum()) / 16 == pytest.approx(28.0, rel=1e-6)
+    assert t0 - st.true_soc_pct() == pytest.approx(100 * 28.0 * 16 / st.capacity_ah.sum(), rel=1e-6)
 
 
 def test_parallel_clusters_share_current_so_that_their_voltages_match():
     st = StackPlant(2, 16, 280.0, 50.0)
-    st.soc[1] -= 0.2            # cluster 1 emptier: lower OCV, so it takes less discharge current
-    st.refresh()
+    soc = st.soc
+    soc[1] -= 0.2               # cluster 1 emptier: lower OCV, so it takes less discharge current
+    st.set_soc(soc)
     st.step(100.0, 1.0)
     assert st.cluster_i_a.sum() == pytest.approx(100.0)
     assert st.cluster_i_a[1] < st.cluster_i_a[0]
@@ -54,7 +58,7 @@ def test_bms_limits_taper_to_charge_prohibited_at_full():
     st.step(-140.0, 60.0)
     chg, dchg, chp, dchp = st.limits()
     assert chg[0] < 140.0 and dchp[0] == 0
-    st.soc[:] = 1.0
+    st.set_soc(1.0)
     st.step(0.0, 1.0)
     assert st.limits()[2][0] == 1
 
@@ -116,5 +120,12 @@ def test_incremental_ocv_matches_a_full_lookup_across_segment_boundaries():
     for _ in range(7200):                       # 2 h at 0.5 C through several OCV segments
         st.step(280.0, 1.0)
     fresh = np.interp(st.soc * 100.0, OCV_SOC_PCT, OCV_V)
-    assert np.abs(st._ocv - fresh).max() < 1e-3
+    ocv_now = st.cell_v + st.r_ohm * st.cluster_i_a[:, None]
+    assert np.abs(ocv_now - fresh).max() < 1e-3
     assert st.true_soc_pct() < 10.0
+
+
+def test_the_segment_lookup_gives_the_ocv_curve_exactly():
+    st = StackPlant(1, 1001, 280.0, 50.0)
+    st.set_soc(np.linspace(0.0, 1.0, 1001)[None, :])
+    assert np.allclose(st.cell_v, np.interp(np.linspace(0, 100, 1001), OCV_SOC_PCT, OCV_V), atol=1e-12)

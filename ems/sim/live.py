@@ -106,8 +106,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     if restored:     # the simulated battery is where the saved counters say it is
         b = ctrl.fast.buffers
         soc = float(b.charge_ah.sum() / b.capacity_ah.sum())
-        plant.stack.soc = (plant.stack.soc + soc - plant.stack.soc.mean()).clip(0.0, 1.0)
-        plant.stack.refresh()
+        plant.stack.set_soc(plant.stack.soc + soc - plant.stack.soc.mean())
     link = SiteLink(plant, ctrl)
     tz = ZoneInfo(cfg.site.timezone)
     stop = {"flag": False}
