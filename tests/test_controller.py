@@ -256,3 +256,43 @@ def test_a_generator_that_does_not_start_raises_gc_fault():
     s.ctrl.command("fault_reset")
     s.run(60)
     assert "GC_Fault" not in s.alarms and s.ctrl.di.get("generator_feedback")
+
+
+def test_full_feed_in_exports_up_to_the_feed_in_limit():
+    s = Site(start="2026-06-22T13:00:00+02:00", pv="clear", load="flat", load_peak_w=20e3,
+             operating_mode={"mode": "full_feed_in"}, grid={"grid_connection_coefficient_pct": 50.0}).run(120)
+    assert s.flows.grid_w == pytest.approx(-50e3, abs=1.5e3), "export held at 50 % of installed PV"
+    assert s.ctrl.status.strategy == "operating_mode" and "feed_in_limit" in s.ctrl.status.held_by
+
+
+def test_air_conditioner_holds_the_cabinet_between_its_points_and_raises_22_on_comm_loss():
+    s = Site(start="2026-06-22T12:00:00+02:00",
+             air_conditioner={"enabled": True, "cooling_stop_degc": 25.0, "cooling_return_diff_degc": 3.0})
+    s.plant.cabinet.t_degc = 31.0
+    temps = []
+    for _ in range(120):
+        s.run(60)
+        temps.append(s.plant.cabinet.t_degc)
+    assert max(temps[30:]) <= 28.0 + 0.3 and min(temps[30:]) >= 25.0 - 0.5, "cycling between 25 and 28 °C"
+    assert any(e["name"] == "do_ac_cooling" and e["detail"] == "on" for e in s.ctrl.events.recent)
+    s.event("comm_loss", device="air_conditioner").run(10)
+    assert "AirConFault" in s.alarms
+
+
+def test_off_grid_night_ends_dark_at_the_stop_ess_soc_and_restarts_with_the_sun():
+    s = Site(start="2026-06-22T23:00:00+02:00", pv="clear", load="flat", load_peak_w=40e3,
+             battery={"initial_soc_pct": 20.0},
+             off_grid={"stop_ess_soc_pct": 15.0, "load_cutoff_soc_pct": 15.0}).run(5)
+    s.event("grid_outage")
+    dark = False
+    for _ in range(9 * 60):
+        s.run(60)
+        if not s.cmd.pcs_run:
+            dark = True
+            assert s.flows.pcs_w == 0.0 and s.flows.load_w == 0.0 and s.flows.pv_w == 0.0, "the site is dark"
+        if dark and s.cmd.pcs_run:
+            break
+    assert dark, "the ESS stopped at the stop-ESS SOC"
+    assert s.cmd.pcs_run and s.plant.irradiance_w_m2 >= 50.0, "started again when the sun came up"
+    s.run(1800)
+    assert s.flows.pcs_w < 0, "PV recharges the battery while loads stay shed"

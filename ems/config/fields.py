@@ -46,3 +46,16 @@ def parse_days(days) -> frozenset[int]:
             raise ValueError(f"{d!r} is not a day ({', '.join(DAYS)})")
         out.add(DAYS.index(d))
     return frozenset(out)
+
+
+def parse_mmdd(text: str) -> tuple[int, int]:
+    """'MM-DD' → (month, day); 02-29 is allowed (a season boundary in leap years)."""
+    import datetime
+
+    if not isinstance(text, str) or len(text) != 5 or text[2] != "-":
+        raise ValueError(f"{text!r} is not a day of the year MM-DD")
+    try:
+        datetime.date(2024, int(text[:2]), int(text[3:]))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a day of the year MM-DD") from None
+    return int(text[:2]), int(text[3:])

@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from datetime import date
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ems.config.fields import parse_days, parse_hhmm
+from ems.config.fields import parse_days, parse_hhmm, parse_mmdd
 from ems.config.schema import SiteConfig
 
 if sys.version_info >= (3, 11):
@@ -175,10 +176,19 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
             parse_hhmm(getattr(g, key.split(".")[1]))
         except ValueError as exc:
             problems.append(Problem(key, getattr(g, key.split(".")[1]), str(exc)))
+    if o.stop_ess_soc_pct > o.load_cutoff_soc_pct:
+        problems.append(Problem("off_grid.stop_ess_soc_pct", o.stop_ess_soc_pct,
+                                f"must not exceed load_cutoff_soc_pct ({o.load_cutoff_soc_pct:g} %): loads are shed "
+                                "before the ESS stops"))
     if o.graded_load_enabled and o.important_load_cutoff_soc_pct >= o.general_load_cutoff_soc_pct:
         problems.append(Problem("off_grid.important_load_cutoff_soc_pct", o.important_load_cutoff_soc_pct,
                                 f"must be below general_load_cutoff_soc_pct ({o.general_load_cutoff_soc_pct:g} %): "
                                 "general loads are shed first"))
+    _check_operating_mode(cfg, problems)
+    ac = cfg.air_conditioner
+    if ac.heating_stop_degc >= ac.cooling_stop_degc:
+        problems.append(Problem("air_conditioner.heating_stop_degc", ac.heating_stop_degc,
+                                f"must be below cooling_stop_degc ({ac.cooling_stop_degc:g} °C)"))
     if cfg.bypass.spread_off_pct >= cfg.bypass.spread_on_pct:
         problems.append(Problem("bypass.spread_off_pct", cfg.bypass.spread_off_pct,
                                 f"must be below bypass.spread_on_pct ({cfg.bypass.spread_on_pct:g} %)"))
@@ -192,6 +202,39 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
     if cfg.loops.slow_period_ms < cfg.loops.fast_period_ms:
         problems.append(Problem("loops.slow_period_ms", cfg.loops.slow_period_ms,
                                 f"must not be shorter than loops.fast_period_ms ({cfg.loops.fast_period_ms:g} ms)"))
+
+
+def _check_operating_mode(cfg: SiteConfig, problems: list[Problem]) -> None:
+    om = cfg.operating_mode
+    names = set()
+    for i, sea in enumerate(om.seasons):
+        for part in ("start", "end"):
+            try:
+                parse_mmdd(getattr(sea, part))
+            except ValueError as exc:
+                problems.append(Problem(f"operating_mode.seasons[{i}].{part}", getattr(sea, part), str(exc)))
+        if sea.name in names or sea.name == "all":
+            problems.append(Problem(f"operating_mode.seasons[{i}].name", sea.name, "must be unique and not 'all'"))
+        names.add(sea.name)
+    for i, h in enumerate(om.holidays):
+        try:
+            if isinstance(h, str) and len(h) == 5:
+                parse_mmdd(h)
+            else:
+                date.fromisoformat(h)
+        except (ValueError, TypeError):
+            problems.append(Problem(f"operating_mode.holidays[{i}]", h, 'not a date "YYYY-MM-DD" or "MM-DD"'))
+    for i, r in enumerate(om.tou_rules):
+        if r.season != "all" and r.season not in names:
+            problems.append(Problem(f"operating_mode.tou_rules[{i}].season", r.season,
+                                    f"no such season (defined: {', '.join(sorted(names)) or 'none'}, or all)"))
+        try:
+            if parse_hhmm(r.end) <= parse_hhmm(r.start):
+                problems.append(Problem(f"operating_mode.tou_rules[{i}].end", r.end, f"must be after start {r.start}"))
+        except ValueError as exc:
+            problems.append(Problem(f"operating_mode.tou_rules[{i}]", f"{r.start}-{r.end}", str(exc)))
+    if om.mode == "tou" and not om.tou_rules:
+        problems.append(Problem("operating_mode.tou_rules", [], "tou mode needs at least one rule"))
 
 
 def site_from_dict(data: dict, source: str = "config") -> SiteConfig:

@@ -194,9 +194,9 @@ class Generator:
 
 @dataclass
 class OffGrid:
-    load_cutoff_soc_pct: float = spec(10.0, 0.0, 100.0, "%", "off-grid: all loads off at or below this SOC or when "
-                                      "discharge is prohibited (001_… off-grid)")
-    load_access_soc_pct: float = spec(20.0, 0.0, 100.0, "%", "… and back on at or above this SOC")
+    load_cutoff_soc_pct: float = spec(15.0, 0.0, 100.0, "%", "off-grid: all loads off at or below this SOC or when "
+                                      "discharge is prohibited (001_… off-grid; default ours, above the stop-ESS SOC)")
+    load_access_soc_pct: float = spec(25.0, 0.0, 100.0, "%", "… and back on at or above this SOC")
     graded_load_enabled: bool = spec(False, doc="graded load shedding by dry contacts (000_… 3.4.6)")
     general_load_cutoff_soc_pct: float = spec(30.0, 0.0, 100.0, "%", "general loads off at or below this SOC")
     general_load_access_soc_pct: float = spec(40.0, 0.0, 100.0, "%", "general loads back on at or above this SOC")
@@ -206,6 +206,10 @@ class OffGrid:
     charging_protection_deadband_pct: float = spec(2.0, 0.0, 100.0, "%", "… and charging resumes below it less this")
     ats_prealarm_soc_pct: float = spec(15.0, 0.0, 100.0, "%", "ESS shutdown pre-alarm to the ATS at or below (003_…)")
     ats_prealarm_clear_soc_pct: float = spec(20.0, 0.0, 100.0, "%", "… cleared at or above (003_…)")
+    stop_ess_soc_pct: float = spec(10.0, 0.0, 100.0, "%", "off-grid without generator: the ESS is shut down at or "
+                                   "below this SOC (003_…)")
+    irradiance_start_w_m2: float = spec(50.0, 0.0, 100.0, "W/m2", "a stopped ESS starts again for PV at this "
+                                        "irradiance (003_…: irradiance for starting PV)")
     ess_charging_power_factor: float = spec(0.80, 0.0, 1.0, "", "PV setpoint = factor × chargeable power + K2 × load")
     load_factor_k2: float = spec(0.98, 0.0, 1.0, "", "PV setpoint = K2 × load once charging is protected (003_…)")
 
@@ -226,6 +230,50 @@ class Bypass:
     spread_off_pct: float = spec(2.0, 0.0, 50.0, "%", "… until it is back within this")
     pcs_dc_min_v: float = spec(0.0, 0.0, 2000.0, "V", "the remaining string voltage never goes below the PCS DC window")
     max_per_cluster: int = spec(2, 0, 64, "", "at most this many PACKs bypassed per cluster")
+
+
+@dataclass
+class Season:
+    name: str = spec("summer", doc="season name used by TOU rules")
+    start: str = spec("04-01", doc="MM-DD first day")
+    end: str = spec("09-30", doc="MM-DD last day (may wrap over new year)")
+
+
+@dataclass
+class TouRule:
+    season: str = spec("all", doc="a season's name, or all")
+    day_class: str = spec("all", doc="weekday, weekend, holiday or all (holidays are their own class)",
+                          choices=("weekday", "weekend", "holiday", "all"))
+    start: str = spec("00:00", doc="HH:MM")
+    end: str = spec("06:00", doc="HH:MM, after start")
+    mode: str = spec("grid_charge", doc="what runs in this window", choices=(
+        "self_consumption", "full_feed_in", "grid_charge", "discharge", "idle"))
+    power_w: float = spec(20_000.0, 0.0, 10_000_000.0, "W", "grid_charge / discharge power")
+    cutoff_soc_pct: float = spec(100.0, 0.0, 100.0, "%", "grid_charge stops at, discharge stops at this SOC")
+
+
+@dataclass
+class OperatingMode:
+    mode: str = spec("self_consumption", doc="Chint operating modes (002_… 6.4.2.8): self_consumption, "
+                     "full_feed_in (PV to load, grid, then battery; battery discharges for feed-in), "
+                     "emergency_charging (charge fully, then hold), tou (rules below, base mode outside them)",
+                     choices=("self_consumption", "full_feed_in", "emergency_charging", "tou"))
+    tou_base_mode: str = spec("self_consumption", doc="tou: what runs outside every rule",
+                              choices=("self_consumption", "full_feed_in"))
+    emergency_charge_power_w: float = spec(100_000.0, 0.0, 10_000_000.0, "W", "emergency charging power")
+    seasons: list = spec([], doc="named seasons for TOU rules", max_items=12, item=Season)
+    holidays: list = spec([], doc='holiday dates, "YYYY-MM-DD" or every year "MM-DD"')
+    tou_rules: list = spec([], doc="TOU windows by season and day class; the first match wins", max_items=48,
+                           item=TouRule)
+
+
+@dataclass
+class AirConditioner:
+    enabled: bool = spec(False, doc="cabinet air conditioner (000_… 3.3.4, 3.5.4; outdoor products)")
+    cooling_stop_degc: float = spec(25.0, 0.0, 50.0, "degC", "refrigeration stop point: cooling stops here")
+    cooling_return_diff_degc: float = spec(5.0, 0.5, 20.0, "degC", "cooling restarts at stop point + this")
+    heating_stop_degc: float = spec(10.0, -20.0, 30.0, "degC", "heating stop point: heating stops here")
+    heating_return_diff_degc: float = spec(5.0, 0.5, 20.0, "degC", "heating restarts at stop point − this")
 
 
 @dataclass
@@ -256,4 +304,6 @@ class SiteConfig:
     generator: Generator = section(Generator)
     off_grid: OffGrid = section(OffGrid)
     dual_power: DualPower = section(DualPower)
+    operating_mode: OperatingMode = section(OperatingMode)
+    air_conditioner: AirConditioner = section(AirConditioner)
     dispatch: Dispatch = section(Dispatch)

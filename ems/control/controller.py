@@ -17,7 +17,7 @@ import numpy as np
 
 from ems._core import layout as L
 from ems.config.schema import SiteConfig
-from ems.control.events import GRID_METER_ID, PCS_ID, PV_ID, STACK_ID, EventLog, cluster_id
+from ems.control.events import AIRCON_ID, GRID_METER_ID, PCS_ID, PV_ID, STACK_ID, EventLog, cluster_id
 from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackShape
 from ems.control.snapshot import Operator, Snapshot
 from ems.strategies import build
@@ -33,6 +33,7 @@ COMM_ALARMS = {                  # device → (code, name, device id) from the m
     "grid_meter": (5, "meter_lost", GRID_METER_ID),
     "bms": (7, "battery_lost", STACK_ID),
     "pv": (21, "PV_INV_Fault", PV_ID),
+    "air_conditioner": (22, "AirConFault", AIRCON_ID),
 }
 # dry-contact inputs with the manual's EMS codes: (code, name, stops the PCS)
 SAFETY_INPUTS = {
@@ -46,7 +47,7 @@ SAFETY_INPUTS = {
 }
 # dry-contact outputs, in the order of the `do_<name>` columns
 DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2", "generator_start", "shed_general_load", "shed_important_load",
-            "ats_prealarm")
+            "ats_prealarm", "ac_cooling", "ac_heating")
 OTHER_INPUTS = ("rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
 KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
 
@@ -111,7 +112,8 @@ class Controller:
         self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
         self.disabled: dict[str, str] = {}
-        self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w")}
+        self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w", "cabinet_t_degc", "irradiance_w_m2")}
+        self._pcs_stop_by: str | None = None
         self.bms_at_s = -1e18
         self.di: dict[str, bool] = {}
         self.on_grid = True
@@ -130,6 +132,7 @@ class Controller:
 
     # ------------------------------------------------------------------ inputs
     def update_meter(self, name: str, value_w: float | None) -> None:
+        """A meter or sensor reading: grid_w, pv_w, pcs_w, dg_w (W) or cabinet_t_degc."""
         r = self.readings[name]
         r.value, r.at_s = value_w, self.clock.monotonic_s()
 
@@ -215,6 +218,8 @@ class Controller:
     def _supervise_comm(self, now: datetime) -> None:
         states = {"grid_meter": self._fresh("grid_w") is not None, "pcs": self._fresh("pcs_w") is not None,
                   "bms": self._bms_fresh(), "pv": self._fresh("pv_w") is not None}
+        if self.cfg.air_conditioner.enabled:
+            states["air_conditioner"] = self._fresh("cabinet_t_degc") is not None
         for dev, ok in states.items():
             code, name, dev_id = COMM_ALARMS[dev]
             if not ok and dev not in self._comm_lost:
@@ -244,7 +249,7 @@ class Controller:
         c = self.commands
         stop = self.safety_stop()
         c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
-        c.pcs_run = not (self.operator["one_click_shutdown"] or stop)
+        c.pcs_run = not (self.operator["one_click_shutdown"] or stop or self._pcs_stop_by)
         c.open_contactors = tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
         self._set_output("trip", bool(c.open_contactors))
         c.balancing = b.balancing
@@ -332,6 +337,8 @@ class Controller:
             undervoltage=bool(bms_ok and (b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any()
                                           or (b.prot_level[uv_row] >= 2).any())),
             on_grid=self.on_grid,
+            cabinet_t_degc=self._fresh("cabinet_t_degc"),
+            irradiance_w_m2=self._fresh("irradiance_w_m2"),
             di=MappingProxyType(dict(self.di)),
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
                               self.operator["forced_charge"], dispatch, self.operator["generator"],
@@ -345,6 +352,7 @@ class Controller:
         self._reset_for_slow = False
         slots: list[tuple[str, Decision]] = []   # in priority order
         pv_limits = []
+        pcs_stop_by = None
         for s in self.strategies:
             if s.name in self.disabled:
                 continue
@@ -367,10 +375,13 @@ class Controller:
             self._strategy_alarm_events(now, s.name, set(d.alarms))
             if d.pv_limit_w is not None:
                 pv_limits.append(d.pv_limit_w)
+            if d.pcs_stop and pcs_stop_by is None:
+                pcs_stop_by = s.name
             if s.name == "off_grid":
                 self._off_grid_reason = d.reason
             slots.append((s.name, d))
         self._pv_setpoint = min(pv_limits) if pv_limits else None
+        self._pcs_stop_by = pcs_stop_by
         self._write_requests(slots)
         return snap
 

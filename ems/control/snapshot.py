@@ -34,6 +34,8 @@ class Snapshot:
     discharge_prohibited: bool = False     # the BMS says: empty
     undervoltage: bool = False             # cell under-voltage warning or discharge prohibited
     on_grid: bool = True
+    cabinet_t_degc: float | None = None    # cabinet air temperature from the air conditioner
+    irradiance_w_m2: float | None = None   # plane-of-array irradiance from a data logger, if fitted
     di: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     operator: Operator = field(default_factory=Operator)
 

@@ -42,7 +42,8 @@ class StackPlant:
         self.cluster_i_a = np.zeros(clusters)
         self.cell_fault_v = {}       # (cluster, cell) → forced voltage reading (sensor fault)
         self._cells = cells
-        self._r_cluster = self.r_ohm.sum(axis=1) + r_cluster_ohm     # resistances do not change: sum once
+        self.r_ohm_cluster = self.r_ohm.sum(axis=1)                  # resistances do not change: sum once
+        self._r_cluster = self.r_ohm_cluster + r_cluster_ohm
         self._cap_total = float(self.capacity_ah.sum())
         self._cap_min = self.capacity_ah.min(axis=1)
         self._tmp = np.zeros(shape)                                   # per-step buffer: no allocation per step

@@ -2,6 +2,7 @@
 load_w = pv_w + pcs_w + grid_w + dg_w holding at every step (DESIGN.md signs)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,10 +26,12 @@ class Flows:
 class Pcs:
     """Follows its setpoint with a ramp, within its rating and what the battery contactors allow."""
 
-    def __init__(self, rated_w: float, ramp_w_per_s: float, efficiency: float = 0.97):
+    def __init__(self, rated_w: float, ramp_w_per_s: float, efficiency: float = 0.97, standby_share: float = 0.003):
         self.rated_w = rated_w
         self.ramp_w_per_s = ramp_w_per_s
         self.efficiency = efficiency
+        self.standby_w = standby_share * rated_w     # drawn from the battery whenever the PCS runs
+        self.running = True
         self.p_w = 0.0
 
     def follow(self, setpoint_w: float, dt_s: float, run: bool, battery_available: bool) -> float:
@@ -42,7 +45,8 @@ class Pcs:
         return self.p_w
 
     def dc_power_w(self) -> float:
-        return self.p_w / self.efficiency if self.p_w > 0 else self.p_w * self.efficiency
+        p = self.p_w / self.efficiency if self.p_w > 0 else self.p_w * self.efficiency
+        return p + (self.standby_w if self.running else 0.0)
 
 
 class DieselGenerator:
@@ -64,11 +68,36 @@ class DieselGenerator:
         self.running = self._since_s >= self.start_delay_s
 
 
+class Cabinet:
+    """Cabinet air as one thermal node: outside air through the walls, the cells' I²R heat, the air
+    conditioner's cooling or heating. Outside air follows a daily curve (warmest at 15:00)."""
+
+    def __init__(self, outside_mean_degc: float = 25.0, outside_swing_degc: float = 7.0,
+                 capacity_j_per_k: float = 200e3, ua_w_per_k: float = 60.0, cooling_w: float = 6e3,
+                 heating_w: float = 3e3):
+        self.outside_mean_degc, self.outside_swing_degc = outside_mean_degc, outside_swing_degc
+        self.capacity_j_per_k, self.ua_w_per_k = capacity_j_per_k, ua_w_per_k
+        self.cooling_w, self.heating_w = cooling_w, heating_w
+        self.cooling = self.heating = False
+        self.t_degc = outside_mean_degc
+
+    def outside_degc(self, local: datetime) -> float:
+        h = local.hour + local.minute / 60.0
+        return self.outside_mean_degc + self.outside_swing_degc * math.cos(2 * math.pi * (h - 15.0) / 24.0)
+
+    def step(self, local: datetime, dt_s: float, cell_heat_w: float) -> float:
+        q = cell_heat_w + self.ua_w_per_k * (self.outside_degc(local) - self.t_degc)
+        q += (self.heating_w if self.heating else 0.0) - (self.cooling_w if self.cooling else 0.0)
+        self.t_degc += dt_s * q / self.capacity_j_per_k
+        return self.t_degc
+
+
 class Plant:
     GENERAL_LOAD_SHARE = 0.6         # the rest is important load (graded load shedding)
 
     def __init__(self, cfg: SiteConfig, pv_profile: str = "clear", load_profile: str = "commercial",
-                 load_peak_w: float = 80_000.0, seed: int = 1):
+                 load_peak_w: float = 80_000.0, seed: int = 1, outside_mean_degc: float = 25.0,
+                 outside_swing_degc: float = 7.0):
         b = cfg.battery
         self.stack = StackPlant(b.clusters, b.cells_per_cluster, b.cell_capacity_ah, b.initial_soc_pct, seed,
                                 rated_a=b.rated_charge_a)
@@ -77,8 +106,11 @@ class Plant:
         self.load = LoadProfile(load_profile, load_peak_w, seed + 1)
         self.grid_available = True
         self.generator = DieselGenerator(cfg.generator.rated_power_w) if cfg.generator.enabled else None
+        # the cabinet's air is modelled where an air conditioner controls it; otherwise the cells sit at 25 °C
+        self.cabinet = Cabinet(outside_mean_degc, outside_swing_degc) if cfg.air_conditioner.enabled else None
         self.shed_general = self.shed_important = False
         self.flows = Flows()
+        self.irradiance_w_m2 = 0.0           # what a data logger's irradiance sensor would read
 
     def connected_load_w(self, local: datetime) -> float:
         total = self.load.value(local)
@@ -95,11 +127,13 @@ class Plant:
             st.connected[c] = 0
         battery_ok = bool(st.connected.any())
         pv_avail = self.pv.value(local, dt_s)
+        self.irradiance_w_m2 = 1000.0 * pv_avail / self.pv.installed_w if self.pv.installed_w > 0 else 0.0
         pv = pv_avail if pv_limit_w is None else min(pv_avail, max(pv_limit_w, 0.0))
         load = self.connected_load_w(local)
         gen = self.generator
         if gen is not None:
             gen.step(dt_s)
+        self.pcs.running = pcs_run and battery_ok
         unserved = 0.0
         dg = 0.0
         if self.grid_available:
@@ -126,6 +160,10 @@ class Plant:
             v = max(st.bus_voltage(), 1.0)
             can_dchg = min(self.pcs.rated_w, float(dchg[st.connected.astype(bool)].sum()) * v) if battery_ok else 0.0
             can_chg = min(self.pcs.rated_w, float(chg[st.connected.astype(bool)].sum()) * v) if battery_ok else 0.0
+            if not pcs_run:                      # ESS shut down: no grid former, the site is dark
+                self.pcs.p_w = 0.0
+                unserved, load, pv = load, 0.0, 0.0
+                can_dchg = can_chg = 0.0
             need = load - pv
             if need > can_dchg:
                 unserved = need - can_dchg
@@ -139,5 +177,8 @@ class Plant:
             grid = 0.0
         v_bus = max(st.bus_voltage(), 1.0)
         st.step(self.pcs.dc_power_w() / v_bus if battery_ok else 0.0, dt_s)
+        if self.cabinet is not None:
+            heat = float((st.cluster_i_a ** 2 * st.r_ohm_cluster).sum())
+            st.ambient_degc = self.cabinet.step(local, dt_s, heat)
         self.flows = Flows(grid_w=grid, pv_w=pv, load_w=load, pcs_w=pcs, dg_w=dg, unserved_w=unserved)
         return self.flows

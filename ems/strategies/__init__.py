@@ -5,6 +5,7 @@ forced-charging functions and above dispatch and time-based plans: it is a site 
 must hold under any plan; a remote dispatch may not break it either (our choice, documented in
 docs/strategies.md).
 """
+from ems.strategies.air_conditioner import AirConditioner
 from ems.strategies.base import Decision, Request, Strategy
 from ems.strategies.dispatch import Dispatch
 from ems.strategies.feed_in_limit import FeedInLimit
@@ -12,6 +13,7 @@ from ems.strategies.forced_charge import ForcedCharge
 from ems.strategies.generator import Generator
 from ems.strategies.off_grid import OffGrid
 from ems.strategies.one_click_shutdown import OneClickShutdown
+from ems.strategies.operating_mode import OperatingMode
 from ems.strategies.peak_shaving import PeakShaving
 from ems.strategies.pmeteroffset import Pmeteroffset
 from ems.strategies.sec14a import Sec14a
@@ -37,9 +39,11 @@ def build(cfg) -> list[Strategy]:
         Dispatch(),
         TimePeriodFeedIn(cfg),
         TimeBased(cfg),
+        OperatingMode(cfg),    # Chint modes: full feed-in, emergency charging, TOU with seasons and holidays
         Pmeteroffset(cfg),
         SelfUse(cfg),
         SgReady(cfg),          # drives dry contacts only, no power request
+        AirConditioner(cfg),   # cabinet climate, no power request
     ]
 
 

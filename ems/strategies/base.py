@@ -33,6 +33,7 @@ class Decision:
     outputs: tuple[tuple[str, bool], ...] = ()   # dry-contact outputs this strategy drives: (name, energised)
     alarms: tuple[tuple[int, str], ...] = ()     # (code, name) this strategy asserts now; the controller raises/clears
     pv_limit_w: float | None = None              # PV active power setpoint, if this strategy sets one
+    pcs_stop: bool = False                       # shut the PCS down (off-grid stop-ESS)
 
 
 class Strategy:
@@ -44,5 +45,6 @@ class Strategy:
 
 
 def decision(reason: str, *requests: Request, finished: bool = False, outputs: dict | None = None,
-             alarms=(), pv_limit_w: float | None = None) -> Decision:
-    return Decision(tuple(requests), reason, finished, tuple((outputs or {}).items()), tuple(alarms), pv_limit_w)
+             alarms=(), pv_limit_w: float | None = None, pcs_stop: bool = False) -> Decision:
+    return Decision(tuple(requests), reason, finished, tuple((outputs or {}).items()), tuple(alarms), pv_limit_w,
+                    pcs_stop)

@@ -8,7 +8,10 @@ may stay connected and how much PV may produce:
 - when grid or generator returns, every load is restored at once;
 - the ATS gets the ESS-shutdown pre-alarm at or below its SOC, cleared at or above the clear SOC;
 - PV setpoint: below the charging protection SOC, ESS charging power factor × chargeable power + K2 × load;
-  at or above it (until it falls below protection − deadband), K2 × load, so charging stops.
+  at or above it (until it falls below protection − deadband), K2 × load, so charging stops;
+- without a generator, the ESS is shut down at or below the stop-ESS SOC (the site goes dark rather than
+  the battery deep), and started again when the irradiance reaches the PV start threshold so PV can
+  recharge it (loads stay shed until the access SOC).
 Relays: energised = shed / pre-alarm, so a controller that dies leaves loads connected.
 """
 from ems.strategies.base import Strategy, decision
@@ -22,6 +25,7 @@ class OffGrid(Strategy):
         self.shed_general = self.shed_important = False
         self.prealarm = False
         self.charge_protected = False
+        self.ess_stopped = False
 
     def decide(self, snap):
         c = self.cfg
@@ -29,6 +33,7 @@ class OffGrid(Strategy):
         soc = snap.soc_pct
         if source:
             self.shed_general = self.shed_important = self.prealarm = self.charge_protected = False
+            self.ess_stopped = False
             return decision("grid or generator present: all loads connected",
                             outputs={"shed_general_load": False, "shed_important_load": False, "ats_prealarm": False})
         empty = soc is None or snap.discharge_prohibited
@@ -54,6 +59,15 @@ class OffGrid(Strategy):
                 self.charge_protected = True
             elif soc < c.charging_protection_soc_pct - c.charging_protection_deadband_pct:
                 self.charge_protected = False
+        if soc is not None and soc <= c.stop_ess_soc_pct:
+            self.ess_stopped = True
+        if self.ess_stopped and (snap.irradiance_w_m2 or 0.0) >= c.irradiance_start_w_m2:
+            self.ess_stopped = False           # PV can recharge: start again without load
+            self.shed_general = self.shed_important = True
+        if self.ess_stopped:
+            return decision(f"off-grid: ESS stopped at stop-ESS SOC {c.stop_ess_soc_pct:g} %, waiting for "
+                            "PV irradiance", pcs_stop=True, pv_limit_w=0.0,
+                            outputs={"shed_general_load": True, "shed_important_load": True, "ats_prealarm": True})
         load = snap.load_w or 0.0
         pv_limit = c.load_factor_k2 * load
         if not self.charge_protected:

@@ -57,7 +57,8 @@ class SocCalibration(Strategy):
             floor = max(self.start_soc or 0.0, self.reserve_pct)
             if soc is None or soc < floor or soc <= self.reserve_pct:
                 self.phase = "idle"
-                return decision(f"SOC calibration finished at {soc} %", finished=True)
+                return decision("SOC calibration finished" + (f" at {soc:.1f} %" if soc is not None else ""),
+                                finished=True)
             return decision(f"SOC calibration: discharging back to {floor:.0f} %",
                             Request(TARGET, self.cfg.discharge_power_w))
         return None

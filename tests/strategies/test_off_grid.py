@@ -5,7 +5,7 @@ from tests.strategies.harness import cfg, snap
 
 GRADED = {"graded_load_enabled": True, "general_load_cutoff_soc_pct": 30, "general_load_access_soc_pct": 40,
           "important_load_cutoff_soc_pct": 15, "important_load_access_soc_pct": 25,
-          "load_cutoff_soc_pct": 10, "load_access_soc_pct": 20}
+          "load_cutoff_soc_pct": 10, "load_access_soc_pct": 20, "stop_ess_soc_pct": 5}
 
 
 def shed(o, **kw):
@@ -14,11 +14,18 @@ def shed(o, **kw):
 
 
 def test_all_loads_are_shed_at_the_load_cut_off_and_reconnected_at_access():
-    o = OffGrid(cfg())
+    o = OffGrid(cfg(off_grid={"load_cutoff_soc_pct": 10.0, "load_access_soc_pct": 20.0, "stop_ess_soc_pct": 5.0}))
     assert shed(o, soc=50) == (False, False)
     assert shed(o, soc=10) == (True, True)
     assert shed(o, soc=15) == (True, True)
     assert shed(o, soc=20) == (False, False)
+
+
+def test_the_stop_ess_soc_may_not_be_above_the_load_cut_off():
+    import pytest as _pytest
+    from ems.config import ConfigError
+    with _pytest.raises(ConfigError, match="stop_ess_soc_pct"):
+        cfg(off_grid={"stop_ess_soc_pct": 20.0, "load_cutoff_soc_pct": 15.0})
 
 
 def test_discharge_prohibited_sheds_every_load():
@@ -61,3 +68,14 @@ def test_pv_setpoint_formula_and_charging_protection():
     assert d.pv_limit_w == pytest.approx(0.98 * 30e3), "inside the deadband it stays protected"
     d = o.decide(snap(on_grid=False, soc=87.5, grid_w=0.0, pv_w=10e3, pcs_w=20e3, charge_limit_w=50e3))
     assert d.pv_limit_w > 0.98 * 30e3
+
+
+def test_stop_ess_soc_shuts_the_pcs_down_until_irradiance_returns():
+    from dataclasses import replace
+    o = OffGrid(cfg(off_grid={"stop_ess_soc_pct": 8.0, "load_cutoff_soc_pct": 10.0}))
+    d = o.decide(replace(snap(on_grid=False, soc=8.0), irradiance_w_m2=0.0))
+    assert d.pcs_stop and d.pv_limit_w == 0.0
+    d = o.decide(replace(snap(on_grid=False, soc=8.0), irradiance_w_m2=20.0))
+    assert d.pcs_stop, "below the start irradiance it stays stopped"
+    d = o.decide(replace(snap(on_grid=False, soc=8.0), irradiance_w_m2=60.0))
+    assert not d.pcs_stop and dict(d.outputs)["shed_general_load"], "started without load, PV recharges"
