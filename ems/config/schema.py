@@ -210,6 +210,11 @@ class OffGrid:
                                    "below this SOC (003_…)")
     irradiance_start_w_m2: float = spec(50.0, 0.0, 100.0, "W/m2", "a stopped ESS starts again for PV at this "
                                         "irradiance (003_…: irradiance for starting PV)")
+    chargers_fitted: bool = spec(False, doc="EV chargers on the backup side (003_… charger parameters)")
+    charger_stop_soc_pct: float = spec(50.0, 0.0, 100.0, "%", "off-grid: chargers are cut off below this SOC, "
+                                       "keeping the energy for conventional loads (003_…)")
+    conventional_load_w: float = spec(10_000.0, 1.0, 10_000_000.0, "W", "demand of all loads except chargers; "
+                                      "chargers only get what ESS and PV give beyond it (003_…)")
     ess_charging_power_factor: float = spec(0.80, 0.0, 1.0, "", "PV setpoint = factor × chargeable power + K2 × load")
     load_factor_k2: float = spec(0.98, 0.0, 1.0, "", "PV setpoint = K2 × load once charging is protected (003_…)")
 

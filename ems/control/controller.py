@@ -47,7 +47,7 @@ SAFETY_INPUTS = {
 }
 # dry-contact outputs, in the order of the `do_<name>` columns
 DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2", "generator_start", "shed_general_load", "shed_important_load",
-            "ats_prealarm", "ac_cooling", "ac_heating")
+            "ats_prealarm", "ac_cooling", "ac_heating", "shed_chargers")
 OTHER_INPUTS = ("rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
 KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
 
@@ -112,7 +112,8 @@ class Controller:
         self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
         self.disabled: dict[str, str] = {}
-        self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w", "cabinet_t_degc", "irradiance_w_m2")}
+        self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w", "cabinet_t_degc", "irradiance_w_m2",
+                                                 "charger_demand_w")}
         self._pcs_stop_by: str | None = None
         self.bms_at_s = -1e18
         self.di: dict[str, bool] = {}
@@ -339,6 +340,7 @@ class Controller:
             on_grid=self.on_grid,
             cabinet_t_degc=self._fresh("cabinet_t_degc"),
             irradiance_w_m2=self._fresh("irradiance_w_m2"),
+            charger_demand_w=self._fresh("charger_demand_w"),
             di=MappingProxyType(dict(self.di)),
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
                               self.operator["forced_charge"], dispatch, self.operator["generator"],

@@ -97,7 +97,7 @@ class Plant:
 
     def __init__(self, cfg: SiteConfig, pv_profile: str = "clear", load_profile: str = "commercial",
                  load_peak_w: float = 80_000.0, seed: int = 1, outside_mean_degc: float = 25.0,
-                 outside_swing_degc: float = 7.0):
+                 outside_swing_degc: float = 7.0, charger_w: float = 0.0):
         b = cfg.battery
         self.stack = StackPlant(b.clusters, b.cells_per_cluster, b.cell_capacity_ah, b.initial_soc_pct, seed,
                                 rated_a=b.rated_charge_a)
@@ -108,15 +108,19 @@ class Plant:
         self.generator = DieselGenerator(cfg.generator.rated_power_w) if cfg.generator.enabled else None
         # the cabinet's air is modelled where an air conditioner controls it; otherwise the cells sit at 25 °C
         self.cabinet = Cabinet(outside_mean_degc, outside_swing_degc) if cfg.air_conditioner.enabled else None
-        self.shed_general = self.shed_important = False
+        self.shed_general = self.shed_important = self.shed_chargers = False
+        self.charger_w = charger_w if cfg.off_grid.chargers_fitted else 0.0   # EV chargers, 07:00–19:00
         self.flows = Flows()
         self.irradiance_w_m2 = 0.0           # what a data logger's irradiance sensor would read
+
+    def charger_demand_w(self, local: datetime) -> float:
+        return self.charger_w if 7 <= local.hour < 19 else 0.0
 
     def connected_load_w(self, local: datetime) -> float:
         total = self.load.value(local)
         share = (0.0 if self.shed_general else self.GENERAL_LOAD_SHARE) + \
                 (0.0 if self.shed_important else 1.0 - self.GENERAL_LOAD_SHARE)
-        return total * share
+        return total * share + (0.0 if self.shed_chargers else self.charger_demand_w(local))
 
     def step(self, local: datetime, dt_s: float, setpoint_w: float, pcs_run: bool = True,
              pv_limit_w: float | None = None, open_contactors=()) -> Flows:

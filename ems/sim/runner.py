@@ -45,6 +45,8 @@ class SiteLink:
             c.update_meter("pcs_w", f.pcs_w)
         c.update_meter("dg_w", f.dg_w)
         c.update_meter("irradiance_w_m2", p.irradiance_w_m2)
+        if p.charger_w > 0:
+            c.update_meter("charger_demand_w", p.charger_demand_w(c.clock.now().astimezone(c.tz)))
         c.set_on_grid(p.grid_available)
         if p.cabinet is not None and "air_conditioner" not in self.lost:
             c.update_meter("cabinet_t_degc", p.cabinet.t_degc)
@@ -103,6 +105,7 @@ class SiteLink:
         if p.generator is not None:
             p.generator.commanded = out["generator_start"]
         p.shed_general, p.shed_important = out["shed_general_load"], out["shed_important_load"]
+        p.shed_chargers = out["shed_chargers"]
         if p.cabinet is not None:
             p.cabinet.cooling, p.cabinet.heating = out["ac_cooling"], out["ac_heating"]
         return self.plant.step(local, dt_s, cmd.pcs_setpoint_w, cmd.pcs_run, cmd.pv_limit_w, cmd.open_contactors)
@@ -131,7 +134,7 @@ def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write
         fh = open(out / "timeseries.csv", "w", newline="", encoding="utf-8")
     ctrl = Controller(cfg, clock, log)
     plant = Plant(cfg, sim.pv_profile, sim.load_profile, sim.load_peak_w, sim.seed, sim.outside_mean_degc,
-                  sim.outside_swing_degc)
+                  sim.outside_swing_degc, sim.charger_w)
     link = SiteLink(plant, ctrl)
     step = sim.step_s
     n_steps = int(round(sim.duration_s / step))

@@ -42,6 +42,7 @@ class Simulation:
     seed: int = 1
     outside_mean_degc: float = 25.0
     outside_swing_degc: float = 7.0
+    charger_w: float = 0.0
     events: list[Event] = field(default_factory=list)
 
 
@@ -68,7 +69,7 @@ def parse_simulation(raw: dict, site: SiteConfig, source: str = "scenario") -> S
     if not isinstance(raw, dict):
         raise ConfigError([Problem("simulation", raw, "a [simulation] table is required")], source)
     known = {"start", "duration_h", "step_s", "pv_profile", "load_profile", "load_peak_w", "seed", "events",
-             "outside_mean_degc", "outside_swing_degc"}
+             "outside_mean_degc", "outside_swing_degc", "charger_w"}
     for k in raw:
         if k not in known:
             problems.append(Problem(f"simulation.{k}", raw[k], f"unknown key; known: {', '.join(sorted(known))}"))
@@ -89,10 +90,11 @@ def parse_simulation(raw: dict, site: SiteConfig, source: str = "scenario") -> S
                      step_s=float(step), pv_profile=str(raw.get("pv_profile", "clear")),
                      load_profile=str(raw.get("load_profile", "commercial")), load_peak_w=float(peak),
                      seed=int(raw.get("seed", 1)) if isinstance(raw.get("seed", 1), int) else 1)
-    for name, lo, hi in (("outside_mean_degc", -40.0, 55.0), ("outside_swing_degc", 0.0, 30.0)):
+    for name, lo, hi in (("outside_mean_degc", -40.0, 55.0), ("outside_swing_degc", 0.0, 30.0),
+                         ("charger_w", 0.0, 1e8)):
         v = raw.get(name, getattr(sim, name))
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
-            problems.append(Problem(f"simulation.{name}", v, f"allowed {lo:g} … {hi:g} °C"))
+            problems.append(Problem(f"simulation.{name}", v, f"allowed {lo:g} … {hi:g}"))
         else:
             setattr(sim, name, float(v))
     for name, value, choices in (("pv_profile", sim.pv_profile, ("clear", "cloudy", "none")),

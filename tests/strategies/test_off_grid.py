@@ -79,3 +79,23 @@ def test_stop_ess_soc_shuts_the_pcs_down_until_irradiance_returns():
     assert d.pcs_stop, "below the start irradiance it stays stopped"
     d = o.decide(replace(snap(on_grid=False, soc=8.0), irradiance_w_m2=60.0))
     assert not d.pcs_stop and dict(d.outputs)["shed_general_load"], "started without load, PV recharges"
+
+
+def test_chargers_are_cut_off_below_the_charger_stop_soc_with_a_return_margin():
+    from dataclasses import replace
+    o = OffGrid(cfg(off_grid={"chargers_fitted": True, "charger_stop_soc_pct": 50.0}))
+
+    def chargers_shed(soc):
+        return dict(o.decide(replace(snap(on_grid=False, soc=soc), charger_demand_w=5e3)).outputs)["shed_chargers"]
+    assert chargers_shed(60) is False
+    assert chargers_shed(49.9) is True
+    assert chargers_shed(51) is True
+    assert chargers_shed(52) is False
+
+
+def test_chargers_only_get_what_is_left_beyond_the_conventional_load():
+    from dataclasses import replace
+    o = OffGrid(cfg(off_grid={"chargers_fitted": True, "conventional_load_w": 30e3}))
+    s = snap(on_grid=False, soc=80, discharge_limit_w=40e3, pv_w=0.0)
+    assert dict(o.decide(replace(s, charger_demand_w=8e3)).outputs)["shed_chargers"] is False
+    assert dict(o.decide(replace(s, charger_demand_w=15e3)).outputs)["shed_chargers"] is True
