@@ -296,3 +296,18 @@ def test_off_grid_night_ends_dark_at_the_stop_ess_soc_and_restarts_with_the_sun(
     assert s.cmd.pcs_run and s.plant.irradiance_w_m2 >= 50.0, "started again when the sun came up"
     s.run(1800)
     assert s.flows.pcs_w < 0, "PV recharges the battery while loads stay shed"
+
+
+def test_forced_off_grid_islands_the_site_and_returns_at_the_return_soc():
+    s = Site(start="2026-06-22T22:00:00+02:00", pv="none", load="flat", load_peak_w=20e3,
+             battery={"initial_soc_pct": 40.0},
+             operating_mode={"mode": "forced_off_grid", "forced_off_grid_min_soc_pct": 38.0,
+                             "forced_off_grid_return_soc_pct": 33.0}).run(10)
+    assert s.plant.grid_relay_open and not s.ctrl.on_grid and s.flows.grid_w == 0.0
+    assert s.flows.pcs_w == pytest.approx(s.flows.load_w), "the battery carries the island"
+    for _ in range(240):
+        s.run(60)
+        if not s.plant.grid_relay_open:
+            break
+    assert not s.plant.grid_relay_open and s.ctrl.on_grid
+    assert s.ctrl.fast.buffers.stack_soc[L.SOC_MEAN] <= 33.5

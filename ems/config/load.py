@@ -233,6 +233,9 @@ def _check_operating_mode(cfg: SiteConfig, problems: list[Problem]) -> None:
                 problems.append(Problem(f"operating_mode.tou_rules[{i}].end", r.end, f"must be after start {r.start}"))
         except ValueError as exc:
             problems.append(Problem(f"operating_mode.tou_rules[{i}]", f"{r.start}-{r.end}", str(exc)))
+    if om.forced_off_grid_return_soc_pct >= om.forced_off_grid_min_soc_pct:
+        problems.append(Problem("operating_mode.forced_off_grid_return_soc_pct", om.forced_off_grid_return_soc_pct,
+                                f"must be below forced_off_grid_min_soc_pct ({om.forced_off_grid_min_soc_pct:g} %)"))
     if om.mode == "tou" and not om.tou_rules:
         problems.append(Problem("operating_mode.tou_rules", [], "tou mode needs at least one rule"))
 

@@ -261,11 +261,17 @@ class TouRule:
 class OperatingMode:
     mode: str = spec("self_consumption", doc="Chint operating modes (002_… 6.4.2.8): self_consumption, "
                      "full_feed_in (PV to load, grid, then battery; battery discharges for feed-in), "
-                     "emergency_charging (charge fully, then hold), tou (rules below, base mode outside them)",
-                     choices=("self_consumption", "full_feed_in", "emergency_charging", "tou"))
+                     "emergency_charging (charge fully, then hold), tou (rules below, base mode outside them), "
+                     "forced_off_grid (island for a runtime test, grid as backup), pv_only (storage disabled)",
+                     choices=("self_consumption", "full_feed_in", "emergency_charging", "tou", "forced_off_grid",
+                              "pv_only"))
     tou_base_mode: str = spec("self_consumption", doc="tou: what runs outside every rule",
                               choices=("self_consumption", "full_feed_in"))
     emergency_charge_power_w: float = spec(100_000.0, 0.0, 10_000_000.0, "W", "emergency charging power")
+    forced_off_grid_min_soc_pct: float = spec(80.0, 0.0, 100.0, "%", "forced off-grid starts only at or above this SOC")
+    forced_off_grid_max_load_w: float = spec(30_000.0, 0.0, 100_000_000.0, "W",
+                                             "… and only while the site load is at or below this")
+    forced_off_grid_return_soc_pct: float = spec(30.0, 0.0, 100.0, "%", "back on grid at or below this SOC (early return)")
     seasons: list = spec([], doc="named seasons for TOU rules", max_items=12, item=Season)
     holidays: list = spec([], doc='holiday dates, "YYYY-MM-DD" or every year "MM-DD"')
     tou_rules: list = spec([], doc="TOU windows by season and day class; the first match wins", max_items=48,

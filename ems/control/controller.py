@@ -47,8 +47,8 @@ SAFETY_INPUTS = {
 }
 # dry-contact outputs, in the order of the `do_<name>` columns
 DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2", "generator_start", "shed_general_load", "shed_important_load",
-            "ats_prealarm", "ac_cooling", "ac_heating", "shed_chargers")
-OTHER_INPUTS = ("rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
+            "ats_prealarm", "ac_cooling", "ac_heating", "shed_chargers", "grid_relay_open")
+OTHER_INPUTS = ("grid_present", "rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
 KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
 
 

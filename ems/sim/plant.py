@@ -104,7 +104,8 @@ class Plant:
         self.pcs = Pcs(cfg.pcs.rated_power_w, cfg.pcs.ramp_w_per_s)
         self.pv = PvProfile(pv_profile, cfg.pv.installed_ac_w, cfg.site.latitude_deg, seed + 2)
         self.load = LoadProfile(load_profile, load_peak_w, seed + 1)
-        self.grid_available = True
+        self.grid_available = True           # mains present
+        self.grid_relay_open = False         # the EMS islanded the site (forced off-grid)
         self.generator = DieselGenerator(cfg.generator.rated_power_w) if cfg.generator.enabled else None
         # the cabinet's air is modelled where an air conditioner controls it; otherwise the cells sit at 25 °C
         self.cabinet = Cabinet(outside_mean_degc, outside_swing_degc) if cfg.air_conditioner.enabled else None
@@ -112,6 +113,10 @@ class Plant:
         self.charger_w = charger_w if cfg.off_grid.chargers_fitted else 0.0   # EV chargers, 07:00–19:00
         self.flows = Flows()
         self.irradiance_w_m2 = 0.0           # what a data logger's irradiance sensor would read
+
+    @property
+    def grid_connected(self) -> bool:
+        return self.grid_available and not self.grid_relay_open
 
     def charger_demand_w(self, local: datetime) -> float:
         return self.charger_w if 7 <= local.hour < 19 else 0.0
@@ -140,7 +145,7 @@ class Plant:
         self.pcs.running = pcs_run and battery_ok
         unserved = 0.0
         dg = 0.0
-        if self.grid_available:
+        if self.grid_connected:
             pcs = self.pcs.follow(setpoint_w, dt_s, pcs_run, battery_ok)
             grid = load - pv - pcs
         elif gen is not None and gen.running:

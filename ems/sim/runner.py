@@ -47,13 +47,14 @@ class SiteLink:
         c.update_meter("irradiance_w_m2", p.irradiance_w_m2)
         if p.charger_w > 0:
             c.update_meter("charger_demand_w", p.charger_demand_w(c.clock.now().astimezone(c.tz)))
-        c.set_on_grid(p.grid_available)
+        c.set_on_grid(p.grid_connected)
+        c.set_di("grid_present", p.grid_available)
         if p.cabinet is not None and "air_conditioner" not in self.lost:
             c.update_meter("cabinet_t_degc", p.cabinet.t_degc)
         if p.generator is not None:
             c.set_di("generator_feedback", p.generator.running)
             if c.cfg.dual_power.enabled:         # the ATS reports which side it is on
-                c.set_di("ats_grid", p.grid_available or not p.generator.running)
+                c.set_di("ats_grid", p.grid_connected or not p.generator.running)
         if "bms" not in self.lost:
             st = p.stack
             chg, dchg, chp, dchp = st.limits()
@@ -106,6 +107,7 @@ class SiteLink:
             p.generator.commanded = out["generator_start"]
         p.shed_general, p.shed_important = out["shed_general_load"], out["shed_important_load"]
         p.shed_chargers = out["shed_chargers"]
+        p.grid_relay_open = out["grid_relay_open"]
         if p.cabinet is not None:
             p.cabinet.cooling, p.cabinet.heating = out["ac_cooling"], out["ac_heating"]
         return self.plant.step(local, dt_s, cmd.pcs_setpoint_w, cmd.pcs_run, cmd.pv_limit_w, cmd.open_contactors)

@@ -8,6 +8,11 @@
   another mode is chosen.
 - tou: rules by season, day class (weekday / weekend / holiday) and time window choose what runs —
   self_consumption, full_feed_in, grid_charge, discharge or idle; outside every rule the base mode runs.
+- forced_off_grid: the site islands (grid relay opened, DO `grid_relay_open`) for a runtime test, only
+  with a high SOC and a small load and while mains are present; it returns to the grid early at the
+  return SOC, if the load grows too big, or when another mode is chosen. The off-grid strategy runs the
+  island meanwhile.
+- pv_only: storage disabled, PV straight to load and grid (battery held at zero).
 """
 from __future__ import annotations
 
@@ -47,10 +52,36 @@ class OperatingMode(Strategy):
             return decision(f"{label}: at reserve {self.reserve_pct:g} %, PV surplus only", Request(TARGET, -BIG_W))
         return decision(f"{label}: battery discharges for grid feed-in", Request(TARGET, BIG_W))
 
+    islanded = False
+
+    def _forced_off_grid(self, snap):
+        c = self.cfg
+        soc, load = snap.soc_pct, snap.load_w
+        mains = snap.di.get("grid_present", snap.on_grid)
+        if not self.islanded:
+            if mains and soc is not None and load is not None and soc >= c.forced_off_grid_min_soc_pct \
+                    and load <= c.forced_off_grid_max_load_w:
+                self.islanded = True
+        elif not mains or soc is None or soc <= c.forced_off_grid_return_soc_pct or \
+                (load is not None and load > c.forced_off_grid_max_load_w):
+            self.islanded = False
+        if self.islanded:
+            return decision("forced off-grid: islanded for a runtime test, grid as backup",
+                            outputs={"grid_relay_open": True})
+        return decision("forced off-grid: on grid (needs high SOC, small load, mains present)",
+                        outputs={"grid_relay_open": False})
+
     def decide(self, snap):
         mode = self.cfg.mode
+        if mode != "forced_off_grid" and self.islanded:
+            self.islanded = False
+            return decision("forced off-grid ended: back on grid", outputs={"grid_relay_open": False})
+        if mode == "forced_off_grid":
+            return self._forced_off_grid(snap)
         if mode == "self_consumption" or not snap.on_grid:
             return None
+        if mode == "pv_only":
+            return decision("PV mode: storage disabled", Request(TARGET, 0.0))
         if mode == "full_feed_in":
             return self._full_feed_in(snap, "full feed-in")
         if mode == "emergency_charging":

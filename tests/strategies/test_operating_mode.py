@@ -65,3 +65,34 @@ def test_a_season_may_wrap_over_new_year():
 
 def test_tou_base_mode_full_feed_in_outside_the_rules():
     assert wants(tou(tou_base_mode="full_feed_in"), snap(at="2026-07-13 12:00", soc=60)) == [(TARGET, BIG_W)]
+
+
+def test_pv_only_mode_holds_the_battery_at_zero():
+    assert wants(OperatingMode(cfg(operating_mode={"mode": "pv_only"})), snap(grid_w=20e3)) == [(TARGET, 0.0)]
+
+
+def forced(**om):
+    return OperatingMode(cfg(operating_mode={"mode": "forced_off_grid", "forced_off_grid_min_soc_pct": 80.0,
+                                             "forced_off_grid_max_load_w": 30e3, "forced_off_grid_return_soc_pct": 30.0,
+                                             **om}))
+
+
+def relay(o, **kw):
+    return dict(o.decide(snap(**kw)).outputs)["grid_relay_open"]
+
+
+def test_forced_off_grid_needs_high_soc_small_load_and_mains():
+    o = forced()
+    assert relay(o, soc=70, grid_w=10e3) is False
+    assert relay(o, soc=85, grid_w=40e3) is False
+    assert relay(o, soc=85, grid_w=10e3, di={"grid_present": False}) is False
+    assert relay(o, soc=85, grid_w=10e3, di={"grid_present": True}) is True
+
+
+def test_forced_off_grid_returns_early_at_the_return_soc_or_on_a_big_load():
+    o = forced()
+    relay(o, soc=85, grid_w=10e3, di={"grid_present": True})
+    assert relay(o, soc=50, on_grid=False, pcs_w=12e3, grid_w=0.0, di={"grid_present": True}) is True
+    assert relay(o, soc=30, on_grid=False, pcs_w=12e3, grid_w=0.0, di={"grid_present": True}) is False
+    relay(o, soc=85, grid_w=10e3, di={"grid_present": True})
+    assert relay(o, soc=85, on_grid=False, pcs_w=45e3, grid_w=0.0, di={"grid_present": True}) is False
