@@ -311,3 +311,30 @@ def test_forced_off_grid_islands_the_site_and_returns_at_the_return_soc():
             break
     assert not s.plant.grid_relay_open and s.ctrl.on_grid
     assert s.ctrl.fast.buffers.stack_soc[L.SOC_MEAN] <= 33.5
+
+
+def test_a_fault_code_is_cleared_when_the_level_falls_back_to_a_warning_with_another_code():
+    from ems.control.fastpath import ProtectionEvent
+    s = Site()
+    now = s.clock.now()
+    s.ctrl._protection_event(now, ProtectionEvent("discharge_over_current", 0, 2, 30006))
+    s.ctrl._protection_event(now, ProtectionEvent("discharge_over_current", 0, 3, 40001))
+    assert {30006, 40001} <= {code for code, _ in s.ctrl.status.active_alarms}
+    s.ctrl._protection_event(now, ProtectionEvent("discharge_over_current", 0, 2, 30006))
+    codes = {code for code, _ in s.ctrl.status.active_alarms}
+    assert 40001 not in codes and 30006 in codes
+    raised = [e["code"] for e in s.ctrl.events.recent if e["kind"] == "alarm_raised"]
+    assert raised.count(30006) == 1, "a code still active is not raised again"
+
+
+def test_bad_readings_and_dispatch_values_are_refused_or_ignored():
+    s = Site()
+    with pytest.raises(ValueError, match="unknown reading"):
+        s.ctrl.update_meter("grid_kw", 5.0)
+    with pytest.raises(ValueError, match="finite"):
+        s.ctrl.command("dispatch_w", float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        s.ctrl.command("dispatch_w", "fast")
+    s.ctrl.update_meter("grid_w", 1000.0)
+    s.ctrl.update_meter("grid_w", float("nan"))        # a NaN reading does not replace the last good one
+    assert s.ctrl._fresh("grid_w") == 1000.0

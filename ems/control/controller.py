@@ -8,6 +8,7 @@ requests into the fast path. A strategy that raises is disabled and alarmed; the
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -17,7 +18,8 @@ import numpy as np
 
 from ems._core import layout as L
 from ems.config.schema import SiteConfig
-from ems.control.events import AIRCON_ID, GRID_METER_ID, PCS_ID, PV_ID, STACK_ID, EventLog, cluster_id
+from ems.control.events import EventLog, cluster_id
+from ems.control.io_map import COMM_ALARMS, DO_NAMES, KNOWN_INPUTS, SAFETY_INPUTS
 from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackShape
 from ems.control.snapshot import Operator, Snapshot
 from ems.strategies import build
@@ -28,28 +30,6 @@ log = logging.getLogger("ems.controller")
 
 MAX_REQUESTS = 32
 STRATEGY_FAULT_CODE = 5012      # our code for "a strategy raised and was disabled" (EMS range, see docs)
-COMM_ALARMS = {                  # device → (code, name, device id) from the manual's EMS table
-    "pcs": (4, "pcs_lost", PCS_ID),
-    "grid_meter": (5, "meter_lost", GRID_METER_ID),
-    "bms": (7, "battery_lost", STACK_ID),
-    "pv": (21, "PV_INV_Fault", PV_ID),
-    "air_conditioner": (22, "AirConFault", AIRCON_ID),
-}
-# dry-contact inputs with the manual's EMS codes: (code, name, stops the PCS)
-SAFETY_INPUTS = {
-    "epo": (52, "YX_system_epo_signal", True),
-    "fire_warning": (53, "YX_fire_warning", True),
-    "fire_action": (54, "YX_fire_action", True),
-    "water": (55, "YX_water_signal", True),
-    "fire_system_fault": (5010, "YX_fire_system_fault", False),
-    "spd": (5011, "YX_spd_signal", False),
-    "env_over_temp": (5013, "YX_temp_over_signal", False),
-}
-# dry-contact outputs, in the order of the `do_<name>` columns
-DO_NAMES = ("trip", "sg_ready_1", "sg_ready_2", "generator_start", "shed_general_load", "shed_important_load",
-            "ats_prealarm", "ac_cooling", "ac_heating", "shed_chargers", "grid_relay_open")
-OTHER_INPUTS = ("grid_present", "rrcr_k1", "rrcr_k2", "rrcr_k3", "rrcr_k4", "sec14a", "ats_grid", "generator_feedback")
-KNOWN_INPUTS = tuple(SAFETY_INPUTS) + OTHER_INPUTS
 
 
 @dataclass
@@ -127,14 +107,20 @@ class Controller:
         self.status = Status()
         self._slots: list[tuple[str, Decision]] = []
         self._comm_lost: set[str] = set()
+        self._row_codes: dict[tuple[str, int], set[int]] = {}
         self._last_strategy = None
         self.commands = Commands()
         self.snapshot: Snapshot | None = None
 
     # ------------------------------------------------------------------ inputs
     def update_meter(self, name: str, value_w: float | None) -> None:
-        """A meter or sensor reading: grid_w, pv_w, pcs_w, dg_w (W) or cabinet_t_degc."""
-        r = self.readings[name]
+        """A meter or sensor reading: grid_w, pv_w, pcs_w, dg_w (W), cabinet_t_degc, irradiance_w_m2,
+        charger_demand_w. A NaN reading counts as no reading (staleness takes over)."""
+        r = self.readings.get(name)
+        if r is None:
+            raise ValueError(f"unknown reading {name!r}; known: {', '.join(self.readings)}")
+        if value_w is not None and not math.isfinite(value_w):
+            return
         r.value, r.at_s = value_w, self.clock.monotonic_s()
 
     def update_bms(self, cell_v, cell_t, cluster_v, cluster_i, bms_chg_a, bms_dchg_a, connected,
@@ -195,6 +181,9 @@ class Controller:
         if name in ("one_click_shutdown", "forced_charge", "generator"):
             self.operator[name] = bool(value)
         elif name == "dispatch_w":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"dispatch_w must be a finite number of watts or None, got {value!r}")
             self._dispatch = None if value is None else (float(value), self.clock.monotonic_s() + self.cfg.dispatch.lease_s)
         elif name == "fault_reset":
             self._reset_pending = True
@@ -300,16 +289,21 @@ class Controller:
         return max(pv - excess, 0.0)
 
     def _protection_event(self, now, ev) -> None:
+        """Raise and clear the manual's codes as a row's level changes: warning code at level ≥ 2, fault code
+        at level 3. Diffing the set per (row, cluster) clears a fault code when the level falls back to a
+        warning with another code (over-current: 40000 → 30005) and never raises one code twice."""
         dev = cluster_id(ev.cluster)
-        if ev.level >= 2 and ev.code is not None:
-            self.status.active_alarms[(ev.code, dev)] = ev.row
-            self.events.emit(now, "alarm_raised", ev.code, ev.row, dev, ev.level_name)
-        else:
-            for level in (2, 3):
-                row = self.fast.table.rows[self.fast.table.index(ev.row)]
-                code = row.code_for_level(level)
-                if code is not None and self.status.active_alarms.pop((code, dev), None) is not None:
-                    self.events.emit(now, "alarm_cleared", code, ev.row, dev, f"now {ev.level_name}")
+        row = self.fast.table.rows[self.fast.table.index(ev.row)]
+        want = {code for level, code in ((2, row.warn_code), (3, row.fault_code)) if ev.level >= level and code}
+        key = (ev.row, ev.cluster)
+        have = self._row_codes.get(key, set())
+        for code in sorted(want - have):
+            self.status.active_alarms[(code, dev)] = ev.row
+            self.events.emit(now, "alarm_raised", code, ev.row, dev, ev.level_name)
+        for code in sorted(have - want):
+            self.status.active_alarms.pop((code, dev), None)
+            self.events.emit(now, "alarm_cleared", code, ev.row, dev, f"now {ev.level_name}")
+        self._row_codes[key] = want
 
     # ------------------------------------------------------------------ slow loop
     def build_snapshot(self) -> Snapshot:

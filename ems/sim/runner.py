@@ -13,7 +13,8 @@ import numpy as np
 
 from ems.config.schema import SiteConfig
 from ems.control.clock import VirtualClock
-from ems.control.controller import DO_NAMES, Commands, Controller
+from ems.control.controller import Commands, Controller
+from ems.control.io_map import DO_NAMES
 from ems.control.events import EventLog, JsonlSink
 from ems.sim.plant import Plant
 from ems.sim.scenario import Event, Simulation

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ems.config.load import ConfigError, Problem, load_site, read_toml
 from ems.config.schema import SiteConfig
-from ems.control.controller import KNOWN_INPUTS
+from ems.control.io_map import KNOWN_INPUTS
 
 EVENT_FIELDS = {
     "grid_outage": (), "grid_return": (),
