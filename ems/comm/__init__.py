@@ -1,0 +1,1 @@
+"""Device communication: register codec, device profiles (more to come: engines, CAN, dry contacts)."""
