@@ -152,10 +152,31 @@ def test_nothing_ever_leaves_the_bms_limits():
 def test_epo_stops_the_pcs_in_the_same_tick_and_raises_52():
     s = Site(start="2026-06-22T22:00:00+02:00").run(20)
     s.event("di", name="epo", closed=True)
+    s.link.read()                                   # first sample of the closed contact …
+    s.clock.advance(0.05)                           # … it holds for the debounce (50 ms) …
     s.link.read()
-    cmd = s.ctrl.fast_tick(1000.0)
+    cmd = s.ctrl.fast_tick(50.0)                    # … and the tick that sees it stops the PCS
     assert cmd.pcs_setpoint_w == 0.0 and not cmd.pcs_run
     assert "YX_system_epo_signal" in s.alarms
+
+
+def test_a_contact_bounce_shorter_than_the_debounce_is_ignored():
+    s = Site(start="2026-06-22T22:00:00+02:00", dry_contacts={"debounce_ms": 200.0}).run(5)
+    s.event("di", name="epo", closed=True)
+    s.clock.advance(0.1)
+    s.link.read()
+    s.event("di", name="epo", closed=False)
+    s.clock.advance(0.3)
+    s.link.read()
+    assert not s.ctrl.di.get("epo") and "YX_system_epo_signal" not in s.alarms
+
+
+def test_a_normally_closed_epo_loop_that_opens_is_an_emergency_stop():
+    s = Site(start="2026-06-22T22:00:00+02:00", dry_contacts={"inverted_inputs": ["epo"]}).run(5)
+    assert not s.ctrl.di.get("epo"), "a healthy NC loop (closed) is not active"
+    s.link.contacts.set_input("epo", False)          # the wire is cut
+    s.run(2)
+    assert s.ctrl.di.get("epo") and not s.cmd.pcs_run
 
 
 def test_sec14a_limits_charging_from_the_grid():

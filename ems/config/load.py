@@ -185,6 +185,11 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
                                 f"must be below general_load_cutoff_soc_pct ({o.general_load_cutoff_soc_pct:g} %): "
                                 "general loads are shed first"))
     _check_operating_mode(cfg, problems)
+    from ems.control.io_map import KNOWN_INPUTS
+    for i, name in enumerate(cfg.dry_contacts.inverted_inputs):
+        if name not in KNOWN_INPUTS:
+            problems.append(Problem(f"dry_contacts.inverted_inputs[{i}]", name,
+                                    f"not an input; known: {', '.join(KNOWN_INPUTS)}"))
     ac = cfg.air_conditioner
     if ac.heating_stop_degc >= ac.cooling_stop_degc:
         problems.append(Problem("air_conditioner.heating_stop_degc", ac.heating_stop_degc,

@@ -288,6 +288,12 @@ class AirConditioner:
 
 
 @dataclass
+class DryContacts:
+    debounce_ms: float = spec(50.0, 0.0, 10_000.0, "ms", "an input must hold its new level this long")
+    inverted_inputs: list = spec([], doc='inputs wired normally closed (open = active), e.g. ["epo"]')
+
+
+@dataclass
 class Dispatch:
     lease_s: float = spec(60.0, 1.0, 3600.0, "s", "a remote setpoint expires after this unless refreshed")
 
@@ -317,4 +323,5 @@ class SiteConfig:
     dual_power: DualPower = section(DualPower)
     operating_mode: OperatingMode = section(OperatingMode)
     air_conditioner: AirConditioner = section(AirConditioner)
+    dry_contacts: DryContacts = section(DryContacts)
     dispatch: Dispatch = section(Dispatch)

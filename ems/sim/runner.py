@@ -14,6 +14,7 @@ import numpy as np
 from ems.config.schema import SiteConfig
 from ems.control.clock import VirtualClock
 from ems.control.controller import Commands, Controller
+from ems.comm.dry_contacts import Debouncer, MemoryContacts
 from ems.control.io_map import DO_NAMES
 from ems.control.events import EventLog, JsonlSink
 from ems.sim.plant import Plant
@@ -31,6 +32,11 @@ class SiteLink:
     def __init__(self, plant: Plant, ctrl: Controller):
         self.plant = plant
         self.ctrl = ctrl
+        dc = ctrl.cfg.dry_contacts
+        self.contacts = MemoryContacts()
+        self.debouncer = Debouncer(dc.debounce_ms, tuple(dc.inverted_inputs))
+        for name in dc.inverted_inputs:          # a healthy normally-closed loop reads closed (level 1)
+            self.contacts.set_input(name, True)
         self.lost: set[str] = set()
         self.sensor_faults: set[tuple[int, int]] = set()
         self._temp_version = -1
@@ -50,6 +56,9 @@ class SiteLink:
             c.update_meter("charger_demand_w", p.charger_demand_w(c.clock.now().astimezone(c.tz)))
         c.set_on_grid(p.grid_connected)
         c.set_di("grid_present", p.grid_available)
+        # dry contacts: raw levels → debounce and polarity → the controller
+        for name, active in self.debouncer.update(self.contacts.read_inputs(), c.clock.monotonic_s()).items():
+            c.set_di(name, active)
         if p.cabinet is not None and "air_conditioner" not in self.lost:
             c.update_meter("cabinet_t_degc", p.cabinet.t_degc)
         if p.generator is not None:
@@ -92,7 +101,9 @@ class SiteLink:
         elif ev.kind == "comm_restore":
             self.lost.discard(a["device"])
         elif ev.kind == "di":
-            c.set_di(a["name"], bool(a["closed"]))
+            # the scenario speaks of the contact being closed (active); an inverted (NC) input reads the opposite
+            closed = bool(a["closed"])
+            self.contacts.set_input(a["name"], (not closed) if a["name"] in self.debouncer.inverted else closed)
         elif ev.kind == "dispatch":
             c.command("dispatch_w", a.get("value_w"))
         elif ev.kind == "command":
@@ -103,7 +114,8 @@ class SiteLink:
             p.generator.failed = ev.kind == "generator_fail"
 
     def actuate(self, cmd: Commands, local, dt_s: float):
-        p, out = self.plant, cmd.outputs
+        self.contacts.write_outputs(cmd.outputs)
+        p, out = self.plant, self.contacts.outputs
         if p.generator is not None:
             p.generator.commanded = out["generator_start"]
         p.shed_general, p.shed_important = out["shed_general_load"], out["shed_important_load"]
