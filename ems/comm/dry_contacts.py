@@ -60,9 +60,7 @@ class Debouncer:
     def update(self, raw: dict[str, bool], now_s: float) -> dict[str, bool]:
         """Feed raw levels; returns the inputs whose debounced, polarity-corrected state changed."""
         changed = {}
-        for name in KNOWN_INPUTS:
-            if name not in raw and name not in self.inverted:
-                continue
+        for name in (raw.keys() | self.inverted) if self.inverted else raw:
             level = raw.get(name, False)
             active = (not level) if name in self.inverted else level
             if active == self.stable.get(name, False):
