@@ -1,0 +1,123 @@
+"""The BMS on CAN (python-can): SocketCAN on the board, the `virtual` interface in tests and simulation.
+
+`BmsCanLink` is the EMS side: it drains received frames, decodes them (bad frames are counted, never
+raised), writes cell frames into the native core's arrays, keeps the stack values with their arrival
+times, supervises each message's timeout (a message older than its timeout reads as None, the
+staleness rule) and sends the inverter keep-alive (0x305) the protocol expects every second.
+`SimBmsCan` is the simulated BMS: it sends the same messages from the plant.
+"""
+from __future__ import annotations
+
+import can
+import numpy as np
+
+from ems.comm.can_codec import CellAssembler, encode_cells, load_database
+
+STACK_MESSAGES = {           # message → timeout, s (the battery sends them about every second)
+    "BatteryLimits": 3.0,
+    "BatterySocSoh": 3.0,
+    "BatteryActualValues": 3.0,
+    "BatteryProtectionsAlarms": 3.0,
+    "BatteryRequestFlags": 3.0,
+}
+KEEPALIVE_PERIOD_S = 1.0
+
+
+def open_bus(interface: str = "virtual", channel: str = "ems0", **kw) -> can.BusABC:
+    """SocketCAN on the board (interface="socketcan", channel="can0"), the virtual bus in tests."""
+    return can.Bus(interface=interface, channel=channel, **kw)
+
+
+class BmsCanLink:
+    def __init__(self, bus: can.BusABC, cell_v: np.ndarray, cell_t: np.ndarray, fresh: np.ndarray,
+                 timeouts_s: dict[str, float] | None = None, cell_max_age_s: float = 5.0):
+        self.bus = bus
+        self.db = load_database()
+        self.cells = CellAssembler(cell_v, cell_t, fresh, self.db)
+        self.timeouts_s = dict(STACK_MESSAGES, **(timeouts_s or {}))
+        self.cell_max_age_s = cell_max_age_s
+        self.latest: dict[str, tuple[dict, float]] = {}
+        self._keepalive = self.db.get_message_by_name("InverterKeepAlive")
+        self._next_keepalive_s = -1.0
+        self._alive = 0
+
+    @property
+    def counters(self):
+        return self.cells.decoder.counters
+
+    def poll(self, now_s: float, max_frames: int = 100_000) -> int:
+        """Drain what has arrived (non-blocking); returns how many frames were taken."""
+        n = 0
+        while n < max_frames:
+            msg = self.bus.recv(timeout=0.0)
+            if msg is None:
+                break
+            n += 1
+            if msg.is_extended_id or msg.is_remote_frame or msg.is_error_frame:
+                self.counters["ignored"] += 1
+                continue
+            if msg.arbitration_id in (0x600, 0x640):
+                self.cells.feed(msg.arbitration_id, bytes(msg.data), now_s)
+                continue
+            decoded = self.cells.decoder.decode(msg.arbitration_id, bytes(msg.data))
+            if decoded is not None:
+                name, signals = decoded
+                self.latest[name] = (signals, now_s)
+        self.cells.stale_cells(now_s, self.cell_max_age_s)
+        if now_s >= self._next_keepalive_s:
+            self._alive = (self._alive + 1) % 256
+            self.bus.send(can.Message(arbitration_id=self._keepalive.frame_id, is_extended_id=False,
+                                      data=self._keepalive.encode({"alive_counter": self._alive})))
+            self._next_keepalive_s = now_s + KEEPALIVE_PERIOD_S
+        return n
+
+    def value(self, message: str, now_s: float) -> dict | None:
+        """The message's latest signals, or None once older than its timeout (or never received)."""
+        entry = self.latest.get(message)
+        if entry is None or now_s - entry[1] > self.timeouts_s.get(message, 3.0):
+            return None
+        return entry[0]
+
+    def lost(self, now_s: float) -> set[str]:
+        return {m for m in self.timeouts_s if self.value(m, now_s) is None}
+
+
+class SimBmsCan:
+    """The simulated battery on the bus: stack messages and cell frames from a StackPlant-like source."""
+
+    def __init__(self, bus: can.BusABC):
+        self.bus = bus
+        self.db = load_database()
+        self.keepalives_seen = 0
+
+    def send_stack(self, voltage_v: float, current_a: float, temperature_degc: float, soc_pct: float,
+                   soh_pct: float, charge_limit_a: float, discharge_limit_a: float, charge_voltage_v: float,
+                   discharge_voltage_v: float, charge_enable: bool, discharge_enable: bool,
+                   protections: dict | None = None) -> None:
+        db = self.db
+        frames = {
+            "BatteryLimits": {"charge_voltage_limit_v": charge_voltage_v, "charge_current_limit_a": charge_limit_a,
+                              "discharge_current_limit_a": discharge_limit_a,
+                              "discharge_voltage_limit_v": discharge_voltage_v},
+            "BatterySocSoh": {"soc_pct": round(soc_pct), "soh_pct": round(soh_pct)},
+            # the protocol counts charging current as positive: our sign (> 0 discharging) is flipped here
+            "BatteryActualValues": {"voltage_v": voltage_v, "current_a": -current_a,
+                                    "temperature_degc": temperature_degc},
+            "BatteryProtectionsAlarms": {s.name: 0 for s in db.get_message_by_name("BatteryProtectionsAlarms").signals}
+                                        | (protections or {}) | {"module_count": 1},
+            "BatteryRequestFlags": {"full_charge_request": 0, "force_charge_request_2": 0, "force_charge_request_1": 0,
+                                    "discharge_enable": int(discharge_enable), "charge_enable": int(charge_enable)},
+        }
+        for name, signals in frames.items():
+            m = db.get_message_by_name(name)
+            self.bus.send(can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(signals)))
+
+    def send_cells(self, cell_v: np.ndarray, cell_t: np.ndarray) -> None:
+        for fid, data in encode_cells(cell_v, cell_t, self.db):
+            self.bus.send(can.Message(arbitration_id=fid, is_extended_id=False, data=data))
+
+    def drain(self) -> None:
+        """Take what the EMS sent (keep-alives)."""
+        while (msg := self.bus.recv(timeout=0.0)) is not None:
+            if msg.arbitration_id == 0x305:
+                self.keepalives_seen += 1

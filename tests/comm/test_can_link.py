@@ -1,0 +1,97 @@
+import itertools
+
+import can
+import numpy as np
+import pytest
+
+from ems.comm.can_link import BmsCanLink, SimBmsCan, open_bus
+
+_channels = itertools.count()
+
+
+@pytest.fixture
+def buses():
+    ch = f"ems-test-{next(_channels)}"
+    ems_bus, bms_bus = open_bus("virtual", ch), open_bus("virtual", ch)
+    yield ems_bus, bms_bus
+    ems_bus.shutdown()
+    bms_bus.shutdown()
+
+
+def link(ems_bus, clusters=2, cells=12):
+    cv, ct, fresh = np.full((clusters, cells), np.nan), np.full((clusters, cells), np.nan), np.zeros(
+        (clusters, cells), np.uint8)
+    return BmsCanLink(ems_bus, cv, ct, fresh), cv, ct, fresh
+
+
+def send_stack(bms, **kw):
+    args = dict(voltage_v=52.0, current_a=-30.0, temperature_degc=24.5, soc_pct=61, soh_pct=98, charge_limit_a=100.0,
+                discharge_limit_a=120.0, charge_voltage_v=56.0, discharge_voltage_v=46.0, charge_enable=True,
+                discharge_enable=True)
+    args.update(kw)
+    bms.send_stack(**args)
+
+
+def test_stack_messages_arrive_decoded_with_our_current_sign(buses):
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    send_stack(SimBmsCan(bms_bus))
+    assert lk.poll(now_s=0.0) == 5
+    assert lk.value("BatteryLimits", 0.0)["discharge_current_limit_a"] == pytest.approx(120.0)
+    assert lk.value("BatterySocSoh", 0.0)["soc_pct"] == 61
+    # charging 30 A (our sign −30) travels as +30 in the protocol
+    assert lk.value("BatteryActualValues", 0.0)["current_a"] == pytest.approx(30.0)
+    assert lk.value("BatteryRequestFlags", 0.0)["charge_enable"] == 1
+
+
+def test_cell_frames_fill_the_core_arrays_and_mark_cells_fresh(buses):
+    ems_bus, bms_bus = buses
+    lk, cv, ct, fresh = link(ems_bus)
+    v = np.linspace(3.2, 3.4, 24).reshape(2, 12)
+    t = np.full((2, 12), 26.0)
+    SimBmsCan(bms_bus).send_cells(v, t)
+    lk.poll(now_s=1.0)
+    assert np.allclose(cv, v, atol=0.0005) and np.allclose(ct, t) and fresh.all()
+
+
+def test_a_message_past_its_timeout_reads_as_none_and_is_reported_lost(buses):
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    send_stack(SimBmsCan(bms_bus))
+    lk.poll(now_s=10.0)
+    assert lk.lost(10.0) == set()
+    assert lk.value("BatteryLimits", 12.9) is not None
+    assert lk.value("BatteryLimits", 13.1) is None
+    assert "BatteryLimits" in lk.lost(13.1)
+
+
+def test_cells_go_stale_when_their_frames_stop(buses):
+    ems_bus, bms_bus = buses
+    lk, cv, ct, fresh = link(ems_bus)
+    SimBmsCan(bms_bus).send_cells(np.full((2, 12), 3.3), np.full((2, 12), 25.0))
+    lk.poll(now_s=0.0)
+    lk.poll(now_s=6.0)
+    assert not fresh.any()
+
+
+def test_the_ems_sends_the_keepalive_every_second(buses):
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    bms = SimBmsCan(bms_bus)
+    for t in np.arange(0.0, 3.05, 0.1):
+        lk.poll(now_s=float(t))
+    bms.drain()
+    assert bms.keepalives_seen == 4        # at 0, 1, 2 and 3 s
+
+
+def test_bad_frames_are_counted_and_never_raise(buses):
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    for msg in (can.Message(arbitration_id=0x351, data=b"\x01\x02", is_extended_id=False),
+                can.Message(arbitration_id=0x7FF, data=bytes(8), is_extended_id=False),
+                can.Message(arbitration_id=0x18FF50E5, data=bytes(8), is_extended_id=True),
+                can.Message(arbitration_id=0x600, data=b"\x05\x00\x00\x00\x00\x00\x00\x00", is_extended_id=False)):
+        bms_bus.send(msg)
+    assert lk.poll(now_s=0.0) == 4
+    c = lk.counters
+    assert c["wrong_length"] == 1 and c["unknown_id"] == 1 and c["ignored"] == 1 and c["out_of_stack"] == 1
