@@ -100,6 +100,8 @@ class Controller:
         self.on_grid = True
         self.operator = {"one_click_shutdown": False, "forced_charge": False, "generator": False}
         self._reset_for_slow = False
+        self._reset_pending = False          # a fault reset for the next fast tick
+        self._cells_fresh = False            # fresh[] already set to 1 since the BMS came back
         self._strategy_alarms: dict[str, set] = {}
         self._pv_setpoint: float | None = None
         self._off_grid_reason = ""
@@ -108,6 +110,7 @@ class Controller:
         self._slots: list[tuple[str, Decision]] = []
         self._comm_lost: set[str] = set()
         self._row_codes: dict[tuple[str, int], set[int]] = {}
+        self._prev_prot = None               # cluster trip flags of the last tick (edge detection)
         self._last_strategy = None
         self.commands = Commands()
         self.snapshot: Snapshot | None = None
@@ -194,9 +197,6 @@ class Controller:
             raise ValueError(f"unknown command {name!r}")
         self.events.emit(now, "operation", None, name, detail=f"value={value!r}")
 
-    _reset_pending = False
-    _cells_fresh = False
-
     # ------------------------------------------------------------------ staleness
     def _fresh(self, name: str) -> float | None:
         r = self.readings[name]
@@ -245,8 +245,6 @@ class Controller:
         c.balancing = b.balancing
         c.pv_limit_w = self._pv_limit(sp)
         return c
-
-    _prev_prot = None
 
     def _set_output(self, name: str, energised: bool) -> None:
         outputs = self.commands.outputs

@@ -66,7 +66,7 @@ class StackPlant:
         np.copyto(self.cell_v, self._ocv_sync)
 
     def _sync(self) -> None:
-        if hasattr(self, "_q_ah") and self._q_ah.any():
+        if self._q_ah.any():
             self._soc_sync = np.clip(self.soc, 0.0, 1.0)
             self._q_ah[:] = 0.0
         pct = self._soc_sync * 100.0

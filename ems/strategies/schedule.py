@@ -15,7 +15,7 @@ class Window:
 
     @classmethod
     def of(cls, entry) -> "Window":
-        return cls(parse_days(entry.days), parse_hhmm(entry.start), parse_hhmm(entry.end))
+        return cls(parse_days(getattr(entry, "days", "all")), parse_hhmm(entry.start), parse_hhmm(entry.end))
 
     def contains(self, t: datetime) -> bool:
         minute = t.hour * 60 + t.minute

@@ -2,8 +2,8 @@
 feed-in meets each period's target (0: the system output only covers the load), within the maximum
 feed-in limit above it. One cut-off SOC for all periods: once reached inside a period, the function stays
 off — even within a period — until the battery is charged above the cut-off again."""
-from ems.config.fields import parse_hhmm
 from ems.strategies.base import TARGET, Request, Strategy, decision
+from ems.strategies.schedule import Window
 
 
 class TimePeriodFeedIn(Strategy):
@@ -11,7 +11,7 @@ class TimePeriodFeedIn(Strategy):
 
     def __init__(self, cfg):
         self.cfg = cfg.time_period_feed_in
-        self.periods = [(parse_hhmm(p.start), parse_hhmm(p.end), p) for p in self.cfg.periods]
+        self.periods = [(Window.of(p), p) for p in self.cfg.periods]      # daily: no days given = every day
         self.locked = False
 
     def decide(self, snap):
@@ -21,9 +21,8 @@ class TimePeriodFeedIn(Strategy):
             self.locked = True
         elif self.locked and snap.soc_pct > self.cfg.cutoff_soc_pct:
             self.locked = False
-        minute = snap.time.hour * 60 + snap.time.minute
-        for start, end, p in self.periods:
-            if start <= minute < end:
+        for window, p in self.periods:
+            if window.contains(snap.time):
                 if self.locked:
                     return decision(f"grid feed-in period {p.start}-{p.end}: cut-off SOC {self.cfg.cutoff_soc_pct:g} % reached")
                 target = snap.grid_neutral_pcs_w(-p.feed_in_w)
