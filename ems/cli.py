@@ -16,7 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the controller in real time (default: the built-in demo site)")
     run.add_argument("--config", type=Path, help="site file (TOML); default: the built-in demo site")
     run.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (1 … 3600)")
+    run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (1 … 3600); "
+                     "above 1 the devices are reached in-process (real protocols cannot run faster than real time)")
+    run.add_argument("--direct", action="store_true", help="reach the simulated devices in-process instead of over "
+                     "loopback Modbus TCP and virtual CAN")
     run.add_argument("--state", type=Path, default=Path(".ems-state/state.json"),
                      help="where SOC counters are saved on stop and restored on start")
 
@@ -110,7 +113,8 @@ def _run(args) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    return run_live(cfg, args.duration, args.speed, state_path=args.state)
+    return run_live(cfg, args.duration, args.speed, state_path=args.state,
+                    protocols=args.speed == 1.0 and not args.direct)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,9 @@ STACK_MESSAGES = {           # message → timeout, s (the battery sends them ab
     "BatteryRequestFlags": 3.0,
 }
 KEEPALIVE_PERIOD_S = 1.0
+CLUSTER_TIMEOUT_S = 3.0
+# per-cluster table columns (ClusterStatus 0x680 + ClusterLimits 0x6C0)
+CL_V, CL_I, CL_INSULATION, CL_CHG_A, CL_DCHG_A, CL_CONNECTED, CL_CHG_PROHIBITED, CL_DCHG_PROHIBITED = range(8)
 
 
 def open_bus(interface: str = "virtual", channel: str = "ems0", **kw) -> can.BusABC:
@@ -40,6 +43,10 @@ class BmsCanLink:
         self._keepalive = self.db.get_message_by_name("InverterKeepAlive")
         self._next_keepalive_s = -1.0
         self._alive = 0
+        n = cell_v.shape[0]
+        self.cluster = np.zeros((n, 8))
+        self.cluster_status_s = np.full(n, -np.inf)     # arrival time of each cluster's last status frame
+        self.cluster_limits_s = np.full(n, -np.inf)
 
     @property
     def counters(self):
@@ -62,7 +69,10 @@ class BmsCanLink:
             decoded = self.cells.decoder.decode(msg.arbitration_id, bytes(msg.data))
             if decoded is not None:
                 name, signals = decoded
-                self.latest[name] = (signals, now_s)
+                if name in ("ClusterStatus", "ClusterLimits"):
+                    self._cluster_frame(name, signals, now_s)
+                else:
+                    self.latest[name] = (signals, now_s)
         self.cells.stale_cells(now_s, self.cell_max_age_s)
         if now_s >= self._next_keepalive_s:
             self._alive = (self._alive + 1) % 256
@@ -70,6 +80,26 @@ class BmsCanLink:
                                       data=self._keepalive.encode({"alive_counter": self._alive})))
             self._next_keepalive_s = now_s + KEEPALIVE_PERIOD_S
         return n
+
+    def _cluster_frame(self, name: str, sig: dict, now_s: float) -> None:
+        c = int(sig["cluster"])
+        if c >= self.cluster.shape[0]:
+            self.counters["out_of_stack"] += 1
+            return
+        row = self.cluster[c]
+        if name == "ClusterStatus":
+            row[CL_V], row[CL_I], row[CL_INSULATION] = sig["voltage_v"], sig["current_a"], sig["insulation_kohm"]
+            row[CL_CONNECTED], row[CL_CHG_PROHIBITED] = sig["connected"], sig["charge_prohibited"]
+            row[CL_DCHG_PROHIBITED] = sig["discharge_prohibited"]
+            self.cluster_status_s[c] = now_s
+        else:
+            row[CL_CHG_A], row[CL_DCHG_A] = sig["charge_current_limit_a"], sig["discharge_current_limit_a"]
+            self.cluster_limits_s[c] = now_s
+
+    def clusters_fresh(self, now_s: float, timeout_s: float = CLUSTER_TIMEOUT_S) -> bool:
+        """Every cluster's status and limits arrived within timeout_s (else the stack counts as lost)."""
+        return bool((now_s - self.cluster_status_s <= timeout_s).all()
+                    and (now_s - self.cluster_limits_s <= timeout_s).all())
 
     def value(self, message: str, now_s: float) -> dict | None:
         """The message's latest signals, or None once older than its timeout (or never received)."""
@@ -80,6 +110,18 @@ class BmsCanLink:
 
     def lost(self, now_s: float) -> set[str]:
         return {m for m in self.timeouts_s if self.value(m, now_s) is None}
+
+
+def _encode_clipped(message, signals: dict) -> bytes:
+    """Encode with every value clipped into its signal's range: the low-voltage protocol's 327 V / 3276 A
+    scales cannot carry a container stack's totals, and a clipped value beats a frame that is never sent."""
+    out = {}
+    for s in message.signals:
+        v = signals[s.name]
+        if s.minimum is not None and s.maximum is not None and not isinstance(v, str):
+            v = min(max(v, s.minimum), s.maximum)
+        out[s.name] = v
+    return message.encode(out)
 
 
 class SimBmsCan:
@@ -110,7 +152,22 @@ class SimBmsCan:
         }
         for name, signals in frames.items():
             m = db.get_message_by_name(name)
-            self.bus.send(can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(signals)))
+            self.bus.send(can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=_encode_clipped(m, signals)))
+
+    def send_clusters(self, voltage_v, current_a, charge_limit_a, discharge_limit_a, connected, charge_prohibited,
+                      discharge_prohibited, insulation_kohm=5000.0) -> None:
+        """Per-cluster status (current > 0 discharging, our sign) and limits, one frame pair per cluster."""
+        st, lim = self.db.get_message_by_name("ClusterStatus"), self.db.get_message_by_name("ClusterLimits")
+        for c in range(len(voltage_v)):
+            self.bus.send(can.Message(arbitration_id=st.frame_id, is_extended_id=False, data=st.encode({
+                "cluster": c, "connected": int(bool(connected[c])), "charge_prohibited": int(bool(charge_prohibited[c])),
+                "discharge_prohibited": int(bool(discharge_prohibited[c])),
+                "voltage_v": float(np.clip(voltage_v[c], 0.0, 6553.5)),
+                "current_a": float(np.clip(current_a[c], -3276.8, 3276.7)),
+                "insulation_kohm": float(np.clip(insulation_kohm, 0, 65535))})))
+            self.bus.send(can.Message(arbitration_id=lim.frame_id, is_extended_id=False, data=lim.encode({
+                "cluster": c, "charge_current_limit_a": float(np.clip(charge_limit_a[c], 0.0, 6553.5)),
+                "discharge_current_limit_a": float(np.clip(discharge_limit_a[c], 0.0, 6553.5))})))
 
     def send_cells(self, cell_v: np.ndarray, cell_t: np.ndarray) -> None:
         for fid, data in encode_cells(cell_v, cell_t, self.db):

@@ -22,7 +22,7 @@ else:  # pragma: no cover
 
 UNITS = {"", "W", "kW", "var", "kvar", "VA", "kVA", "V", "A", "Hz", "Wh", "kWh", "varh", "kvarh", "%", "degC", "s",
          "ms", "Ah", "kOhm", "pf"}
-KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts")
+KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts", "ems")
 REGISTER_KEYS = {"name", "address", "function", "type", "unit", "scale", "offset", "word_order", "group",
                  "max_age_s", "invalid", "writable", "min", "max", "description"}
 
@@ -41,6 +41,8 @@ class Profile:
     model: str
     groups: dict[str, float]                     # name → poll interval, ms
     registers: dict[str, Register] = field(default_factory=dict)
+    merge_gap: int = 0          # unused registers a merged read may span (0: only adjacent registers merge)
+    max_block: int = 125        # registers per read request (Modbus allows 125; some devices take fewer)
 
     def block(self, group: str, function: int) -> list[Register]:
         return sorted((r for r in self.registers.values() if r.group == group and r.function == function),
@@ -82,6 +84,13 @@ def load_profile(path: str | Path) -> Profile:
     default_order = dev.get("word_order", "big")
     if default_order not in WORD_ORDERS:
         bad(1, f"[device] word_order {default_order!r} must be big or little")
+    merge_gap, max_block = dev.get("merge_gap", 0), dev.get("max_block", 125)
+    if not isinstance(merge_gap, int) or not 0 <= merge_gap <= 100:
+        bad(1, f"[device] merge_gap {merge_gap!r} must be an integer 0 … 100")
+        merge_gap = 0
+    if not isinstance(max_block, int) or not 2 <= max_block <= 125:
+        bad(1, f"[device] max_block {max_block!r} must be an integer 2 … 125")
+        max_block = 125
     groups = {}
     for name, g in data.get("groups", {}).items():
         ms = g.get("interval_ms") if isinstance(g, dict) else None
@@ -150,7 +159,8 @@ def load_profile(path: str | Path) -> Profile:
                             f"(address {a.address}, {a.count} register(s), line {a.line})")
     if problems:
         raise ProfileError(problems)
-    return Profile(str(path), kind, dev.get("vendor", ""), dev.get("model", path.stem), groups, regs)
+    return Profile(str(path), kind, dev.get("vendor", ""), dev.get("model", path.stem), groups, regs, merge_gap,
+                   max_block)
 
 
 def shipped_profiles() -> dict[str, Profile]:

@@ -67,12 +67,27 @@ class Register:
             raise ValueError(f"{self.name}: {value!r} is not a finite number")
         if not (self.min <= value <= self.max):
             raise ValueError(f"{self.name}: {value:g} {self.unit} outside {self.min:g} … {self.max:g} {self.unit}")
+        return self.to_words(value)
+
+    def to_words(self, value: float | None) -> list[int]:
+        """Words that carry `value` (no write-range check: a device serving its own readings uses this).
+        None → the invalid marker (or NaN for float32); ValueError when it does not fit the type."""
+        if value is None:
+            if self.type == "float32":
+                value = math.nan
+            elif self.invalid is None:
+                raise ValueError(f"{self.name}: no invalid marker to send for 'not available'")
+            else:
+                return self._pack(self.invalid)
         raw = (value - self.offset) / self.scale
+        return self._pack(raw)
+
+    def _pack(self, raw) -> list[int]:
         if self.type != "float32":
             raw = int(round(raw))
         try:
             data = struct.pack(TYPES[self.type][1], raw)
         except struct.error:
-            raise ValueError(f"{self.name}: {value:g} {self.unit} does not fit a {self.type}") from None
+            raise ValueError(f"{self.name}: raw {raw!r} does not fit a {self.type}") from None
         words = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
         return words if self.word_order == "big" else list(reversed(words))

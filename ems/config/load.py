@@ -126,6 +126,44 @@ def _check_windows(entries, key: str, problems: list[Problem], indexed: bool = T
         parsed.append((i, (days, start, end)))
 
 
+ROLE_KINDS = {"grid_meter": "meter", "pv_meter": "meter", "dg_meter": "meter", "pcs": "pcs",
+              "pv_inverter": "pv_inverter", "air_conditioner": "air_conditioner"}
+
+
+def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
+    """Device entries name a shipped profile of the right kind; names are unique; one device per role
+    (the controller reads one grid meter, one PCS …); an RTU device names its serial port."""
+    import ipaddress
+    from ems.comm.profiles import ProfileError, shipped_profiles
+    try:
+        profiles = shipped_profiles()
+    except ProfileError as exc:         # a broken shipped profile is reported, not raised
+        problems.append(Problem("devices", "drivers/modbus", f"profile error: {exc}"))
+        profiles = {}
+    names, roles = set(), set()
+    for i, d in enumerate(cfg.devices.modbus):
+        key = f"devices.modbus[{i}]"
+        if d.name in names:
+            problems.append(Problem(f"{key}.name", d.name, "used twice; device names must be unique"))
+        names.add(d.name)
+        if d.role in roles:
+            problems.append(Problem(f"{key}.role", d.role, "a second device with this role; one per role"))
+        roles.add(d.role)
+        p = profiles.get(d.model)
+        if p is None:
+            problems.append(Problem(f"{key}.model", d.model, f"no such profile; shipped: {', '.join(sorted(profiles))}"))
+        elif p.kind != ROLE_KINDS[d.role]:
+            problems.append(Problem(f"{key}.model", d.model, f"is a {p.kind} profile; role {d.role} needs a "
+                                                             f"{ROLE_KINDS[d.role]}"))
+        if d.transport == "rtu" and not d.serial_port:
+            problems.append(Problem(f"{key}.serial_port", d.serial_port, "an RTU device needs its serial port"))
+    for i, addr in enumerate(cfg.dispatch.allowed_clients):
+        try:
+            ipaddress.ip_address(addr)
+        except (ValueError, TypeError):
+            problems.append(Problem(f"dispatch.allowed_clients[{i}]", addr, "not an IP address"))
+
+
 def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
     b = cfg.battery
     if b.cells_per_cluster % b.packs_per_cluster:
@@ -137,6 +175,7 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
     except Exception:
         problems.append(Problem("site.timezone", cfg.site.timezone, "not a known IANA time zone (e.g. Europe/Berlin)"))
     rated = cfg.pcs.rated_power_w
+    _check_devices(cfg, problems)
     _check_windows(cfg.time_based.groups, "time_based.groups", problems)
     for i, g in enumerate(cfg.time_based.groups):
         if g.power_w > rated:

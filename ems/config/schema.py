@@ -296,6 +296,47 @@ class DryContacts:
 @dataclass
 class Dispatch:
     lease_s: float = spec(60.0, 1.0, 3600.0, "s", "a remote setpoint expires after this unless refreshed")
+    server_enabled: bool = spec(True, doc="Modbus TCP dispatch server for SCADA / cloud (SunSpec at 40000 + native map)")
+    host: str = spec("127.0.0.1", doc="address the dispatch server listens on (0.0.0.0: every interface)")
+    port: int = spec(1502, 1, 65535, "", "dispatch server TCP port")
+    unit_id: int = spec(1, 1, 247, "", "dispatch server Modbus unit ID")
+    allowed_clients: list = spec(["127.0.0.1", "::1"], doc="client addresses whose writes are accepted "
+                                 "(reads are open to every client that can connect)")
+    serial_port: str = spec("", doc="also serve Modbus RTU on this serial port (empty: no RTU)")
+    baudrate: int = spec(9600, 1200, 230400, "baud", "RTU baud rate")
+    start_remote: bool = spec(False, doc="start in remote mode (the manual's default is local control)")
+
+
+MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner")
+
+
+@dataclass
+class ModbusDevice:
+    name: str = spec("grid_meter", doc="unique name of the device on this site")
+    role: str = spec("grid_meter", doc="what the controller uses it for", choices=MODBUS_ROLES)
+    model: str = spec("DTSU666-H", doc="profile model in drivers/modbus (`ems devices --profiles` lists them)")
+    transport: str = spec("tcp", choices=("tcp", "rtu"))
+    host: str = spec("127.0.0.1", doc="TCP: device or RS485 gateway address")
+    port: int = spec(502, 1, 65535, "", "TCP port")
+    serial_port: str = spec("", doc="RTU: serial device, e.g. /dev/ttyS1")
+    baudrate: int = spec(9600, 1200, 230400, "baud", "RTU baud rate (the manual's meters: 9600)")
+    unit_id: int = spec(1, 0, 247, "", "Modbus address (the manual: grid meter 101, PV meter 121, diesel 182)")
+    timeout_ms: float = spec(500.0, 10.0, 10_000.0, "ms", "response timeout")
+    gap_ms: float = spec(0.0, 0.0, 1000.0, "ms", "pause between requests on this line (slow RS485 devices)")
+    invert: bool = spec(False, doc="meter mounted the other way round: its power sign is flipped")
+
+
+@dataclass
+class Devices:
+    modbus: list = spec([], doc="Modbus devices; `ems run` on the simulated site adds its own on loopback",
+                        max_items=64, item=ModbusDevice)
+    can_interface: str = spec("socketcan", doc="BMS CAN: socketcan on the board, virtual in tests",
+                              choices=("socketcan", "virtual"))
+    can_channel: str = spec("can0", doc="CAN channel of the BMS")
+    pcs_command_timeout_s: float = spec(10.0, 1.0, 600.0, "s", "written to the PCS: it returns to zero power "
+                                        "when no setpoint arrives for this long")
+    setpoint_refresh_s: float = spec(1.0, 0.1, 60.0, "s", "setpoints are rewritten this often (well inside the "
+                                     "PCS's command timeout)")
 
 
 @dataclass
@@ -325,3 +366,4 @@ class SiteConfig:
     air_conditioner: AirConditioner = section(AirConditioner)
     dry_contacts: DryContacts = section(DryContacts)
     dispatch: Dispatch = section(Dispatch)
+    devices: Devices = section(Devices)

@@ -114,6 +114,7 @@ class Controller:
         self._last_strategy = None
         self.commands = Commands()
         self.snapshot: Snapshot | None = None
+        self._started_s = clock.monotonic_s()   # devices get one max age to answer before they count as lost
 
     # ------------------------------------------------------------------ inputs
     def update_meter(self, name: str, value_w: float | None) -> None:
@@ -128,13 +129,16 @@ class Controller:
 
     def update_bms(self, cell_v, cell_t, cluster_v, cluster_i, bms_chg_a, bms_dchg_a, connected,
                    chg_prohibited, dchg_prohibited, insulation_kohm=5000.0, pole_t=25.0, hvbox_t=25.0) -> None:
+        """Cluster values from the BMS. cell_v None: the cells are already in the core's arrays (the CAN
+        link writes them there and keeps `fresh` by age); cell_t None: temperatures unchanged."""
         b = self.fast.buffers
-        b.cell_v[:] = cell_v
-        if cell_t is not None:           # None: temperatures unchanged since the last update
+        if cell_v is not None:
+            b.cell_v[:] = cell_v
+            if not self._cells_fresh:
+                b.fresh[:] = 1
+                self._cells_fresh = True
+        if cell_t is not None:
             b.cell_t[:] = cell_t
-        if not self._cells_fresh:
-            b.fresh[:] = 1
-            self._cells_fresh = True
         b.cluster_in[:, L.CL_V] = cluster_v
         b.cluster_in[:, L.CL_I] = cluster_i
         b.cluster_in[:, L.CL_BMS_CHG_A] = bms_chg_a
@@ -210,9 +214,10 @@ class Controller:
                   "bms": self._bms_fresh(), "pv": self._fresh("pv_w") is not None}
         if self.cfg.air_conditioner.enabled:
             states["air_conditioner"] = self._fresh("cabinet_t_degc") is not None
+        starting = self.clock.monotonic_s() - self._started_s < self.max_age_s
         for dev, ok in states.items():
             code, name, dev_id = COMM_ALARMS[dev]
-            if not ok and dev not in self._comm_lost:
+            if not ok and dev not in self._comm_lost and not starting:
                 self._comm_lost.add(dev)
                 self.status.active_alarms[(code, dev_id)] = name
                 self.events.emit(now, "alarm_raised", code, name, dev_id, f"no data for {self.max_age_s:g} s")

@@ -21,6 +21,8 @@ from ems.config.schema import SiteConfig
 from ems.control.controller import Commands, Controller
 from ems.control.events import EventLog
 from ems.sim.plant import Plant
+from ems.comm.modbus_server import IoThread
+from ems.sim.devices import ProtocolSiteLink
 from ems.sim.runner import SiteLink
 
 
@@ -95,8 +97,10 @@ def panel(ctrl: Controller, plant: Plant, local: datetime, site: str) -> str:
 
 def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
              state_path: Path | None = None, pv_profile: str = "cloudy", load_profile: str = "commercial",
-             load_peak_w: float = 80_000.0, probe: dict | None = None) -> int:
-    """probe (benchmarks): a dict that receives 'tick_start_s' and 'slow_s' arrays (monotonic seconds)."""
+             load_peak_w: float = 80_000.0, probe: dict | None = None, protocols: bool = True) -> int:
+    """probe (benchmarks): a dict that receives 'tick_start_s' and 'slow_s' arrays (monotonic seconds).
+    protocols: reach the simulated devices over loopback Modbus TCP and virtual CAN (the board's code
+    path); False keeps the in-process device path of `ems simulate`."""
     out = out or sys.stdout
     tty = out.isatty()
     clock = ScaledClock(speed)
@@ -107,7 +111,8 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         b = ctrl.fast.buffers
         soc = float(b.charge_ah.sum() / b.capacity_ah.sum())
         plant.stack.set_soc(plant.stack.soc + soc - plant.stack.soc.mean())
-    link = SiteLink(plant, ctrl)
+    io = IoThread() if protocols else None
+    link = ProtocolSiteLink(plant, ctrl, io) if protocols else SiteLink(plant, ctrl)
     tz = ZoneInfo(cfg.site.timezone)
     stop = {"flag": False}
 
@@ -156,6 +161,11 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     finally:
         # clean stop: PCS to zero at once, state saved
         link.actuate(Commands(pcs_setpoint_w=0.0, pcs_run=False), clock.now().astimezone(tz), fast_s)
+        if io is not None:
+            link.engine.flush(1.0)       # the zero-power and stop writes reach the PCS before we go
+            plant.step(clock.now().astimezone(tz), fast_s, *link.sim.commands())
+            link.close()
+            io.stop()
         if state_path is not None:
             save_state(ctrl, state_path)
         for sig, handler in old.items():

@@ -43,6 +43,11 @@ class SiteLink:
         self._faults_sent: set[tuple[int, int]] = set()
 
     def read(self) -> None:
+        self._read_site()
+        self._read_devices()
+
+    def _read_devices(self) -> None:
+        """Meters, PCS, air conditioner and BMS straight from the plant (the fast in-process path)."""
         p, c, f = self.plant, self.ctrl, self.plant.flows
         if "grid_meter" not in self.lost:
             c.update_meter("grid_w", f.grid_w)
@@ -51,20 +56,8 @@ class SiteLink:
         if "pcs" not in self.lost:
             c.update_meter("pcs_w", f.pcs_w)
         c.update_meter("dg_w", f.dg_w)
-        c.update_meter("irradiance_w_m2", p.irradiance_w_m2)
-        if p.charger_w > 0:
-            c.update_meter("charger_demand_w", p.charger_demand_w(c.clock.now().astimezone(c.tz)))
-        c.set_on_grid(p.grid_connected)
-        c.set_di("grid_present", p.grid_available)
-        # dry contacts: raw levels → debounce and polarity → the controller
-        for name, active in self.debouncer.update(self.contacts.read_inputs(), c.clock.monotonic_s()).items():
-            c.set_di(name, active)
         if p.cabinet is not None and "air_conditioner" not in self.lost:
             c.update_meter("cabinet_t_degc", p.cabinet.t_degc)
-        if p.generator is not None:
-            c.set_di("generator_feedback", p.generator.running)
-            if c.cfg.dual_power.enabled:         # the ATS reports which side it is on
-                c.set_di("ats_grid", p.grid_connected or not p.generator.running)
         if "bms" not in self.lost:
             st = p.stack
             chg, dchg, chp, dchp = st.limits()
@@ -78,6 +71,22 @@ class SiteLink:
                 b.cell_v[cl, k] = v
             for cl, k in self.sensor_faults:
                 b.cell_t[cl, k] = np.nan
+
+    def _read_site(self) -> None:
+        """What has no protocol of its own here: grid state, dry contacts, irradiance and charger demand."""
+        p, c = self.plant, self.ctrl
+        c.update_meter("irradiance_w_m2", p.irradiance_w_m2)
+        if p.charger_w > 0:
+            c.update_meter("charger_demand_w", p.charger_demand_w(c.clock.now().astimezone(c.tz)))
+        c.set_on_grid(p.grid_connected)
+        c.set_di("grid_present", p.grid_available)
+        # dry contacts: raw levels → debounce and polarity → the controller
+        for name, active in self.debouncer.update(self.contacts.read_inputs(), c.clock.monotonic_s()).items():
+            c.set_di(name, active)
+        if p.generator is not None:
+            c.set_di("generator_feedback", p.generator.running)
+            if c.cfg.dual_power.enabled:         # the ATS reports which side it is on
+                c.set_di("ats_grid", p.grid_connected or not p.generator.running)
 
     def apply(self, ev: Event) -> None:
         a, p, c = ev.args, self.plant, self.ctrl
@@ -114,6 +123,11 @@ class SiteLink:
             p.generator.failed = ev.kind == "generator_fail"
 
     def actuate(self, cmd: Commands, local, dt_s: float):
+        self._outputs(cmd)
+        return self.plant.step(local, dt_s, cmd.pcs_setpoint_w, cmd.pcs_run, cmd.pv_limit_w, cmd.open_contactors)
+
+    def _outputs(self, cmd: Commands) -> None:
+        """Dry-contact outputs (in-memory relays) to the plant."""
         self.contacts.write_outputs(cmd.outputs)
         p, out = self.plant, self.contacts.outputs
         if p.generator is not None:
@@ -123,7 +137,6 @@ class SiteLink:
         p.grid_relay_open = out["grid_relay_open"]
         if p.cabinet is not None:
             p.cabinet.cooling, p.cabinet.heating = out["ac_cooling"], out["ac_heating"]
-        return self.plant.step(local, dt_s, cmd.pcs_setpoint_w, cmd.pcs_run, cmd.pv_limit_w, cmd.open_contactors)
 
 
 @dataclass

@@ -1,0 +1,238 @@
+"""Modbus servers on pymodbus: the simulated site's devices and the dispatch server share this.
+
+A `RegisterImage` holds one device's words (holding table for function 3/6/16, input table for 4) behind
+a lock, so the control thread can publish values while the I/O thread serves them. Every write request
+goes through the image's `validate` hook *before* anything is stored: a refused write gets a Modbus
+exception and changes nothing (pymodbus applies the words only when the hook returns no exception).
+
+pymodbus 3.16 serves `SimDevice`s (the `ModbusServerContext` family is deprecated for removal in v4);
+its per-device `action` coroutine is our hook for both reads (copy fresh words in) and writes (validate).
+The client's address is not passed to that hook, so the connection handler puts it in a context variable
+first (`client_address()`); a serial line reports "serial:<port>".
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import Callable
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from ems.comm.profiles import Profile
+from ems.comm.registers import Register
+
+log = logging.getLogger("ems.comm.server")
+
+_CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("modbus_client", default=None)
+HOLDING, INPUT = 3, 4
+_TABLE = {3: HOLDING, 6: HOLDING, 16: HOLDING, 22: HOLDING, 23: HOLDING, 4: INPUT}
+
+
+def client_address() -> str | None:
+    """The address of the client whose request is being served (inside a validate hook)."""
+    return _CLIENT.get()
+
+
+class WriteRefused(Exception):
+    """Raised by a validate hook: the write gets `code` as its Modbus exception and changes nothing."""
+
+    def __init__(self, code: ExcCodes, reason: str):
+        super().__init__(reason)
+        self.code = code
+
+
+class RegisterImage:
+    """The words of one device. `spans` are the (table, first address, count) ranges it serves; a read
+    or write outside them gets ILLEGAL_ADDRESS. `validate(table, address, words, client)` is called for
+    every write before it is applied; it raises WriteRefused to refuse it."""
+
+    def __init__(self, spans: list[tuple[int, int, int]],
+                 validate: Callable[[int, int, list[int], str | None], None] | None = None):
+        self.spans = sorted(spans)
+        self.words: dict[int, dict[int, int]] = {HOLDING: {}, INPUT: {}}
+        for table, first, count in self.spans:
+            for a in range(first, first + count):
+                self.words[table][a] = 0
+        self.validate = validate
+        self.lock = threading.Lock()
+        self.refused = 0            # writes refused (counted for the equipment list / tests)
+        self.accepted = 0
+        self.silent = False         # simulation: the device behind a gateway stops answering
+
+    def set_words(self, table: int, address: int, words: list[int]) -> None:
+        with self.lock:
+            t = self.words[table]
+            for i, w in enumerate(words):
+                t[address + i] = w
+
+    def get_words(self, table: int, address: int, count: int) -> list[int]:
+        with self.lock:
+            t = self.words[table]
+            return [t.get(address + i, 0) for i in range(count)]
+
+    def sim_device(self, unit_id: int) -> SimDevice:
+        """The pymodbus device serving this image (non-shared tables: holding and input apart)."""
+        blocks: dict[int, list[SimData]] = {HOLDING: [], INPUT: []}
+        for table, first, count in self.spans:
+            blocks[table].append(SimData(first, count=count, values=0, datatype=DataType.REGISTERS))
+        # pymodbus needs one entry per table: an unused bit / register far away stands in for an empty one
+        coils = [SimData(0, values=False, datatype=DataType.BITS)]
+        for table in (HOLDING, INPUT):
+            if not blocks[table]:
+                blocks[table].append(SimData(0xFFFE, count=1, values=0, datatype=DataType.INVALID))
+        return SimDevice(unit_id, simdata=(coils, list(coils), blocks[HOLDING], blocks[INPUT]),
+                         action=self._action)
+
+    async def _action(self, function_code, start_address, address, count, registers, set_values):
+        if self.silent:                      # what a Modbus gateway answers for a dead serial device
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        table = _TABLE.get(function_code)
+        if table is None:
+            return None                      # coils / discrete inputs: not used by our devices
+        if set_values is None:               # read: serve the latest words
+            fresh = self.get_words(table, address, count)
+            registers[address - start_address:address - start_address + count] = fresh
+            return None
+        words = [int(v) for v in set_values]
+        try:
+            if self.validate is None:
+                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, "read-only device")
+            self.validate(table, address, words, client_address())
+        except WriteRefused as exc:
+            self.refused += 1
+            log.warning("write refused: table %d address %d words %s from %s: %s", table, address, words,
+                        client_address(), exc)
+            return exc.code
+        except Exception:                    # a broken hook must not kill the server: refuse the write
+            self.refused += 1
+            log.exception("write hook failed; write refused")
+            return ExcCodes.DEVICE_FAILURE
+        self.set_words(table, address, words)
+        self.accepted += 1
+        return None
+
+
+def profile_spans(profile: Profile) -> list[tuple[int, int, int]]:
+    """One span per function from the profile's first to its last register (gaps read as zero)."""
+    spans = []
+    for function in (HOLDING, INPUT):
+        regs = [r for r in profile.registers.values() if r.function == function]
+        if regs:
+            first = min(r.address for r in regs)
+            last = max(r.address + r.count for r in regs)
+            spans.append((function, first, last - first))
+    return spans
+
+
+class ProfileImage(RegisterImage):
+    """A device that serves a profile: `publish(name, value)` sets readings; a write to a writable
+    register within its range reaches `on_write(name, value, client)`; anything else is refused."""
+
+    def __init__(self, profile: Profile, on_write: Callable[[str, float, str | None], None] | None = None):
+        self.profile = profile
+        self.on_write = on_write
+        self._by_address = {(r.function, r.address): r for r in profile.registers.values()}
+        super().__init__(profile_spans(profile), self._validate)
+
+    def publish(self, name: str, value: float | None) -> None:
+        r = self.profile.registers[name]
+        self.set_words(r.function, r.address, r.to_words(value))
+
+    def publish_many(self, values: dict[str, float | None]) -> None:
+        for name, value in values.items():
+            self.publish(name, value)
+
+    def value(self, name: str) -> float | None:
+        r = self.profile.registers[name]
+        return r.decode(self.get_words(r.function, r.address, r.count))
+
+    def _validate(self, table: int, address: int, words: list[int], client: str | None) -> None:
+        decoded: list[tuple[Register, float]] = []
+        a = address
+        while a < address + len(words):
+            r = self._by_address.get((table, a))
+            if r is None or not r.writable:
+                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"address {a} is not a writable register")
+            chunk = words[a - address:a - address + r.count]
+            if len(chunk) != r.count:
+                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"{r.name}: partial write of a {r.type}")
+            value = r.decode(chunk)
+            if value is None or not (r.min <= value <= r.max):
+                raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{r.name}: {value} outside {r.min} … {r.max}")
+            decoded.append((r, value))
+            a += r.count
+        if self.on_write is not None:
+            for r, value in decoded:
+                self.on_write(r.name, value, client)
+
+
+class _Handler(ServerRequestHandler):
+    """pymodbus's connection handler, plus the client's address in a context variable while a request is
+    served (the validate hooks decide on it)."""
+
+    async def handle_request(self):
+        peer = None
+        if self.transport is not None:
+            info = self.transport.get_extra_info("peername")
+            peer = info[0] if isinstance(info, tuple) else (str(info) if info else None)
+        token = _CLIENT.set(peer or f"serial:{self.comm_params.host}")
+        try:
+            await super().handle_request()
+        finally:
+            _CLIENT.reset(token)
+
+
+class TcpServer(ModbusTcpServer):
+    def callback_new_connection(self):
+        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
+class IoThread:
+    """One asyncio loop in a daemon thread for the Modbus servers and clients of a process, so the
+    control loop never waits on a socket. `call(coro)` runs a coroutine there and returns its result."""
+
+    def __init__(self, name: str = "ems-io"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self.servers: list = []
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro, timeout_s: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def serve_tcp(self, devices: dict[int, RegisterImage], host: str = "127.0.0.1", port: int = 502) -> TcpServer:
+        """Start a Modbus TCP server for the images (unit ID → image); returns once it listens."""
+        async def start():
+            server = TcpServer([img.sim_device(uid) for uid, img in devices.items()], address=(host, port))
+            await server.serve_forever(background=True)
+            return server
+        server = self.call(start())
+        self.servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        async def shutdown():
+            for s in self.servers:
+                await s.shutdown()
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.loop.is_running():
+            try:
+                self.call(shutdown(), 5.0)
+            except Exception:          # stopping: log, never raise past here
+                log.exception("server shutdown")
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5.0)
+        self.servers.clear()
