@@ -15,7 +15,7 @@ def main(raw_path: str, out_path: str) -> int:
     extra = []
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
-        if info.get("kind") in ("simulation", "jitter"):
+        if info.get("kind") in ("simulation", "jitter", "latency", "throughput"):
             extra.append({**info, "wall_s": bench["stats"]["median"]})
             continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
@@ -45,6 +45,11 @@ def main(raw_path: str, out_path: str) -> int:
     for e in extra:
         if e["kind"] == "simulation":
             print(f"{e['case']:<28} one simulated day at 1 s steps: {e['wall_s']:.1f} s wall")
+        elif e["kind"] == "latency":
+            print(f"CAN cell over-voltage → PCS zero-power write at its Modbus server ({e['trials']} trials): "
+                  f"p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms, max {e['max_ms']:.2f} ms")
+        elif e["kind"] == "throughput":
+            print(f"Modbus engine poll throughput (loopback, 22-register reads): {e['requests_per_s']:.0f} requests/s")
         else:
             print(f"real-time fast loop (10 ms, {e['ticks']} ticks): period error p50 {e['jitter_p50_ms']:.3f} ms, "
                   f"p99 {e['jitter_p99_ms']:.3f} ms, p99.9 {e['jitter_p999_ms']:.3f} ms, max {e['jitter_max_ms']:.2f} ms; "

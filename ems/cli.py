@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     core = sub.add_parser("core", help="native core: build information and a self-check")
     core.add_argument("--clusters", type=int, default=1, help="clusters in the self-check stack (1..32)")
+    sub.add_parser("dispatch-map", help="print the dispatch server's register map (Markdown, as in docs/dispatch.md)")
+    dev = sub.add_parser("devices", help="equipment list: device ID, name, protocol, model, address, poll cycle, "
+                                         "status, last seen (Modbus devices are probed once)")
+    dev.add_argument("--config", help="site configuration (TOML)")
+    dev.add_argument("--profiles", action="store_true", help="list the shipped device profiles instead")
+    dev.add_argument("--timeout", type=float, default=1.0, help="probe time per device, s (0.1 … 30)")
     return p
 
 
@@ -117,6 +123,26 @@ def _run(args) -> int:
                     protocols=args.speed == 1.0 and not args.direct)
 
 
+def _devices(args) -> int:
+    from ems.comm.equipment import equipment_rows, format_rows, profile_rows
+    from ems.config.load import ConfigError, load_site
+    from ems.config.schema import SiteConfig
+
+    if args.profiles:
+        print(format_rows(profile_rows()))
+        return 0
+    if not 0.1 <= args.timeout <= 30.0:
+        print(f"ems devices: --timeout must be 0.1 … 30 s, got {args.timeout}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_site(args.config) if args.config else SiteConfig()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(format_rows(equipment_rows(cfg, args.timeout)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "core":
@@ -130,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         return _simulate(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "dispatch-map":
+        from ems.comm.dispatch import register_map_markdown
+        sys.stdout.write(register_map_markdown())
+        return 0
+    if args.command == "devices":
+        return _devices(args)
     build_parser().print_help()
     return 0
 

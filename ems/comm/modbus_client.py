@@ -335,6 +335,9 @@ class ModbusEngine:
     users: `value()` and `hold()` are called from the control thread."""
 
     def __init__(self, io, fast_period_s: float = 0.01):
+        # pymodbus logs every failed connect at ERROR; the engine counts failures and reports each device's
+        # status itself (and logs the transitions), so pymodbus's own lines would only repeat it
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         self.io = io
         self.fast_period_s = fast_period_s
         self.channels: list[Channel] = []

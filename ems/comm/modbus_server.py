@@ -152,23 +152,30 @@ class ProfileImage(RegisterImage):
         return r.decode(self.get_words(r.function, r.address, r.count))
 
     def _validate(self, table: int, address: int, words: list[int], client: str | None) -> None:
-        decoded: list[tuple[Register, float]] = []
-        a = address
-        while a < address + len(words):
-            r = self._by_address.get((table, a))
-            if r is None or not r.writable:
-                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"address {a} is not a writable register")
-            chunk = words[a - address:a - address + r.count]
-            if len(chunk) != r.count:
-                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"{r.name}: partial write of a {r.type}")
-            value = r.decode(chunk)
-            if value is None or not (r.min <= value <= r.max):
-                raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{r.name}: {value} outside {r.min} … {r.max}")
-            decoded.append((r, value))
-            a += r.count
+        decoded = decode_write(self._by_address, table, address, words)
         if self.on_write is not None:
             for r, value in decoded:
                 self.on_write(r.name, value, client)
+
+
+def decode_write(by_address: dict, table: int, address: int, words: list[int]) -> list[tuple[Register, float]]:
+    """A write request against a profile's registers ((function, address) → Register): every register it
+    touches must be writable, written whole and within its range, else WriteRefused (nothing applies)."""
+    decoded: list[tuple[Register, float]] = []
+    a = address
+    while a < address + len(words):
+        r = by_address.get((table, a))
+        if r is None or not r.writable:
+            raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"address {a} is not a writable register")
+        chunk = words[a - address:a - address + r.count]
+        if len(chunk) != r.count:
+            raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"{r.name}: partial write of a {r.type}")
+        value = r.decode(chunk)
+        if value is None or not (r.min <= value <= r.max):
+            raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{r.name}: {value} outside {r.min:g} … {r.max:g}")
+        decoded.append((r, value))
+        a += r.count
+    return decoded
 
 
 class _Handler(ServerRequestHandler):

@@ -147,7 +147,7 @@ def load_profile(path: str | Path) -> Profile:
             order = "big"
         regs[name] = Register(name, address, function, typ, unit, float(scale), float(raw.get("offset", 0.0)),
                               order, group, float(raw.get("max_age_s", 10.0)), raw.get("invalid"), writable,
-                              lo, hi, line)
+                              lo, hi, line, str(raw.get("description", "")))
     by_function: dict[int, list[Register]] = {}
     for r in regs.values():
         by_function.setdefault(r.function, []).append(r)

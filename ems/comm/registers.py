@@ -37,6 +37,7 @@ class Register:
     min: float | None = None      # write range, engineering units
     max: float | None = None
     line: int = 0                 # where the profile defines it (for error messages)
+    description: str = ""
 
     @property
     def count(self) -> int:

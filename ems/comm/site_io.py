@@ -124,6 +124,9 @@ class SiteIo:
             sp = min(max(cmd.pcs_setpoint_w, r.min), r.max)
             self.engine.hold(pcs, "active_power_setpoint_w", round(sp), refresh)
             self.engine.hold(pcs, "run_command", 1 if cmd.pcs_run else 0, refresh)
+            q = self.engine.device(pcs).profile.registers.get("reactive_power_setpoint_var")
+            if q is not None and q.writable:
+                self.engine.hold(pcs, q.name, round(min(max(cmd.pcs_reactive_var, q.min), q.max)), refresh)
         pv = self.roles.get("pv_inverter")
         if pv is not None:
             r = self.engine.device(pv).profile.registers["active_power_limit_w"]

@@ -302,8 +302,6 @@ class Dispatch:
     unit_id: int = spec(1, 1, 247, "", "dispatch server Modbus unit ID")
     allowed_clients: list = spec(["127.0.0.1", "::1"], doc="client addresses whose writes are accepted "
                                  "(reads are open to every client that can connect)")
-    serial_port: str = spec("", doc="also serve Modbus RTU on this serial port (empty: no RTU)")
-    baudrate: int = spec(9600, 1200, 230400, "baud", "RTU baud rate")
     start_remote: bool = spec(False, doc="start in remote mode (the manual's default is local control)")
 
 

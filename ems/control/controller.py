@@ -43,6 +43,7 @@ class Commands:
     """What the actuators are told after a fast tick."""
     pcs_setpoint_w: float = 0.0
     pcs_run: bool = True                   # False: PCS stopped (one-click shutdown, all clusters tripped)
+    pcs_reactive_var: float = 0.0          # reactive power setpoint (remote dispatch; 0 when none)
     pv_limit_w: float | None = None        # PV curtailment (feed-in limit), None = unlimited
     open_contactors: tuple[int, ...] = ()  # clusters whose trip delay elapsed
     outputs: dict = field(default_factory=lambda: {name: False for name in DO_NAMES})   # relay states
@@ -98,7 +99,7 @@ class Controller:
         self.bms_at_s = -1e18
         self.di: dict[str, bool] = {}
         self.on_grid = True
-        self.operator = {"one_click_shutdown": False, "forced_charge": False, "generator": False}
+        self.operator = {"one_click_shutdown": False, "forced_charge": False, "generator": False, "pcs_off": False}
         self._reset_for_slow = False
         self._reset_pending = False          # a fault reset for the next fast tick
         self._cells_fresh = False            # fresh[] already set to 1 since the BMS came back
@@ -106,6 +107,7 @@ class Controller:
         self._pv_setpoint: float | None = None
         self._off_grid_reason = ""
         self._dispatch: tuple[float, float] | None = None      # (value_w, expires_at_s)
+        self._reactive: tuple[float, float] | None = None      # (value_var, expires_at_s)
         self.status = Status()
         self._slots: list[tuple[str, Decision]] = []
         self._comm_lost: set[str] = set()
@@ -181,17 +183,23 @@ class Controller:
         # consistency calibration modes depend on grid state (bypass kernel parameter)
         self.fast.buffers.bypass_params[L.BP_ON_GRID] = 1.0 if self.on_grid else 0.0
 
-    def command(self, name: str, value=None) -> None:
-        """Operator / SCADA commands: one_click_shutdown, forced_charge (True/False), dispatch_w (W or None),
-        fault_reset."""
+    def command(self, name: str, value=None, lease_s: float | None = None, source: str = "local") -> None:
+        """Operator / SCADA commands: one_click_shutdown, forced_charge, generator, pcs_off (True/False),
+        dispatch_w (W or None), reactive_var (var or None), fault_reset, soc_calibration. Remote setpoints are
+        leases: they expire after lease_s (default [dispatch] lease_s) unless renewed."""
         now = self.clock.now()
-        if name in ("one_click_shutdown", "forced_charge", "generator"):
+        lease = self.cfg.dispatch.lease_s if lease_s is None else float(lease_s)
+        if name in ("one_click_shutdown", "forced_charge", "generator", "pcs_off"):
             self.operator[name] = bool(value)
-        elif name == "dispatch_w":
+        elif name in ("dispatch_w", "reactive_var"):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value)):
-                raise ValueError(f"dispatch_w must be a finite number of watts or None, got {value!r}")
-            self._dispatch = None if value is None else (float(value), self.clock.monotonic_s() + self.cfg.dispatch.lease_s)
+                raise ValueError(f"{name} must be a finite number or None, got {value!r}")
+            entry = None if value is None else (float(value), self.clock.monotonic_s() + lease)
+            if name == "dispatch_w":
+                self._dispatch = entry
+            else:
+                self._reactive = entry
         elif name == "fault_reset":
             self._reset_pending = True
             self._reset_for_slow = True
@@ -199,7 +207,7 @@ class Controller:
             self._by_name["soc_calibration"].request(bool(value))
         else:
             raise ValueError(f"unknown command {name!r}")
-        self.events.emit(now, "operation", None, name, detail=f"value={value!r}")
+        self.events.emit(now, "operation", None, name, detail=f"value={value!r} by {source}")
 
     # ------------------------------------------------------------------ staleness
     def _fresh(self, name: str) -> float | None:
@@ -244,7 +252,9 @@ class Controller:
         c = self.commands
         stop = self.safety_stop()
         c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
-        c.pcs_run = not (self.operator["one_click_shutdown"] or stop or self._pcs_stop_by)
+        c.pcs_run = not (self.operator["one_click_shutdown"] or self.operator["pcs_off"] or stop or self._pcs_stop_by)
+        q = self._reactive
+        c.pcs_reactive_var = q[0] if (q is not None and c.pcs_run and self.clock.monotonic_s() <= q[1]) else 0.0
         c.open_contactors = tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
         self._set_output("trip", bool(c.open_contactors))
         c.balancing = b.balancing

@@ -21,6 +21,7 @@ from ems.config.schema import SiteConfig
 from ems.control.controller import Commands, Controller
 from ems.control.events import EventLog
 from ems.sim.plant import Plant
+from ems.comm.dispatch import DispatchServer
 from ems.comm.modbus_server import IoThread
 from ems.sim.devices import ProtocolSiteLink
 from ems.sim.runner import SiteLink
@@ -95,6 +96,23 @@ def panel(ctrl: Controller, plant: Plant, local: datetime, site: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start_dispatch(cfg: SiteConfig, io: IoThread, out) -> DispatchServer | None:
+    """The SCADA / cloud dispatch server, when enabled; a port that cannot be opened is reported and the
+    site runs on under local control (safe: nobody can dispatch it)."""
+    d = cfg.dispatch
+    if not d.server_enabled:
+        return None
+    server = DispatchServer(cfg)
+    try:
+        io.serve_tcp({d.unit_id: server.image}, d.host, d.port)
+    except Exception as exc:         # address in use, no permission …
+        print(f"ems run: dispatch server on {d.host}:{d.port} not started ({exc}); local control only",
+              file=sys.stderr)
+        return None
+    out.write(f"dispatch server: modbus tcp {d.host}:{d.port} unit {d.unit_id} (SunSpec at 40000, native map at 0)\n")
+    return server
+
+
 def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
              state_path: Path | None = None, pv_profile: str = "cloudy", load_profile: str = "commercial",
              load_peak_w: float = 80_000.0, probe: dict | None = None, protocols: bool = True) -> int:
@@ -113,6 +131,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         plant.stack.set_soc(plant.stack.soc + soc - plant.stack.soc.mean())
     io = IoThread() if protocols else None
     link = ProtocolSiteLink(plant, ctrl, io) if protocols else SiteLink(plant, ctrl)
+    dispatch = start_dispatch(cfg, io, out) if io is not None else None
     tz = ZoneInfo(cfg.site.timezone)
     stop = {"flag": False}
 
@@ -134,9 +153,13 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
             if n < capacity:
                 tick_start[n] = time.monotonic()
             link.read()
+            if dispatch is not None:
+                dispatch.apply(ctrl)
             if n % slow_every == 0:
                 t_slow = time.monotonic()
                 ctrl.slow_tick()
+                if dispatch is not None:
+                    dispatch.publish(ctrl)
                 if n // slow_every < len(slow_s):
                     slow_s[n // slow_every] = time.monotonic() - t_slow
             cmd = ctrl.fast_tick(cfg.loops.fast_period_ms * speed)

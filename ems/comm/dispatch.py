@@ -1,0 +1,423 @@
+"""The dispatch server for SCADA and cloud: Modbus TCP (and RTU when configured), unit ID 1, port 1502.
+
+It serves two maps from one register image:
+- SunSpec at 40000 ('SunS'), so standard clients discover it: models 1 (common), 701 (AC measurements),
+  702 (capacity), 704 (AC controls: WSet / WSetPct / VarSet with reversion timers), 713 (storage: SOC,
+  SOH, energy) and 715 (DER control: local/remote state, start/stop, alarm reset, heartbeats). The layout
+  comes from the SunSpec Alliance's model definitions shipped with pysunspec2, never retyped here.
+- the native map (`drivers/modbus/ems/ems_dispatch.toml`): the manual's PCS active/reactive setpoints,
+  PCS on/off, fault clear, local/remote mode and data queries.
+
+Rules for every write (DESIGN.md, bad input): only from an allowed client address (else ILLEGAL_FUNCTION),
+only in remote mode except the mode switch itself and heartbeats (else ILLEGAL_FUNCTION), only to
+writable points (else ILLEGAL_ADDRESS), only within range (else ILLEGAL_VALUE). A refused write changes
+nothing. Accepted writes become commands for the controller, queued here and applied by the control
+thread at its next fast tick; setpoints are leases (704's reversion timer when set, else [dispatch]
+lease_s). Every accepted write is logged with the client's address.
+
+`register_map_markdown()` renders docs/dispatch.md's tables from the same objects the server uses.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import struct
+import time
+from dataclasses import dataclass
+
+import sunspec2.device as ssd
+from pymodbus.constants import ExcCodes
+
+from ems import __version__
+from ems.comm.modbus_server import HOLDING, INPUT, ProfileImage, RegisterImage, WriteRefused, decode_write
+from ems.comm.profiles import Profile, shipped_profiles
+
+log = logging.getLogger("ems.dispatch")
+
+SUNSPEC_BASE = 40000
+MODELS = (1, 701, 702, 704, 713, 715)
+NOT_IMPLEMENTED = {"int16": 0x8000, "uint16": 0xFFFF, "enum16": 0xFFFF, "bitfield16": 0xFFFF, "sunssf": 0x8000,
+                   "int32": 0x80000000, "uint32": 0xFFFFFFFF, "enum32": 0xFFFFFFFF, "bitfield32": 0xFFFFFFFF,
+                   "acc32": 0}
+_FMT = {"int16": ">h", "uint16": ">H", "enum16": ">H", "bitfield16": ">H", "sunssf": ">h", "int32": ">i",
+        "uint32": ">I", "enum32": ">I", "bitfield32": ">I", "acc32": ">I"}
+# points a client may write, and what each does (the rest of the RW points in the models is not supported
+# and refused with ILLEGAL_ADDRESS, so a client learns at once instead of believing a write took effect)
+SUNSPEC_WRITABLE = {
+    (704, "WSetEna"): "enable (1) / disable (0) the active power setpoint",
+    (704, "WSetMod"): "0 WSetPct of WMaxRtg, 1 WSet in watts",
+    (704, "WSet"): "active power setpoint, W (> 0 discharging)",
+    (704, "WSetPct"): "active power setpoint, % of WMaxRtg",
+    (704, "WSetRvrtTms"): "reversion time, s: the setpoint is a lease of this length (0: [dispatch] lease_s)",
+    (704, "VarSetEna"): "enable (1) / disable (0) the reactive power setpoint",
+    (704, "VarSetMod"): "4 VarSet in var (the only mode supported)",
+    (704, "VarSet"): "reactive power setpoint, var",
+    (704, "VarSetRvrtTms"): "reversion time of the reactive setpoint, s",
+    (715, "ControllerHb"): "controller heartbeat: any value (accepted in local mode too)",
+    (715, "AlarmReset"): "write 1: clear latched faults",
+    (715, "OpCtl"): "0 stop, 1 start the PCS",
+}
+SCALE_FACTORS = {"W_SF": 1, "Var_SF": 1, "Hz_SF": -2, "WSet_SF": 0, "WSetPct_SF": -1, "VarSet_SF": 0,
+                 "VarSetPct_SF": -1, "WH_SF": 1, "Pct_SF": -1, "VA_SF": 1, "PF_SF": -3, "A_SF": -1, "V_SF": -1}
+
+
+@dataclass(frozen=True)
+class Point:
+    model: int
+    name: str
+    address: int
+    size: int
+    type: str
+    sf: str | None
+    access: str
+    units: str
+    label: str
+
+
+class SunSpecMap:
+    """The SunSpec models' points at their addresses (from pysunspec2's model definitions) and the words
+    of the whole block, ready to serve: 'SunS', the models, the end marker."""
+
+    def __init__(self, models=MODELS, base: int = SUNSPEC_BASE):
+        self.base = base
+        self.models: dict[int, ssd.Model] = {}
+        self.model_addr: dict[int, int] = {}
+        self.points: dict[tuple[int, str], Point] = {}
+        addr = base + 2
+        for mid in models:
+            m = ssd.Model(model_id=mid, model_addr=addr, model_len=0, model_def=ssd.get_model_def(mid))
+            self.models[mid], self.model_addr[mid] = m, addr
+            for name, p in m.points.items():
+                pdef = p.pdef
+                self.points[(mid, name)] = Point(mid, name, addr + p.offset, int(pdef.get("size", 1)), pdef["type"],
+                                                 pdef.get("sf"), pdef.get("access", "R"), pdef.get("units", ""),
+                                                 pdef.get("label", name))
+            addr += m.len
+        self.end = addr + 2                       # after the end marker (0xFFFF, 0)
+        self._by_address = {p.address: p for p in self.points.values()}
+        self.words = [0] * (self.end - base)
+        self.words[0:2] = [0x5375, 0x6E53]        # 'SunS'
+        for mid, m in self.models.items():
+            self.set_words(self.model_addr[mid], list(struct.unpack(f">{m.len}H", m.get_mb())))
+        self.words[-2:] = [0xFFFF, 0]
+        for (mid, name), p in self.points.items():
+            if p.type == "sunssf" and name in SCALE_FACTORS:
+                self.set_raw(mid, name, SCALE_FACTORS[name])
+
+    def set_words(self, address: int, words: list[int]) -> None:
+        self.words[address - self.base:address - self.base + len(words)] = words
+
+    def point(self, mid: int, name: str) -> Point:
+        return self.points[(mid, name)]
+
+    def point_at(self, address: int) -> Point | None:
+        return self._by_address.get(address)
+
+    def set_raw(self, mid: int, name: str, raw: int | None) -> None:
+        p = self.points[(mid, name)]
+        if raw is None:
+            raw = NOT_IMPLEMENTED[p.type]
+        if p.type == "string":
+            data = str(raw).encode()[:2 * p.size].ljust(2 * p.size, b"\0")
+        else:
+            fmt = _FMT[p.type]
+            lo, hi = _limits(fmt)
+            data = struct.pack(fmt, min(max(int(raw), lo), hi))
+        self.set_words(p.address, list(struct.unpack(f">{len(data) // 2}H", data)))
+
+    def sf(self, mid: int, point: Point) -> int:
+        return SCALE_FACTORS.get(point.sf, 0) if point.sf else 0
+
+    def set_value(self, mid: int, name: str, value: float | None) -> None:
+        """Engineering value → raw with the point's scale factor (None → not implemented)."""
+        p = self.points[(mid, name)]
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            self.set_raw(mid, name, None)
+        elif p.type == "string":
+            self.set_raw(mid, name, value)
+        else:
+            self.set_raw(mid, name, round(value / 10 ** self.sf(mid, p)))
+
+    def decode(self, p: Point, words: list[int]) -> float:
+        raw = struct.unpack(_FMT[p.type], struct.pack(f">{p.size}H", *words))[0]
+        return raw * 10 ** self.sf(p.model, p)
+
+    def raw(self, p: Point) -> int:
+        off = p.address - self.base
+        return struct.unpack(_FMT[p.type], struct.pack(f">{p.size}H", *self.words[off:off + p.size]))[0]
+
+
+def _limits(fmt: str) -> tuple[int, int]:
+    bits = struct.calcsize(fmt) * 8
+    if fmt[-1].islower():
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+class DispatchServer:
+    """The dispatch server's state and write rules. `apply(ctrl)` (fast loop) hands accepted commands to
+    the controller; `publish(ctrl)` (slow loop) refreshes the data both maps serve."""
+
+    def __init__(self, cfg, rated_power_w: float | None = None, battery_wh: float | None = None):
+        self.cfg = cfg
+        d = cfg.dispatch
+        self.allowed = set(d.allowed_clients)
+        self.unit_id = d.unit_id
+        self.remote = bool(d.start_remote)
+        self.native: Profile = shipped_profiles()["EMS-DISPATCH"]
+        self.ss = SunSpecMap()
+        self.rated_w = rated_power_w or cfg.pcs.rated_power_w
+        b = cfg.battery
+        self.battery_wh = battery_wh or b.clusters * b.cells_per_cluster * b.cell_capacity_ah * 3.2
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.accepted_log: list[tuple[float, str, str, float]] = []     # (time, client, point, value), recent
+        self._native_img = ProfileImage(self.native)
+        spans = [(t, a, n) for t, a, n in self._native_img.spans] + [(HOLDING, SUNSPEC_BASE, len(self.ss.words))]
+        self.image = RegisterImage(spans, self._validate)
+        self._init_static()
+        self._sync_native_holding()
+        self._sync_sunspec()
+
+    # ------------------------------------------------------------------ static content
+    def _init_static(self) -> None:
+        ss = self.ss
+        for name, value in (("Mn", "open-ems"), ("Md", "EMS controller"), ("Vr", __version__),
+                            ("SN", self.cfg.site.name)):
+            ss.set_value(1, name, value)
+        ss.set_raw(1, "DA", self.unit_id)
+        ss.set_raw(701, "ACType", 2)
+        ss.set_value(702, "WMaxRtg", self.rated_w)
+        ss.set_value(702, "WChaRteMaxRtg", self.rated_w)
+        ss.set_value(702, "WDisChaRteMaxRtg", self.rated_w)
+        ss.set_value(713, "WHRtg", self.battery_wh)
+        ss.set_raw(704, "WSetMod", 1)
+        ss.set_raw(704, "WSetEna", 0)
+        ss.set_raw(704, "VarSetMod", 4)
+        ss.set_raw(704, "VarSetEna", 0)
+        ss.set_raw(704, "WSetRvrtTms", 0)
+        ss.set_raw(704, "VarSetRvrtTms", 0)
+        ss.set_raw(715, "ControllerHb", 0)
+        ss.set_raw(715, "AlarmReset", 0)
+        ss.set_raw(715, "OpCtl", 1)
+        ss.set_raw(715, "DERHb", 0)
+
+    def _sync_sunspec(self) -> None:
+        self.ss.set_raw(715, "LocRemCtl", 0 if self.remote else 1)    # SunSpec: 0 REMOTE, 1 LOCAL
+        self.image.set_words(HOLDING, SUNSPEC_BASE, list(self.ss.words))
+
+    def _sync_native_holding(self) -> None:
+        img = self._native_img
+        img.publish("control_mode", 1 if self.remote else 0)
+        for table, first, count in img.spans:
+            self.image.set_words(table, first, img.get_words(table, first, count))
+
+    # ------------------------------------------------------------------ writes (I/O thread)
+    def _validate(self, table: int, address: int, words: list[int], client: str | None) -> None:
+        if table != HOLDING:
+            raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, "input registers are read-only")
+        if client not in self.allowed and not (client or "").startswith("serial:"):
+            raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, f"client {client} is not in [dispatch] allowed_clients")
+        if address >= SUNSPEC_BASE:
+            changes = self._sunspec_write(address, words)
+        else:
+            changes = self._native_write(address, words)
+        for name, value, command in changes:
+            if command is not None:
+                self.commands.put(command)
+            self.accepted_log.append((time.time(), client or "?", name, value))
+            del self.accepted_log[:-1000]
+            log.info("dispatch write from %s: %s = %s", client, name, value)
+            self.commands.put(("log", client, name, value))
+
+    def _native_write(self, address: int, words: list[int]):
+        decoded = decode_write(self._native_img._by_address, HOLDING, address, words)
+        if not self.remote and any(r.name != "control_mode" for r, _ in decoded):
+            raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "local mode: switch control_mode to 1 (remote) first")
+        out = []
+        for r, value in decoded:        # all checked: now apply
+            out.append((r.name, value, self._native_command(r.name, value)))
+        self._sync_native_holding()
+        return out
+
+    def _native_command(self, name: str, value: float):
+        if name == "control_mode":
+            return self._set_remote(value >= 1)
+        if name == "active_power_setpoint_w":
+            self._native_img.publish(name, value)
+            return ("dispatch_w", value, None)
+        if name == "reactive_power_setpoint_var":
+            self._native_img.publish(name, value)
+            return ("reactive_var", value, None)
+        if name == "pcs_on":
+            self._native_img.publish(name, value)
+            return ("pcs_off", value < 1, None)
+        if name == "fault_clear":
+            return ("fault_reset", True, None)
+        if name == "setpoint_release":
+            return ("release", None, None)
+        return None
+
+    def _set_remote(self, remote: bool):
+        changed = remote != self.remote
+        self.remote = remote
+        self._sync_sunspec()
+        if changed and not remote:
+            return ("release", None, None)      # back to local control: remote setpoints end now
+        return ("mode", remote, None)
+
+    def _sunspec_write(self, address: int, words: list[int]):
+        ss = self.ss
+        decoded = []
+        a = address
+        while a < address + len(words):
+            p = ss.point_at(a)
+            if p is None or (p.model, p.name) not in SUNSPEC_WRITABLE:
+                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"SunSpec address {a} is not a supported writable point")
+            chunk = words[a - address:a - address + p.size]
+            if len(chunk) != p.size:
+                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"{p.name}: partial write")
+            decoded.append((p, ss.decode(p, chunk), chunk))
+            a += p.size
+        only_heartbeat = all(p.name == "ControllerHb" for p, _, _ in decoded)
+        if not self.remote and not only_heartbeat:
+            raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "local mode: switch to remote (native register 0) first")
+        for p, value, _ in decoded:
+            self._check_sunspec_range(p, value)
+        out = []
+        for p, value, chunk in decoded:
+            ss.set_words(p.address, chunk)
+            out.append((f"{p.model}.{p.name}", value, None))
+        out += self._sunspec_commands({p.name for p, _, _ in decoded})
+        self._sync_sunspec()
+        return out
+
+    def _check_sunspec_range(self, p: Point, value: float) -> None:
+        w = self.rated_w
+        limits = {"WSetEna": (0, 1), "WSetMod": (0, 1), "WSet": (-w, w), "WSetPct": (-100, 100),
+                  "WSetRvrtTms": (0, 86400), "VarSetEna": (0, 1), "VarSetMod": (4, 4), "VarSet": (-w, w),
+                  "VarSetRvrtTms": (0, 86400), "ControllerHb": (0, 0xFFFFFFFF), "AlarmReset": (0, 1), "OpCtl": (0, 1)}
+        lo, hi = limits[p.name]
+        if not lo <= value <= hi:
+            raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{p.model}.{p.name}: {value:g} outside {lo:g} … {hi:g}")
+
+    def _sunspec_commands(self, written: set[str]):
+        ss, out = self.ss, []
+        pt = lambda name: ss.point(704, name)        # noqa: E731 - local shorthand
+        if written & {"WSetEna", "WSetMod", "WSet", "WSetPct", "WSetRvrtTms"}:
+            if ss.raw(pt("WSetEna")) == 1:
+                if ss.raw(pt("WSetMod")) == 1:
+                    w = ss.raw(pt("WSet")) * 10 ** ss.sf(704, pt("WSet"))
+                else:
+                    w = ss.raw(pt("WSetPct")) * 10 ** ss.sf(704, pt("WSetPct")) / 100.0 * self.rated_w
+                tms = ss.raw(pt("WSetRvrtTms"))
+                out.append(("704.active_power", w, ("dispatch_w", w, tms or None)))
+            else:
+                out.append(("704.active_power", 0.0, ("dispatch_w", None, None)))
+        if written & {"VarSetEna", "VarSet", "VarSetRvrtTms", "VarSetMod"}:
+            if ss.raw(pt("VarSetEna")) == 1:
+                q = ss.raw(pt("VarSet")) * 10 ** ss.sf(704, pt("VarSet"))
+                tms = ss.raw(pt("VarSetRvrtTms"))
+                out.append(("704.reactive_power", q, ("reactive_var", q, tms or None)))
+            else:
+                out.append(("704.reactive_power", 0.0, ("reactive_var", None, None)))
+        if "AlarmReset" in written and ss.raw(ss.point(715, "AlarmReset")) == 1:
+            out.append(("715.alarm_reset", 1, ("fault_reset", True, None)))
+            ss.set_raw(715, "AlarmReset", 0)
+        if "OpCtl" in written:
+            out.append(("715.op_ctl", ss.raw(ss.point(715, "OpCtl")),
+                        ("pcs_off", ss.raw(ss.point(715, "OpCtl")) == 0, None)))
+        return out
+
+    # ------------------------------------------------------------------ control thread
+    def apply(self, ctrl) -> int:
+        """Hand the queued remote commands to the controller (fast loop); returns how many."""
+        n = 0
+        while True:
+            try:
+                item = self.commands.get_nowait()
+            except queue.Empty:
+                return n
+            n += 1
+            if item[0] == "log":
+                _, client, name, value = item
+                ctrl.events.emit(ctrl.clock.now(), "remote_write", None, name, detail=f"{value!r} from {client}")
+                continue
+            name, value, lease_s = item
+            if name == "mode":
+                continue
+            if name == "release":
+                ctrl.command("dispatch_w", None, source="remote")
+                ctrl.command("reactive_var", None, source="remote")
+            elif name in ("dispatch_w", "reactive_var"):
+                ctrl.command(name, value, lease_s=lease_s, source="remote")
+            else:
+                ctrl.command(name, value, source="remote")
+
+    def publish(self, ctrl) -> None:
+        """The site's data into both maps (slow loop, or faster)."""
+        from ems._core import layout as L
+        f = ctrl._fresh
+        b = ctrl.fast.buffers
+        grid, pv, pcs = f("grid_w"), f("pv_w"), f("pcs_w")
+        dg = f("dg_w") if ctrl.readings["dg_w"].at_s > -1e17 else 0.0
+        load = None if None in (grid, pv, pcs, dg) else grid + pv + pcs + dg
+        soc = float(b.stack_soc[L.SOC_MEAN]) if ctrl._bms_fresh() else None
+        disp = ctrl._dispatch
+        remaining = max(0.0, disp[1] - ctrl.clock.monotonic_s()) if disp else 0.0
+        alarms = sorted(code for code, _ in ctrl.status.active_alarms)
+        c = ctrl.commands
+        clip = lambda v: None if v is None else max(min(v, 2e9), -2e9)     # noqa: E731
+        self._native_img.publish_many({
+            "grid_power_w": clip(grid), "pv_power_w": clip(pv), "pcs_power_w": clip(pcs), "load_power_w": clip(load),
+            "generator_power_w": clip(dg), "soc_pct": soc, "charge_limit_w": clip(float(b.results[L.TO_CHG_LIMIT_W])),
+            "discharge_limit_w": clip(float(b.results[L.TO_DCHG_LIMIT_W])), "pcs_setpoint_w": clip(c.pcs_setpoint_w),
+            "remote_mode": int(self.remote), "dispatch_active": int(disp is not None and remaining > 0),
+            "lease_remaining_s": min(round(remaining), 65535), "active_alarms": min(len(alarms), 65535),
+            "first_alarm_code": alarms[0] if alarms else 0, "pcs_running": int(c.pcs_run)})
+        for table, first, count in self._native_img.spans:
+            if table == INPUT:
+                self.image.set_words(table, first, self._native_img.get_words(table, first, count))
+        ss = self.ss
+        ss.set_value(701, "W", pcs)
+        ss.set_value(701, "Var", c.pcs_reactive_var if pcs is not None else None)
+        ss.set_value(701, "Hz", 50.0 if pcs is not None else None)
+        ss.set_raw(701, "St", int(c.pcs_run))
+        ss.set_raw(701, "InvSt", 3 if c.pcs_run and pcs and abs(pcs) > 1 else (1 if c.pcs_run else 0))
+        ss.set_raw(701, "ConnSt", int(ctrl.on_grid))
+        ss.set_value(713, "SoC", soc)
+        ss.set_value(713, "WHAvail", None if soc is None else self.battery_wh * soc / 100.0)
+        ss.set_raw(713, "Sta", 2 if any(a >= 40000 for a in alarms) else (1 if alarms else 0))
+        ss.set_raw(715, "DERHb", (ss.raw(ss.point(715, "DERHb")) + 1) & 0xFFFFFFFF)
+        wset_rem = ss.point(704, "WSetRvrtRem")
+        ss.set_raw(704, wset_rem.name, round(remaining) if disp else 0)
+        if disp is None and ss.raw(ss.point(704, "WSetEna")) == 1:
+            ss.set_raw(704, "WSetEna", 0)          # the lease ran out: the setpoint is no longer enabled
+        self.image.set_words(HOLDING, SUNSPEC_BASE, list(ss.words))
+
+
+def register_map_markdown() -> str:
+    """docs/dispatch.md's register tables, from the objects the server serves."""
+    native = shipped_profiles()["EMS-DISPATCH"]
+    lines = ["### Native map (unit ID 1)", "",
+             "| table | address | name | type | scale | unit | access | range | description |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(native.registers.values(), key=lambda r: (r.function, r.address)):
+        table = "holding (03/06/16)" if r.function == 3 else "input (04)"
+        rng = f"{r.min:g} … {r.max:g}" if r.writable else ""
+        desc = r.description.replace("|", "/")
+        lines.append(f"| {table} | {r.address} | `{r.name}` | {r.type} | {r.scale:g} | {r.unit} | "
+                     f"{'RW' if r.writable else 'R'} | {rng} | {desc} |")
+    ss = SunSpecMap()
+    lines += ["", f"### SunSpec (holding registers from {SUNSPEC_BASE}: 'SunS', then the models, then 0xFFFF 0)", "",
+              "| model | model address | length |", "|---|---|---|"]
+    for mid, m in ss.models.items():
+        lines.append(f"| {mid} | {ss.model_addr[mid]} | {m.len - 2} |")
+    lines += ["", "Writable points (all other points read-only or refused with ILLEGAL_ADDRESS):", "",
+              "| model | point | address | type | scale factor | meaning |", "|---|---|---|---|---|---|"]
+    for (mid, name), meaning in SUNSPEC_WRITABLE.items():
+        p = ss.point(mid, name)
+        sf = f"{p.sf} = {SCALE_FACTORS.get(p.sf, 0)}" if p.sf else ""
+        lines.append(f"| {mid} | {name} | {p.address} | {p.type} | {sf} | {meaning} |")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,174 @@
+"""The dispatch server with real clients: pysunspec2 (SunSpec scan, read, write WSet) and pymodbus."""
+import dataclasses
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sunspec2.modbus.client as ss_client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymodbus.client import ModbusTcpClient
+
+from ems.comm.dispatch import SUNSPEC_BASE, DispatchServer, register_map_markdown
+from ems.comm.modbus_server import HOLDING, IoThread
+from ems.config.schema import SiteConfig
+from ems.control.clock import VirtualClock
+from ems.control.controller import Controller
+from ems.sim.devices import free_port
+from ems.sim.plant import Plant
+from ems.sim.runner import SiteLink
+
+
+@pytest.fixture
+def served():
+    def make(**dispatch):
+        cfg = SiteConfig()
+        cfg = dataclasses.replace(cfg, dispatch=dataclasses.replace(cfg.dispatch, **dispatch))
+        srv = DispatchServer(cfg)
+        port = free_port()
+        io.serve_tcp({1: srv.image}, "127.0.0.1", port)
+        return cfg, srv, port
+    io = IoThread()
+    yield make
+    io.stop()
+
+
+def modbus(port):
+    c = ModbusTcpClient("127.0.0.1", port=port)
+    assert c.connect()
+    return c
+
+
+def sunspec(port):
+    d = ss_client.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port)
+    d.scan()
+    return d
+
+
+def drain(srv):
+    out = []
+    while not srv.commands.empty():
+        out.append(srv.commands.get())
+    return [c for c in out if c[0] != "log"]
+
+
+def test_sunspec_client_discovers_the_models(served):
+    cfg, srv, port = served()
+    d = sunspec(port)
+    assert {1, 701, 702, 704, 713, 715} <= {k for k in d.models if isinstance(k, int)}
+    assert d.common[0].Mn.value == "open-ems"
+    assert d.DERCapacity[0].WMaxRtg.cvalue == pytest.approx(cfg.pcs.rated_power_w)
+    assert d.DERCtl[0].LocRemCtl.value == 1                      # LOCAL at start
+    d.close()
+
+
+def test_writes_in_local_mode_are_refused_and_change_nothing(served):
+    _, srv, port = served()
+    d = sunspec(port)
+    words = srv.image.get_words(HOLDING, SUNSPEC_BASE, 400)
+    c = d.DERCtlAC[0]
+    c.WSetEna.value, c.WSetMod.value, c.WSet.cvalue = 1, 1, 20_000
+    with pytest.raises(Exception, match="exception: 1"):
+        c.write()
+    m = modbus(port)
+    r = m.write_registers(1, [0, 20_000], device_id=1)              # native active power setpoint
+    assert r.isError() and r.exception_code == 1
+    assert srv.image.get_words(HOLDING, SUNSPEC_BASE, 400) == words and drain(srv) == []
+    d.close()
+    m.close()
+
+
+def test_remote_wset_is_followed_by_the_pcs_and_expires_as_a_lease(served):
+    cfg, srv, port = served()
+    clock = VirtualClock(datetime(2026, 6, 1, 12, tzinfo=timezone.utc))
+    ctrl = Controller(cfg, clock)
+    plant = Plant(cfg, "clear", "flat", 20_000.0)
+    link = SiteLink(plant, ctrl)
+
+    def run(seconds):
+        for _ in range(int(seconds)):
+            link.read()
+            srv.apply(ctrl)
+            ctrl.slow_tick()
+            srv.publish(ctrl)
+            cmd = ctrl.fast_tick(1000.0)
+            ctrl.explain()
+            link.actuate(cmd, clock.now(), 1.0)
+            clock.advance(1.0)
+
+    run(3)
+    m = modbus(port)
+    assert not m.write_register(0, 1, device_id=1).isError()       # remote mode
+    d = sunspec(port)
+    assert d.DERCtl[0].LocRemCtl.value == 0                         # REMOTE
+    c = d.DERCtlAC[0]
+    c.WSetEna.value, c.WSetMod.value, c.WSet.cvalue, c.WSetRvrtTms.value = 1, 1, 30_000, 20
+    c.write()
+    run(5)
+    assert plant.flows.pcs_w == pytest.approx(30_000, abs=500)      # the PCS follows the SunSpec setpoint
+    assert ctrl.status.strategy == "dispatch"
+    r = m.read_input_registers(0, count=24, device_id=1)
+    assert r.registers[18] == 1 and 0 < r.registers[19] <= 20      # dispatch active, lease remaining
+    kinds = [e["kind"] for e in ctrl.events.recent]
+    assert "remote_write" in kinds
+    run(20)
+    assert "lease_expired" in [e["kind"] for e in ctrl.events.recent]
+    assert ctrl.status.strategy != "dispatch"
+    d.close()
+    m.close()
+
+
+def test_native_setpoint_and_release(served):
+    cfg, srv, port = served(start_remote=True)
+    m = modbus(port)
+    assert not m.write_registers(1, [0xFFFF, 0xB1E0], device_id=1).isError()     # −20 000 W
+    assert drain(srv) == [("dispatch_w", -20_000.0, None)]
+    r = m.write_registers(1, [0x7FFF, 0xFFFF], device_id=1)                        # beyond ±10 MW
+    assert r.isError() and r.exception_code == 3 and drain(srv) == []
+    assert not m.write_register(7, 1, device_id=1).isError()
+    assert drain(srv) == [("release", None, None)]
+    assert not m.write_register(0, 0, device_id=1).isError()                       # back to local
+    assert drain(srv) == [("release", None, None)] and not srv.remote
+    m.close()
+
+
+def test_writes_from_clients_outside_the_allowlist_are_refused(served):
+    _, srv, port = served(allowed_clients=["10.9.9.9"])
+    m = modbus(port)
+    r = m.write_register(0, 1, device_id=1)
+    assert r.isError() and r.exception_code == 1 and not srv.remote
+    assert not m.read_holding_registers(SUNSPEC_BASE, count=2, device_id=1).isError()   # reads stay open
+    m.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(address=st.one_of(st.integers(0, 40), st.integers(SUNSPEC_BASE, SUNSPEC_BASE + 420), st.integers(0, 65530)),
+       words=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=8))
+def test_random_writes_in_local_mode_change_nothing_and_never_break_the_server(served_once, address, words):
+    srv, m = served_once
+    before = (srv.image.get_words(HOLDING, 0, 8), srv.image.get_words(HOLDING, SUNSPEC_BASE, 420))
+    r = m.write_registers(address, words, device_id=1)
+    if not r.isError():                       # only the mode switch is accepted in local mode
+        assert address == 0
+        m.write_register(0, 0, device_id=1)
+        drain(srv)
+    after = (srv.image.get_words(HOLDING, 0, 8), srv.image.get_words(HOLDING, SUNSPEC_BASE, 420))
+    assert after == before or address == 0
+    assert not m.read_holding_registers(SUNSPEC_BASE, count=2, device_id=1).isError()
+
+
+@pytest.fixture(scope="module")
+def served_once():
+    io = IoThread()
+    srv = DispatchServer(SiteConfig())
+    port = free_port()
+    io.serve_tcp({1: srv.image}, "127.0.0.1", port)
+    m = modbus(port)
+    yield srv, m
+    m.close()
+    io.stop()
+
+
+def test_docs_carry_the_register_map_the_server_serves():
+    doc = (Path(__file__).parents[2] / "docs" / "dispatch.md").read_text(encoding="utf-8")
+    assert register_map_markdown() in doc, "docs/dispatch.md is stale: run `ems dispatch-map >> …` (see the doc)"
