@@ -103,9 +103,18 @@ def _simulate(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def _site_or_none(path):
+    """The site configuration at `path` (defaults without one); None after printing every problem."""
     from ems.config.load import ConfigError, load_site
     from ems.config.schema import SiteConfig
+    try:
+        return load_site(path) if path else SiteConfig()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _run(args) -> int:
     from ems.sim.live import run_live
 
     if not 1.0 <= args.speed <= 3600.0:
@@ -114,10 +123,8 @@ def _run(args) -> int:
     if args.duration is not None and not args.duration > 0:
         print(f"ems run: --duration must be > 0 s, got {args.duration}", file=sys.stderr)
         return 2
-    try:
-        cfg = load_site(args.config) if args.config else SiteConfig()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _site_or_none(args.config)
+    if cfg is None:
         return 1
     return run_live(cfg, args.duration, args.speed, state_path=args.state,
                     protocols=args.speed == 1.0 and not args.direct)
@@ -125,8 +132,6 @@ def _run(args) -> int:
 
 def _devices(args) -> int:
     from ems.comm.equipment import equipment_rows, format_rows, profile_rows
-    from ems.config.load import ConfigError, load_site
-    from ems.config.schema import SiteConfig
 
     if args.profiles:
         print(format_rows(profile_rows()))
@@ -134,10 +139,8 @@ def _devices(args) -> int:
     if not 0.1 <= args.timeout <= 30.0:
         print(f"ems devices: --timeout must be 0.1 … 30 s, got {args.timeout}", file=sys.stderr)
         return 2
-    try:
-        cfg = load_site(args.config) if args.config else SiteConfig()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _site_or_none(args.config)
+    if cfg is None:
         return 1
     print(format_rows(equipment_rows(cfg, args.timeout)))
     return 0

@@ -359,3 +359,32 @@ def test_bad_readings_and_dispatch_values_are_refused_or_ignored():
     s.ctrl.update_meter("grid_w", 1000.0)
     s.ctrl.update_meter("grid_w", float("nan"))        # a NaN reading does not replace the last good one
     assert s.ctrl._fresh("grid_w") == 1000.0
+
+
+def test_devices_silent_from_start_count_as_lost_only_after_one_max_age():
+    s = Site(start="2026-06-22T22:00:00+02:00")
+    s.event("comm_loss", device="pcs").run(3)
+    assert "pcs_lost" not in s.alarms                   # start-up grace: devices may answer late
+    s.run(5)
+    assert "pcs_lost" in s.alarms
+
+
+def test_remote_pcs_off_stops_the_pcs_and_on_restarts_it():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(10)
+    s.ctrl.command("pcs_off", True, source="remote")
+    s.run(5)
+    assert not s.cmd.pcs_run and s.flows.pcs_w == 0.0
+    s.ctrl.command("pcs_off", False, source="remote")
+    s.run(5)
+    assert s.cmd.pcs_run and s.flows.pcs_w > 0.0
+
+
+def test_a_remote_reactive_setpoint_is_a_lease_of_its_own_length():
+    s = Site(start="2026-06-22T22:00:00+02:00").run(3)
+    s.ctrl.command("reactive_var", 5000.0, lease_s=4.0, source="remote")
+    s.run(2)
+    assert s.cmd.pcs_reactive_var == 5000.0
+    s.run(4)
+    assert s.cmd.pcs_reactive_var == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        s.ctrl.command("reactive_var", float("nan"))

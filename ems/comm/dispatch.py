@@ -23,7 +23,6 @@ import logging
 import math
 import queue
 import struct
-import time
 from dataclasses import dataclass
 
 import sunspec2.device as ssd
@@ -126,7 +125,8 @@ class SunSpecMap:
             data = struct.pack(fmt, min(max(int(raw), lo), hi))
         self.set_words(p.address, list(struct.unpack(f">{len(data) // 2}H", data)))
 
-    def sf(self, mid: int, point: Point) -> int:
+    @staticmethod
+    def sf(point: Point) -> int:
         return SCALE_FACTORS.get(point.sf, 0) if point.sf else 0
 
     def set_value(self, mid: int, name: str, value: float | None) -> None:
@@ -137,15 +137,19 @@ class SunSpecMap:
         elif p.type == "string":
             self.set_raw(mid, name, value)
         else:
-            self.set_raw(mid, name, round(value / 10 ** self.sf(mid, p)))
+            self.set_raw(mid, name, round(value / 10 ** self.sf(p)))
 
     def decode(self, p: Point, words: list[int]) -> float:
         raw = struct.unpack(_FMT[p.type], struct.pack(f">{p.size}H", *words))[0]
-        return raw * 10 ** self.sf(p.model, p)
+        return raw * 10 ** self.sf(p)
 
     def raw(self, p: Point) -> int:
         off = p.address - self.base
         return struct.unpack(_FMT[p.type], struct.pack(f">{p.size}H", *self.words[off:off + p.size]))[0]
+
+    def value(self, p: Point) -> float:
+        """The point's engineering value as served (raw × 10^scale factor)."""
+        return self.raw(p) * 10 ** self.sf(p)
 
 
 def _limits(fmt: str) -> tuple[int, int]:
@@ -171,7 +175,6 @@ class DispatchServer:
         b = cfg.battery
         self.battery_wh = battery_wh or b.clusters * b.cells_per_cluster * b.cell_capacity_ah * 3.2
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
-        self.accepted_log: list[tuple[float, str, str, float]] = []     # (time, client, point, value), recent
         self._native_img = ProfileImage(self.native)
         spans = [(t, a, n) for t, a, n in self._native_img.spans] + [(HOLDING, SUNSPEC_BASE, len(self.ss.words))]
         self.image = RegisterImage(spans, self._validate)
@@ -225,8 +228,6 @@ class DispatchServer:
         for name, value, command in changes:
             if command is not None:
                 self.commands.put(command)
-            self.accepted_log.append((time.time(), client or "?", name, value))
-            del self.accepted_log[:-1000]
             log.info("dispatch write from %s: %s = %s", client, name, value)
             self.commands.put(("log", client, name, value))
 
@@ -307,16 +308,16 @@ class DispatchServer:
         if written & {"WSetEna", "WSetMod", "WSet", "WSetPct", "WSetRvrtTms"}:
             if ss.raw(pt("WSetEna")) == 1:
                 if ss.raw(pt("WSetMod")) == 1:
-                    w = ss.raw(pt("WSet")) * 10 ** ss.sf(704, pt("WSet"))
+                    w = ss.value(pt("WSet"))
                 else:
-                    w = ss.raw(pt("WSetPct")) * 10 ** ss.sf(704, pt("WSetPct")) / 100.0 * self.rated_w
+                    w = ss.value(pt("WSetPct")) / 100.0 * self.rated_w
                 tms = ss.raw(pt("WSetRvrtTms"))
                 out.append(("704.active_power", w, ("dispatch_w", w, tms or None)))
             else:
                 out.append(("704.active_power", 0.0, ("dispatch_w", None, None)))
         if written & {"VarSetEna", "VarSet", "VarSetRvrtTms", "VarSetMod"}:
             if ss.raw(pt("VarSetEna")) == 1:
-                q = ss.raw(pt("VarSet")) * 10 ** ss.sf(704, pt("VarSet"))
+                q = ss.value(pt("VarSet"))
                 tms = ss.raw(pt("VarSetRvrtTms"))
                 out.append(("704.reactive_power", q, ("reactive_var", q, tms or None)))
             else:
@@ -389,8 +390,7 @@ class DispatchServer:
         ss.set_value(713, "WHAvail", None if soc is None else self.battery_wh * soc / 100.0)
         ss.set_raw(713, "Sta", 2 if any(a >= 40000 for a in alarms) else (1 if alarms else 0))
         ss.set_raw(715, "DERHb", (ss.raw(ss.point(715, "DERHb")) + 1) & 0xFFFFFFFF)
-        wset_rem = ss.point(704, "WSetRvrtRem")
-        ss.set_raw(704, wset_rem.name, round(remaining) if disp else 0)
+        ss.set_raw(704, "WSetRvrtRem", round(remaining) if disp else 0)
         if disp is None and ss.raw(ss.point(704, "WSetEna")) == 1:
             ss.set_raw(704, "WSetEna", 0)          # the lease ran out: the setpoint is no longer enabled
         self.image.set_words(HOLDING, SUNSPEC_BASE, list(ss.words))
@@ -417,7 +417,7 @@ def register_map_markdown() -> str:
               "| model | point | address | type | scale factor | meaning |", "|---|---|---|---|---|---|"]
     for (mid, name), meaning in SUNSPEC_WRITABLE.items():
         p = ss.point(mid, name)
-        sf = f"{p.sf} = {SCALE_FACTORS.get(p.sf, 0)}" if p.sf else ""
+        sf = f"{p.sf} = {ss.sf(p)}" if p.sf else ""
         lines.append(f"| {mid} | {name} | {p.address} | {p.type} | {sf} | {meaning} |")
     return "\n".join(lines) + "\n"
 

@@ -96,6 +96,11 @@ class SiteIo:
                 reads.append((name, reg, reading))
         self._reads = reads
         self._seen: dict[tuple[str, str], float] = {}
+        regs = {role: engine.device(name).profile.registers for role, name in roles.items()}
+        self._pcs_sp = regs["pcs"]["active_power_setpoint_w"] if "pcs" in regs else None
+        q = regs.get("pcs", {}).get("reactive_power_setpoint_var")
+        self._pcs_q = q if q is not None and q.writable else None
+        self._pv_limit = regs["pv_inverter"]["active_power_limit_w"] if "pv_inverter" in regs else None
         self._sent_open: tuple[int, ...] | None = None
         self._open_sent_at_s = -1e18
         self._alive = 0
@@ -118,20 +123,17 @@ class SiteIo:
 
     def actuate(self, cmd, now_s: float) -> None:
         refresh = self.cfg.devices.setpoint_refresh_s
-        pcs = self.roles.get("pcs")
-        if pcs is not None:
-            r = self.engine.device(pcs).profile.registers["active_power_setpoint_w"]
-            sp = min(max(cmd.pcs_setpoint_w, r.min), r.max)
-            self.engine.hold(pcs, "active_power_setpoint_w", round(sp), refresh)
+        if self._pcs_sp is not None:
+            pcs, r = self.roles["pcs"], self._pcs_sp
+            self.engine.hold(pcs, r.name, round(min(max(cmd.pcs_setpoint_w, r.min), r.max)), refresh)
             self.engine.hold(pcs, "run_command", 1 if cmd.pcs_run else 0, refresh)
-            q = self.engine.device(pcs).profile.registers.get("reactive_power_setpoint_var")
-            if q is not None and q.writable:
+            if self._pcs_q is not None:
+                q = self._pcs_q
                 self.engine.hold(pcs, q.name, round(min(max(cmd.pcs_reactive_var, q.min), q.max)), refresh)
-        pv = self.roles.get("pv_inverter")
-        if pv is not None:
-            r = self.engine.device(pv).profile.registers["active_power_limit_w"]
+        if self._pv_limit is not None:
+            r = self._pv_limit
             limit = r.max if cmd.pv_limit_w is None else min(max(cmd.pv_limit_w, r.min), r.max)
-            self.engine.hold(pv, "active_power_limit_w", round(limit), refresh)
+            self.engine.hold(self.roles["pv_inverter"], r.name, round(limit), refresh)
         if self.bms is not None:
             opened = tuple(cmd.open_contactors)
             if opened != self._sent_open or now_s - self._open_sent_at_s >= 1.0:
@@ -147,5 +149,3 @@ class SiteIo:
         self.bms.bus.send(can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(
             {"open_contactors_mask": mask, "fault_reset": 0, "alive_counter": self._alive})))
 
-    def lost_devices(self) -> list[str]:
-        return [row["name"] for row in self.engine.status() if row["status"] != "online"]

@@ -74,6 +74,9 @@ class SimSiteDevices:
         self.bms = SimBmsCan(self.bus)
         self.open_contactors: tuple[int, ...] = ()
         self._next_stack_s = self._next_cells_s = -1e18
+        for img in self.meters.values():          # what the simulated grid holds constant, published once
+            img.publish_many({"phase_a_voltage_v": 230.0, "phase_b_voltage_v": 230.0, "phase_c_voltage_v": 230.0,
+                              "frequency_hz": 50.0})
         self._cmd = self.bms.db.get_message_by_name("EmsCommand")
 
     # ------------------------------------------------------------------ what the EMS sees
@@ -110,9 +113,7 @@ class SimSiteDevices:
             img = self.meters.get(role)
             if img is not None:
                 img.publish_many({"active_power_w": value, "phase_a_active_power_w": value / 3,
-                                  "phase_b_active_power_w": value / 3, "phase_c_active_power_w": value / 3,
-                                  "phase_a_voltage_v": 230.0, "phase_b_voltage_v": 230.0, "phase_c_voltage_v": 230.0,
-                                  "frequency_hz": 50.0})
+                                  "phase_b_active_power_w": value / 3, "phase_c_active_power_w": value / 3})
         st = p.stack
         running = abs(f.pcs_w) > 1.0
         self.pcs.publish_many({"active_power_w": round(f.pcs_w), "reactive_power_var": 0,
@@ -208,7 +209,6 @@ class ProtocolSiteLink(SiteLink):
             self.sim.mute(ev.args["device"], ev.kind == "comm_loss")
 
     def close(self) -> None:
-        self.engine.flush(1.0)           # the last commands (a clean stop's zero power) reach the devices
         self.engine.stop()
         self.bms_bus.shutdown()
         self.sim.close()
