@@ -46,8 +46,10 @@ def main(raw_path: str, out_path: str) -> int:
         if e["kind"] == "simulation":
             print(f"{e['case']:<28} one simulated day at 1 s steps: {e['wall_s']:.1f} s wall")
         elif e["kind"] == "latency":
-            print(f"CAN cell over-voltage → PCS zero-power write at its Modbus server ({e['trials']} trials): "
-                  f"p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms, max {e['max_ms']:.2f} ms")
+            what = ("with the default 200 ms over-voltage filter" if e["case"].endswith("default_filter")
+                    else "comm + control path, filter 0 ms")
+            print(f"CAN cell over-voltage → PCS zero-power write at its Modbus server, {what} ({e['trials']} trials, "
+                  f"{e.get('lost', 0)} lost): p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms, max {e['max_ms']:.2f} ms")
         elif e["kind"] == "throughput":
             print(f"Modbus engine poll throughput (loopback, 22-register reads): {e['requests_per_s']:.0f} requests/s")
         else:

@@ -21,6 +21,10 @@ CELLS_PER_T_FRAME = 6
 _V_SIGNALS = ("cell_a_v", "cell_b_v", "cell_c_v")
 _T_SIGNALS = ("cell_a_degc", "cell_b_degc", "cell_c_degc", "cell_d_degc", "cell_e_degc", "cell_f_degc")
 T_NOT_AVAILABLE_RAW = 0xFF
+# messages whose older / newer variants differ in length: frame ID → accepted lengths. A shorter frame
+# decodes without the newer signals (0x355: the older 4-byte SOC/SOH, the newer adds SOC in 0.01 %); a
+# longer one's padding is ignored (senders that always send 8 bytes).
+VARIANT_LENGTHS = {0x355: (4, 6, 8)}
 
 
 def load_database(name: str = "battery_inverter.dbc") -> cantools.database.Database:
@@ -40,11 +44,13 @@ class FrameDecoder:
         except KeyError:
             self.counters["unknown_id"] += 1
             return None
-        if len(data) != msg.length:
+        n = len(data)
+        if n != msg.length and n not in VARIANT_LENGTHS.get(frame_id, ()):
             self.counters["wrong_length"] += 1
             return None
         try:
-            signals = msg.decode(bytes(data), decode_choices=False, scaling=True)
+            signals = msg.decode(bytes(data[:msg.length]), decode_choices=False, scaling=True,
+                                 allow_truncated=n < msg.length)
         except Exception:                      # cantools raises several types on malformed payloads
             self.counters["malformed"] += 1
             return None

@@ -20,6 +20,11 @@ STACK_MESSAGES = {           # message → timeout, s (the battery sends them ab
     "BatteryProtectionsAlarms": 3.0,
     "BatteryRequestFlags": 3.0,
 }
+OPTIONAL_MESSAGES = {        # sent by some batteries only: supervised once seen, never "lost" before
+    "BatteryAlarmsWarnings": 3.0,
+}
+# 0x35A's two-bit states that mean "active", by sender convention (see the DBC's comment)
+ALARM_35A_ACTIVE = {"sma": (1,), "victron": (1, 2)}
 KEEPALIVE_PERIOD_S = 1.0
 CLUSTER_TIMEOUT_S = 3.0
 # per-cluster table columns (ClusterStatus 0x680 + ClusterLimits 0x6C0)
@@ -33,11 +38,15 @@ def open_bus(interface: str = "virtual", channel: str = "ems0", **kw) -> can.Bus
 
 class BmsCanLink:
     def __init__(self, bus: can.BusABC, cell_v: np.ndarray, cell_t: np.ndarray, fresh: np.ndarray,
-                 timeouts_s: dict[str, float] | None = None, cell_max_age_s: float = 5.0):
+                 timeouts_s: dict[str, float] | None = None, cell_max_age_s: float = 5.0,
+                 alarm_encoding: str = "sma"):
+        if alarm_encoding not in ALARM_35A_ACTIVE:
+            raise ValueError(f"alarm_encoding must be one of {sorted(ALARM_35A_ACTIVE)}, got {alarm_encoding!r}")
+        self.alarm_encoding = alarm_encoding
         self.bus = bus
         self.db = load_database()
         self.cells = CellAssembler(cell_v, cell_t, fresh, self.db)
-        self.timeouts_s = dict(STACK_MESSAGES, **(timeouts_s or {}))
+        self.timeouts_s = dict(STACK_MESSAGES, **OPTIONAL_MESSAGES, **(timeouts_s or {}))
         self.cell_max_age_s = cell_max_age_s
         self.latest: dict[str, tuple[dict, float]] = {}
         self._keepalive = self.db.get_message_by_name("InverterKeepAlive")
@@ -109,7 +118,31 @@ class BmsCanLink:
         return entry[0]
 
     def lost(self, now_s: float) -> set[str]:
-        return {m for m in self.timeouts_s if self.value(m, now_s) is None}
+        """Messages past their timeout; an optional message counts only once it has been received."""
+        return {m for m in self.timeouts_s if self.value(m, now_s) is None
+                and (m not in OPTIONAL_MESSAGES or m in self.latest)}
+
+    def soc_pct(self, now_s: float) -> float | None:
+        """The BMS's SOC: the newer 0x355's 0.01 % value when the battery sends it, else the whole percent."""
+        v = self.value("BatterySocSoh", now_s)
+        if v is None:
+            return None
+        return float(v.get("soc_hires_pct", v["soc_pct"]))
+
+    def flags(self, now_s: float) -> dict[str, str]:
+        """The battery's own active protections, alarms and warnings: flag → "protection" / "alarm" /
+        "warning", from 0x359 (bits) and 0x35A (two-bit states, read per `alarm_encoding`)."""
+        out: dict[str, str] = {}
+        p = self.value("BatteryProtectionsAlarms", now_s)
+        for name, v in (p or {}).items():
+            if name != "module_count" and v:
+                out[name] = "protection" if name.startswith("protection_") else "alarm"
+        a = self.value("BatteryAlarmsWarnings", now_s)
+        active = ALARM_35A_ACTIVE[self.alarm_encoding]
+        for name, v in (a or {}).items():
+            if int(v) in active:
+                out[name] = "alarm" if name.startswith("alarm_") else "warning"
+        return out
 
 
 def _encode_clipped(message, signals: dict) -> bytes:
@@ -141,7 +174,8 @@ class SimBmsCan:
             "BatteryLimits": {"charge_voltage_limit_v": charge_voltage_v, "charge_current_limit_a": charge_limit_a,
                               "discharge_current_limit_a": discharge_limit_a,
                               "discharge_voltage_limit_v": discharge_voltage_v},
-            "BatterySocSoh": {"soc_pct": round(soc_pct), "soh_pct": round(soh_pct)},
+            "BatterySocSoh": {"soc_pct": round(soc_pct), "soh_pct": round(soh_pct),
+                              "soc_hires_pct": min(max(soc_pct, 0.0), 100.0)},
             # the protocol counts charging current as positive: our sign (> 0 discharging) is flipped here
             "BatteryActualValues": {"voltage_v": voltage_v, "current_a": -current_a,
                                     "temperature_degc": temperature_degc},

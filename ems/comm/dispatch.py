@@ -23,18 +23,16 @@ import logging
 import math
 import queue
 import struct
-from dataclasses import dataclass
 
-import sunspec2.device as ssd
 from pymodbus.constants import ExcCodes
 
 from ems import __version__
 from ems.comm.modbus_server import HOLDING, INPUT, ProfileImage, RegisterImage, WriteRefused, decode_write
 from ems.comm.profiles import Profile, shipped_profiles
+from ems.comm.sunspec_layout import SUNSPEC_BASE, Point, chain
 
 log = logging.getLogger("ems.dispatch")
 
-SUNSPEC_BASE = 40000
 MODELS = (1, 701, 702, 704, 713, 715)
 NOT_IMPLEMENTED = {"int16": 0x8000, "uint16": 0xFFFF, "enum16": 0xFFFF, "bitfield16": 0xFFFF, "sunssf": 0x8000,
                    "int32": 0x80000000, "uint32": 0xFFFFFFFF, "enum32": 0xFFFFFFFF, "bitfield32": 0xFFFFFFFF,
@@ -61,39 +59,15 @@ SCALE_FACTORS = {"W_SF": 1, "Var_SF": 1, "Hz_SF": -2, "WSet_SF": 0, "WSetPct_SF"
                  "VarSetPct_SF": -1, "WH_SF": 1, "Pct_SF": -1, "VA_SF": 1, "PF_SF": -3, "A_SF": -1, "V_SF": -1}
 
 
-@dataclass(frozen=True)
-class Point:
-    model: int
-    name: str
-    address: int
-    size: int
-    type: str
-    sf: str | None
-    access: str
-    units: str
-    label: str
-
-
 class SunSpecMap:
     """The SunSpec models' points at their addresses (from pysunspec2's model definitions) and the words
     of the whole block, ready to serve: 'SunS', the models, the end marker."""
 
     def __init__(self, models=MODELS, base: int = SUNSPEC_BASE):
         self.base = base
-        self.models: dict[int, ssd.Model] = {}
-        self.model_addr: dict[int, int] = {}
-        self.points: dict[tuple[int, str], Point] = {}
-        addr = base + 2
-        for mid in models:
-            m = ssd.Model(model_id=mid, model_addr=addr, model_len=0, model_def=ssd.get_model_def(mid))
-            self.models[mid], self.model_addr[mid] = m, addr
-            for name, p in m.points.items():
-                pdef = p.pdef
-                self.points[(mid, name)] = Point(mid, name, addr + p.offset, int(pdef.get("size", 1)), pdef["type"],
-                                                 pdef.get("sf"), pdef.get("access", "R"), pdef.get("units", ""),
-                                                 pdef.get("label", name))
-            addr += m.len
-        self.end = addr + 2                       # after the end marker (0xFFFF, 0)
+        layout = chain(models, base)
+        self.models, self.model_addr, self.points = layout.models, layout.model_addr, layout.points
+        self.end = layout.end                     # after the end marker (0xFFFF, 0)
         self._by_address = {p.address: p for p in self.points.values()}
         self.words = [0] * (self.end - base)
         self.words[0:2] = [0x5375, 0x6E53]        # 'SunS'

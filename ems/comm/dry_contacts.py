@@ -2,8 +2,8 @@
 
 The controller sees debounced, polarity-corrected inputs by name (`ems.control.io_map`: EPO, fire, water,
 SPD, RRCR K1–K4, §14a, ATS and generator feedback …) and drives outputs by name. A backend only moves
-raw levels: `MemoryContacts` for tests and simulation; a Linux GPIO backend (libgpiod) for the board
-belongs here behind the same interface (issue 4, not built yet: no GPIO chip in this sandbox).
+raw levels: `MemoryContacts` for tests and simulation, `gpio_contacts.GpioContacts` (Linux GPIO character
+device through libgpiod) for the board; `make_backend` picks one from `[dry_contacts] backend`.
 
 Polarity: safety loops are often wired normally closed (a broken wire must read as "pressed"), so an
 input can be inverted: raw level 0 then means closed/active.
@@ -41,6 +41,14 @@ class MemoryContacts:
         if unknown:
             raise ValueError(f"unknown dry-contact outputs {sorted(unknown)}; known: {', '.join(DO_NAMES)}")
         self.outputs.update(outputs)
+
+
+def make_backend(dc) -> ContactBackend:
+    """The backend the config's `[dry_contacts]` section asks for."""
+    if dc.backend == "gpio":
+        from ems.comm.gpio_contacts import GpioContacts
+        return GpioContacts(dc.gpio_chip, dc.gpio_lines)
+    return MemoryContacts()
 
 
 class Debouncer:

@@ -110,9 +110,28 @@ class Device:
     values: dict[str, tuple[float | None, float]] = field(default_factory=dict)   # name → (value, at_s)
     blocks: list[Block] = field(default_factory=list)
     _init_done: bool = False
+    _chain_reported: bool = False
+
+    @property
+    def identified(self) -> bool:
+        """The device is the one the profile describes (SunSpec: its model chain matched); always True for
+        profiles without identity registers."""
+        for name, want in self.profile.expected.items():
+            v = self.values.get(name)
+            if v is None or v[0] != want:
+                return False
+        return True
+
+    def sf(self, r: Register) -> float | None:
+        """The latest value of r's scale-factor register (None: not read yet or not applicable)."""
+        if r.scale_factor is None:
+            return None
+        v = self.values.get(r.scale_factor)
+        return None if v is None else v[0]
 
     def __post_init__(self):
         self.blocks = plan_blocks(self.profile)
+        self.init_writes = {**self.profile.init_writes, **self.init_writes}
         for name in self.init_writes:
             if name not in self.profile.registers or not self.profile.registers[name].writable:
                 raise ValueError(f"{self.name}: init write {name!r} is not a writable register of "
@@ -180,6 +199,8 @@ class Channel:
 
     # ------------------------------------------------------------------ requests
     async def _read(self, d: Device, b: Block) -> None:
+        if b.group != "sunspec" and not d.identified:
+            return                  # nothing is read from a device before it is the one the profile maps
         now = time.monotonic()
         d.requests += 1
         try:
@@ -198,18 +219,31 @@ class Channel:
             return
         at = time.monotonic()
         words = rr.registers
-        for r in b.registers:
+        # scale factors first: the values in the same block are decoded with the ones just read
+        for r in sorted(b.registers, key=lambda r: r.scale_factor is not None):
             off = r.address - b.address
             try:
-                value = r.decode(words[off:off + r.count])
+                value = r.decode(words[off:off + r.count], d.sf(r))
             except ValueError:
                 value = None
             d.values[r.name] = (value, at)
+        if b.group == "sunspec" and not d.identified:
+            if not d._chain_reported:
+                log.error("%s: not the device its profile %s maps (SunSpec model chain differs): nothing is "
+                          "read or written", d.name, d.profile.model)
+                d._chain_reported = True
+        else:
+            d._chain_reported = False
         self._ok(d, at)
 
     async def _write(self, d: Device, name: str, value: float) -> bool:
         r = d.profile.registers[name]
-        words = r.encode(value)                # ValueError here is the caller's bug: checked in hold()
+        if not d.identified:
+            return False                       # never write at addresses the device may not have
+        try:
+            words = r.encode(value, d.sf(r))   # range checked in hold(); here only the scale factor can miss
+        except ValueError:
+            return False                       # its scale factor not read yet: the next refresh retries
         d.requests += 1
         try:
             rr = await self.client.write_registers(r.address, words, device_id=d.unit_id)
@@ -391,7 +425,7 @@ class ModbusEngine:
         r = d.profile.registers.get(name)
         if r is None or not r.writable:
             raise ValueError(f"{device}: {name!r} is not a writable register of {d.profile.model}")
-        r.encode(value)                      # range and type checked here, in the caller's thread
+        r.check(value)                       # range and type checked here, in the caller's thread
         key = (device, name)
         h = ch.holds.get(key)
         if h is None:

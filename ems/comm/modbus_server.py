@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -131,17 +131,23 @@ def profile_spans(profile: Profile) -> list[tuple[int, int, int]]:
 
 class ProfileImage(RegisterImage):
     """A device that serves a profile: `publish(name, value)` sets readings; a write to a writable
-    register within its range reaches `on_write(name, value, client)`; anything else is refused."""
+    register within its range reaches `on_write(name, value, client)`; anything else is refused. It
+    serves its profile's identity registers (SunSpec chain) from the start. Registers with a scale
+    factor are published and written in the scale its scale-factor register holds: publish that first."""
 
     def __init__(self, profile: Profile, on_write: Callable[[str, float, str | None], None] | None = None):
         self.profile = profile
         self.on_write = on_write
         self._by_address = {(r.function, r.address): r for r in profile.registers.values()}
         super().__init__(profile_spans(profile), self._validate)
+        self.publish_many(profile.expected)
+
+    def _sf(self, r: Register) -> float | None:
+        return None if r.scale_factor is None else self.value(r.scale_factor)
 
     def publish(self, name: str, value: float | None) -> None:
         r = self.profile.registers[name]
-        self.set_words(r.function, r.address, r.to_words(value))
+        self.set_words(r.function, r.address, r.to_words(value, self._sf(r)))
 
     def publish_many(self, values: dict[str, float | None]) -> None:
         for name, value in values.items():
@@ -149,18 +155,20 @@ class ProfileImage(RegisterImage):
 
     def value(self, name: str) -> float | None:
         r = self.profile.registers[name]
-        return r.decode(self.get_words(r.function, r.address, r.count))
+        return r.decode(self.get_words(r.function, r.address, r.count), self._sf(r))
 
     def _validate(self, table: int, address: int, words: list[int], client: str | None) -> None:
-        decoded = decode_write(self._by_address, table, address, words)
+        decoded = decode_write(self._by_address, table, address, words, self._sf)
         if self.on_write is not None:
             for r, value in decoded:
                 self.on_write(r.name, value, client)
 
 
-def decode_write(by_address: dict, table: int, address: int, words: list[int]) -> list[tuple[Register, float]]:
+def decode_write(by_address: dict, table: int, address: int, words: list[int],
+                 sf_of: Callable[[Register], float | None] = lambda r: None) -> list[tuple[Register, float]]:
     """A write request against a profile's registers ((function, address) → Register): every register it
-    touches must be writable, written whole and within its range, else WriteRefused (nothing applies)."""
+    touches must be writable, written whole and within its range, else WriteRefused (nothing applies).
+    `sf_of(register)`: the scale factor it is written in (SunSpec), None when it has none."""
     decoded: list[tuple[Register, float]] = []
     a = address
     while a < address + len(words):
@@ -170,7 +178,7 @@ def decode_write(by_address: dict, table: int, address: int, words: list[int]) -
         chunk = words[a - address:a - address + r.count]
         if len(chunk) != r.count:
             raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"{r.name}: partial write of a {r.type}")
-        value = r.decode(chunk)
+        value = r.decode(chunk, sf_of(r))
         if value is None or not (r.min <= value <= r.max):
             raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{r.name}: {value} outside {r.min:g} … {r.max:g}")
         decoded.append((r, value))
@@ -187,7 +195,10 @@ class _Handler(ServerRequestHandler):
         if self.transport is not None:
             info = self.transport.get_extra_info("peername")
             peer = info[0] if isinstance(info, tuple) else (str(info) if info else None)
-        token = _CLIENT.set(peer or f"serial:{self.comm_params.host}")
+        if peer is None:                # a serial line: named after its port
+            src = self.comm_params.source_address
+            peer = f"serial:{src[0] if src else self.comm_params.host}"
+        token = _CLIENT.set(peer)
         try:
             await super().handle_request()
         finally:
@@ -195,6 +206,13 @@ class _Handler(ServerRequestHandler):
 
 
 class TcpServer(ModbusTcpServer):
+    def callback_new_connection(self):
+        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
+class SerialServer(ModbusSerialServer):
+    """RTU on a serial port; its requests carry the client "serial:<port>" (a wired line has no address)."""
+
     def callback_new_connection(self):
         return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
@@ -220,6 +238,22 @@ class IoThread:
         """Start a Modbus TCP server for the images (unit ID → image); returns once it listens."""
         async def start():
             server = TcpServer([img.sim_device(uid) for uid, img in devices.items()], address=(host, port))
+            await server.serve_forever(background=True)
+            return server
+        server = self.call(start())
+        self.servers.append(server)
+        return server
+
+    def serve_rtu(self, devices: dict[int, RegisterImage], port: str, baudrate: int = 9600, parity: str = "N",
+                  stopbits: int = 1) -> SerialServer:
+        """Start a Modbus RTU server on a serial port for the images; the port is opened before this returns
+        (a missing or busy port raises OSError here, not later in the I/O thread)."""
+        import serial                   # pyserial: open once to report a bad port at start, clearly
+        serial.Serial(port, baudrate=baudrate, parity=parity, stopbits=stopbits).close()
+
+        async def start():
+            server = SerialServer([img.sim_device(uid) for uid, img in devices.items()], port=port,
+                                  baudrate=baudrate, parity=parity, stopbits=stopbits, reconnect_delay=1.0)
             await server.serve_forever(background=True)
             return server
         server = self.call(start())

@@ -3,6 +3,14 @@
 Adding a device model is adding a file. A profile is validated when it is loaded: every problem (unknown
 type, unit or key, overlapping registers, a writable register without range, a group that is not defined
 …) is reported with the file and the line of the register it concerns.
+
+SunSpec devices: `[device] sunspec_chain = [1, 701, …]` names the models in the order the device serves
+them, and a register gives `point = "704.WSet"` instead of an address: address, type, unit, the
+not-implemented marker and the scale-factor register come from pysunspec2's model definitions
+(`sunspec_layout`). The loader adds the chain's identifying registers (the 'SunS' marker, each model's ID
+and length, the end marker, group "sunspec"); the engine reads and writes nothing else on the device until
+they match (`Profile.expected`), so a device with another model chain is never written at wrong addresses.
+`[device.init_writes]` lists values written once after every connect (e.g. SunSpec's WSetEna).
 """
 from __future__ import annotations
 
@@ -14,6 +22,9 @@ from importlib import resources
 from pathlib import Path
 
 from ems.comm.registers import TYPES, WORD_ORDERS, Register
+from ems.comm.sunspec_layout import REGISTER_TYPES as SUNSPEC_TYPES
+from ems.comm.sunspec_layout import UNITS as SUNSPEC_UNITS
+from ems.comm.sunspec_layout import chain as sunspec_chain
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,7 +35,8 @@ UNITS = {"", "W", "kW", "var", "kvar", "VA", "kVA", "V", "A", "Hz", "Wh", "kWh",
          "ms", "Ah", "kOhm", "pf"}
 KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts", "ems")
 REGISTER_KEYS = {"name", "address", "function", "type", "unit", "scale", "offset", "word_order", "group",
-                 "max_age_s", "invalid", "writable", "min", "max", "description"}
+                 "max_age_s", "invalid", "writable", "min", "max", "description", "point", "scale_factor"}
+SUNSPEC_GROUP_MS = 60_000.0      # the chain's identity is re-read every minute (a swapped device is noticed)
 
 
 class ProfileError(ValueError):
@@ -43,6 +55,8 @@ class Profile:
     registers: dict[str, Register] = field(default_factory=dict)
     merge_gap: int = 0          # unused registers a merged read may span (0: only adjacent registers merge)
     max_block: int = 125        # registers per read request (Modbus allows 125; some devices take fewer)
+    init_writes: dict[str, float] = field(default_factory=dict)   # written once after every connect
+    expected: dict[str, int] = field(default_factory=dict)        # register → value that identifies the device
 
     def block(self, group: str, function: int) -> list[Register]:
         return sorted((r for r in self.registers.values() if r.group == group and r.function == function),
@@ -91,6 +105,12 @@ def load_profile(path: str | Path) -> Profile:
     if not isinstance(max_block, int) or not 2 <= max_block <= 125:
         bad(1, f"[device] max_block {max_block!r} must be an integer 2 … 125")
         max_block = 125
+    layout = None
+    if "sunspec_chain" in dev:
+        try:
+            layout = sunspec_chain([int(m) for m in dev["sunspec_chain"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            bad(1, f"[device] sunspec_chain {dev['sunspec_chain']!r}: not a list of SunSpec model IDs ({exc})")
     groups = {}
     for name, g in data.get("groups", {}).items():
         ms = g.get("interval_ms") if isinstance(g, dict) else None
@@ -110,6 +130,10 @@ def load_profile(path: str | Path) -> Profile:
         for key in raw:
             if key not in REGISTER_KEYS:
                 bad(at(key), f"register {raw.get('name', i)}: unknown key {key!r}")
+        if "point" in raw:
+            raw = _sunspec_register(raw, layout, lambda msg: bad(at("point"), msg))
+            if raw is None:
+                continue
         name, typ, unit = raw.get("name"), raw.get("type"), raw.get("unit", "")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             bad(at("name"), f"register name {name!r} must be lower_snake_case")
@@ -147,7 +171,28 @@ def load_profile(path: str | Path) -> Profile:
             order = "big"
         regs[name] = Register(name, address, function, typ, unit, float(scale), float(raw.get("offset", 0.0)),
                               order, group, float(raw.get("max_age_s", 10.0)), raw.get("invalid"), writable,
-                              lo, hi, line, str(raw.get("description", "")))
+                              lo, hi, line, str(raw.get("description", "")), raw.get("scale_factor"))
+    expected: dict[str, int] = {}
+    if layout is not None:
+        groups.setdefault("sunspec", SUNSPEC_GROUP_MS)
+        for hname, (address, words, value) in layout.headers().items():
+            regs[hname] = Register(hname, address, 3, "u32" if words == 2 else "u16", "", group="sunspec",
+                                   max_age_s=3 * SUNSPEC_GROUP_MS / 1000.0, description="SunSpec chain identity")
+            expected[hname] = value
+    for r in regs.values():
+        sf = regs.get(r.scale_factor) if r.scale_factor else None
+        if r.scale_factor and (sf is None or sf.type != "s16" or sf.function != r.function or sf.scale_factor):
+            bad(r.line, f"register {r.name}: scale_factor {r.scale_factor!r} must name an s16 register of the "
+                        f"same function without a scale factor of its own")
+    init_writes = dev.get("init_writes", {})
+    for n, v in init_writes.items() if isinstance(init_writes, dict) else ():
+        r = regs.get(n)
+        try:
+            if r is None:
+                raise ValueError(f"{n!r} is not a register of this profile")
+            r.check(v)
+        except ValueError as exc:
+            bad(1, f"[device.init_writes] {exc}")
     by_function: dict[int, list[Register]] = {}
     for r in regs.values():
         by_function.setdefault(r.function, []).append(r)
@@ -160,7 +205,33 @@ def load_profile(path: str | Path) -> Profile:
     if problems:
         raise ProfileError(problems)
     return Profile(str(path), kind, dev.get("vendor", ""), dev.get("model", path.stem), groups, regs, merge_gap,
-                   max_block)
+                   max_block, {n: float(v) for n, v in init_writes.items()}, expected)
+
+
+def _sunspec_register(raw: dict, layout, bad) -> dict | None:
+    """A `point = "model.Point"` register filled in from the SunSpec chain (explicit keys still win,
+    e.g. a unit in our own terms); None (after reporting) when the point cannot be resolved."""
+    if layout is None:
+        bad("a SunSpec point needs [device] sunspec_chain")
+        return None
+    try:
+        mid, pname = str(raw["point"]).split(".", 1)
+        p = layout.points[(int(mid), pname)]
+    except (ValueError, KeyError):
+        bad(f"point {raw['point']!r} is not a point of the chain's models (model.Point, e.g. 704.WSet)")
+        return None
+    if p.type not in SUNSPEC_TYPES:
+        bad(f"point {raw['point']!r}: SunSpec type {p.type} is not supported in profiles")
+        return None
+    typ, invalid = SUNSPEC_TYPES[p.type]
+    out = {"address": p.address, "function": 3, "type": typ, "unit": SUNSPEC_UNITS.get(p.units, ""),
+           "word_order": "big"}
+    if invalid is not None:
+        out["invalid"] = invalid
+    if p.sf:
+        out["scale_factor"] = raw.get("scale_factor") or f"m{mid}_{p.sf.lower()}"
+    out.update({k: v for k, v in raw.items() if k != "point"})
+    return out
 
 
 def shipped_profiles() -> dict[str, Profile]:

@@ -1,8 +1,10 @@
 """Modbus register codec: raw 16-bit words ⇄ engineering values, as a device profile describes them.
 
-value = raw × scale (+ offset); 32-bit types span two registers in the profile's word order ("big": high
-word first, the Modbus convention; "little": low word first, common on vendor maps). A raw value equal to
-the register's invalid marker means "not available" and decodes to None (staleness as a value).
+value = raw × scale × 10^sf (+ offset); 32-bit types span two registers in the profile's word order ("big":
+high word first, the Modbus convention; "little": low word first, common on vendor maps). `sf` is the
+value of the register's `scale_factor` register when it has one (SunSpec's sunssf points: the device picks
+its own power of ten) and 0 otherwise. A raw value equal to the register's invalid marker means "not
+available" and decodes to None (staleness as a value); so does a value whose scale factor is not known.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Register:
     max: float | None = None
     line: int = 0                 # where the profile defines it (for error messages)
     description: str = ""
+    scale_factor: str | None = None   # name of the s16 register holding this one's power of ten (SunSpec)
 
     @property
     def count(self) -> int:
@@ -51,28 +54,42 @@ class Register:
         ordered = list(words) if self.word_order == "big" else list(reversed(words))
         return struct.unpack(TYPES[self.type][1], b"".join(w.to_bytes(2, "big") for w in ordered))[0]
 
-    def decode(self, words) -> float | None:
-        """Engineering value of the register's words, None for the invalid marker or a non-finite float."""
+    def _scale(self, sf: float | None) -> float | None:
+        if self.scale_factor is None:
+            return self.scale
+        if sf is None or not -10 <= sf <= 10:       # unknown, or SunSpec's "not implemented" (-32768)
+            return None
+        return self.scale * 10.0 ** int(sf)
+
+    def decode(self, words, sf: float | None = None) -> float | None:
+        """Engineering value of the register's words, None for the invalid marker, a non-finite float or
+        an unknown scale factor (`sf`: the value of this register's scale_factor register)."""
         raw = self._raw_from_words(words)
         if self.invalid is not None and raw == self.invalid:
             return None
         if isinstance(raw, float) and not math.isfinite(raw):
             return None
-        return raw * self.scale + self.offset
+        scale = self._scale(sf)
+        return None if scale is None else raw * scale + self.offset
 
-    def encode(self, value: float) -> list[int]:
-        """Words for a write of `value` (engineering units); ValueError outside the write range or type."""
+    def check(self, value: float) -> None:
+        """ValueError unless `value` may be written to this register (writable, finite, within range)."""
         if not self.writable:
             raise ValueError(f"{self.name} is read-only")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise ValueError(f"{self.name}: {value!r} is not a finite number")
         if not (self.min <= value <= self.max):
             raise ValueError(f"{self.name}: {value:g} {self.unit} outside {self.min:g} … {self.max:g} {self.unit}")
-        return self.to_words(value)
 
-    def to_words(self, value: float | None) -> list[int]:
+    def encode(self, value: float, sf: float | None = None) -> list[int]:
+        """Words for a write of `value` (engineering units); ValueError outside the write range or type."""
+        self.check(value)
+        return self.to_words(value, sf)
+
+    def to_words(self, value: float | None, sf: float | None = None) -> list[int]:
         """Words that carry `value` (no write-range check: a device serving its own readings uses this).
-        None → the invalid marker (or NaN for float32); ValueError when it does not fit the type."""
+        None → the invalid marker (or NaN for float32); ValueError when it does not fit the type or the
+        scale factor is unknown."""
         if value is None:
             if self.type == "float32":
                 value = math.nan
@@ -80,7 +97,10 @@ class Register:
                 raise ValueError(f"{self.name}: no invalid marker to send for 'not available'")
             else:
                 return self._pack(self.invalid)
-        raw = (value - self.offset) / self.scale
+        scale = self._scale(sf)
+        if scale is None:
+            raise ValueError(f"{self.name}: scale factor {self.scale_factor} not known ({sf!r})")
+        raw = (value - self.offset) / scale
         return self._pack(raw)
 
     def _pack(self, raw) -> list[int]:

@@ -130,6 +130,26 @@ ROLE_KINDS = {"grid_meter": "meter", "pv_meter": "meter", "dg_meter": "meter", "
               "pv_inverter": "pv_inverter", "air_conditioner": "air_conditioner"}
 
 
+def _check_gpio_lines(dc, problems: list[Problem]) -> None:
+    """Each GPIO line names a known input or output, once, on a line of its own."""
+    from ems.control.io_map import DO_NAMES, KNOWN_INPUTS
+    names: set[str] = set()
+    offsets: dict[int, str] = {}
+    for i, g in enumerate(dc.gpio_lines):
+        key = f"dry_contacts.gpio_lines[{i}]"
+        if g.name not in KNOWN_INPUTS and g.name not in DO_NAMES:
+            problems.append(Problem(f"{key}.name", g.name, "not a dry-contact input or output; inputs: "
+                                    f"{', '.join(KNOWN_INPUTS)}; outputs: {', '.join(DO_NAMES)}"))
+        elif g.name in names:
+            problems.append(Problem(f"{key}.name", g.name, "wired twice"))
+        names.add(g.name)
+        if g.line in offsets:
+            problems.append(Problem(f"{key}.line", g.line, f"already used by {offsets[g.line]!r}"))
+        offsets.setdefault(g.line, g.name)
+    if dc.backend == "gpio" and not dc.gpio_lines:
+        problems.append(Problem("dry_contacts.gpio_lines", [], "backend 'gpio' needs the lines it is wired to"))
+
+
 def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
     """Device entries name a shipped profile of the right kind; names are unique; one device per role
     (the controller reads one grid meter, one PCS …); an RTU device names its serial port."""
@@ -229,6 +249,7 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
         if name not in KNOWN_INPUTS:
             problems.append(Problem(f"dry_contacts.inverted_inputs[{i}]", name,
                                     f"not an input; known: {', '.join(KNOWN_INPUTS)}"))
+    _check_gpio_lines(cfg.dry_contacts, problems)
     ac = cfg.air_conditioner
     if ac.heating_stop_degc >= ac.cooling_stop_degc:
         problems.append(Problem("air_conditioner.heating_stop_degc", ac.heating_stop_degc,

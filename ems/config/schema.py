@@ -287,10 +287,24 @@ class AirConditioner:
     heating_return_diff_degc: float = spec(5.0, 0.5, 20.0, "degC", "heating restarts at stop point − this")
 
 
+GPIO_BIASES = ("as_is", "pull_up", "pull_down", "disabled")
+
+
+@dataclass
+class GpioLine:
+    name: str = spec("epo", doc="dry-contact input or output (docs/devices.md lists them)")
+    line: int = spec(0, 0, 1023, "", "line offset on the GPIO chip")
+    bias: str = spec("as_is", choices=GPIO_BIASES, doc="input bias (outputs ignore it)")
+
+
 @dataclass
 class DryContacts:
     debounce_ms: float = spec(50.0, 0.0, 10_000.0, "ms", "an input must hold its new level this long")
     inverted_inputs: list = spec([], doc='inputs wired normally closed (open = active), e.g. ["epo"]')
+    backend: str = spec("memory", choices=("memory", "gpio"), doc="gpio on the board (Linux GPIO character "
+                        "device via libgpiod); memory in tests and simulation")
+    gpio_chip: str = spec("/dev/gpiochip0", doc="GPIO character device of the dry-contact lines")
+    gpio_lines: list = spec([], doc="which GPIO line each input and output is wired to", max_items=64, item=GpioLine)
 
 
 @dataclass
@@ -303,6 +317,11 @@ class Dispatch:
     allowed_clients: list = spec(["127.0.0.1", "::1"], doc="client addresses whose writes are accepted "
                                  "(reads are open to every client that can connect)")
     start_remote: bool = spec(False, doc="start in remote mode (the manual's default is local control)")
+    rtu_port: str = spec("", doc="serial device for the same map over Modbus RTU, e.g. /dev/ttyS2 (empty: TCP "
+                         "only); a wired line has no address, so its writes skip allowed_clients")
+    rtu_baudrate: int = spec(9600, 1200, 230400, "baud", "RTU baud rate")
+    rtu_parity: str = spec("N", choices=("N", "E", "O"), doc="RTU parity: none, even, odd")
+    rtu_stopbits: int = spec(1, 1, 2, "", "RTU stop bits")
 
 
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner")
@@ -331,6 +350,8 @@ class Devices:
     can_interface: str = spec("socketcan", doc="BMS CAN: socketcan on the board, virtual in tests",
                               choices=("socketcan", "virtual"))
     can_channel: str = spec("can0", doc="CAN channel of the BMS")
+    can_alarm_encoding: str = spec("sma", choices=("sma", "victron"), doc="how the BMS sets 0x35A's two-bit "
+                                   "flags: sma = 01 raised / 10 cleared; victron = 01 warning / 10 alarm")
     pcs_command_timeout_s: float = spec(10.0, 1.0, 600.0, "s", "written to the PCS: it returns to zero power "
                                         "when no setpoint arrives for this long")
     setpoint_refresh_s: float = spec(1.0, 0.1, 60.0, "s", "setpoints are rewritten this often (well inside the "

@@ -69,7 +69,10 @@ def bypass_params(cfg: SiteConfig) -> BypassParams:
 
 
 class Controller:
-    def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0):
+    def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0,
+                 protection_rows: list | None = None):
+        """`protection_rows`: the protection table (default: `protection_table.default_rows` for the site's
+        cells per cluster)."""
         self.cfg = cfg
         self.clock = clock
         self.tz = ZoneInfo(cfg.site.timezone)
@@ -83,6 +86,7 @@ class Controller:
                            pcs_max_charge_w=cfg.pcs.rated_power_w, pcs_max_discharge_w=cfg.pcs.rated_power_w,
                            ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w),
             bypass=bypass_params(cfg),
+            rows=protection_rows,
             cell_capacity_ah=b.cell_capacity_ah,
         )
         buf = self.fast.buffers

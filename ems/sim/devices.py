@@ -136,7 +136,8 @@ class SimSiteDevices:
             self._next_stack_s = now_s + STACK_PERIOD_S
         if now_s >= self._next_cells_s:
             cell_v, cell_t = st.cell_v.copy(), st.temp_degc.copy()
-            for (cl, k), v in st.cell_fault_v.items():      # a faulty reading, as the BMS reports it
+            # a faulty reading, as the BMS reports it (a snapshot: the latency bench adds one from its thread)
+            for (cl, k), v in tuple(st.cell_fault_v.items()):
                 cell_v[cl, k] = v
             for cl, k in sensor_faults:
                 cell_t[cl, k] = np.nan
@@ -187,7 +188,8 @@ class ProtocolSiteLink(SiteLink):
         self.engine, roles = build_engine(cfg, io)
         self.bms_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
         b = ctrl.fast.buffers
-        self.site_io = SiteIo(cfg, self.engine, roles, BmsCanLink(self.bms_bus, b.cell_v, b.cell_t, b.fresh))
+        self.site_io = SiteIo(cfg, self.engine, roles, BmsCanLink(self.bms_bus, b.cell_v, b.cell_t, b.fresh,
+                                                                       alarm_encoding=devices.can_alarm_encoding))
         self.engine.start()
 
     def _read_devices(self) -> None:

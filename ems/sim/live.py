@@ -97,20 +97,65 @@ def panel(ctrl: Controller, plant: Plant, local: datetime, site: str) -> str:
 
 
 def start_dispatch(cfg: SiteConfig, io: IoThread, out) -> DispatchServer | None:
-    """The SCADA / cloud dispatch server, when enabled; a port that cannot be opened is reported and the
-    site runs on under local control (safe: nobody can dispatch it)."""
+    """The SCADA / cloud dispatch server, when enabled: Modbus TCP, and RTU too when a serial port is set,
+    both serving one register image. A port that cannot be opened is reported and the site runs on without
+    it (safe: nobody can dispatch through it); with neither open, under local control only."""
     d = cfg.dispatch
     if not d.server_enabled:
         return None
     server = DispatchServer(cfg)
+    listening = 0
     try:
         io.serve_tcp({d.unit_id: server.image}, d.host, d.port)
+        out.write(f"dispatch server: modbus tcp {d.host}:{d.port} unit {d.unit_id} (SunSpec at 40000, native map at 0)\n")
+        listening += 1
     except Exception as exc:         # address in use, no permission …
-        print(f"ems run: dispatch server on {d.host}:{d.port} not started ({exc}); local control only",
-              file=sys.stderr)
+        print(f"ems run: dispatch server on {d.host}:{d.port} not started ({exc})", file=sys.stderr)
+    if d.rtu_port:
+        try:
+            io.serve_rtu({d.unit_id: server.image}, d.rtu_port, d.rtu_baudrate, d.rtu_parity, d.rtu_stopbits)
+            out.write(f"dispatch server: modbus rtu {d.rtu_port} {d.rtu_baudrate} {d.rtu_parity}{d.rtu_stopbits} "
+                      f"unit {d.unit_id}\n")
+            listening += 1
+        except Exception as exc:     # no such device, busy, no permission …
+            print(f"ems run: dispatch server on {d.rtu_port} not started ({exc})", file=sys.stderr)
+    if not listening:
+        print("ems run: no dispatch port open: local control only", file=sys.stderr)
         return None
-    out.write(f"dispatch server: modbus tcp {d.host}:{d.port} unit {d.unit_id} (SunSpec at 40000, native map at 0)\n")
     return server
+
+
+class FastPeriod:
+    """One fast-loop period of `ems run`, in the order a board runs it: read the devices, apply dispatch
+    commands, the slow loop when due (with the dispatch server's published values), the fast tick, the
+    explanation, then the actuators. The latency benchmark drives the same object."""
+
+    def __init__(self, cfg: SiteConfig, ctrl: Controller, link, dispatch: DispatchServer | None, clock,
+                 speed: float = 1.0):
+        self.cfg, self.ctrl, self.link, self.dispatch, self.clock, self.speed = cfg, ctrl, link, dispatch, clock, speed
+        self.tz = ZoneInfo(cfg.site.timezone)
+        self.slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
+        self.local: datetime | None = None
+
+    def period(self, n: int) -> float | None:
+        """Run period number `n`; returns the slow loop's duration in s when it ran, else None."""
+        ctrl, dispatch = self.ctrl, self.dispatch
+        self.link.read()
+        if dispatch is not None:
+            dispatch.apply(ctrl)
+        slow_s = None
+        if n % self.slow_every == 0:
+            t_slow = time.monotonic()
+            ctrl.slow_tick()
+            if dispatch is not None:
+                dispatch.publish(ctrl)
+            slow_s = time.monotonic() - t_slow
+        cmd = ctrl.fast_tick(self.cfg.loops.fast_period_ms * self.speed)
+        if n % self.slow_every == 0:
+            ctrl.explain()
+        self.local = self.clock.now().astimezone(self.tz)
+        self.link.actuate(cmd, self.local, self.cfg.loops.fast_period_ms / 1000.0 * self.speed)
+        return slow_s
 
 
 def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
@@ -133,6 +178,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     link = ProtocolSiteLink(plant, ctrl, io) if protocols else SiteLink(plant, ctrl)
     dispatch = start_dispatch(cfg, io, out) if io is not None else None
     tz = ZoneInfo(cfg.site.timezone)
+    loop = FastPeriod(cfg, ctrl, link, dispatch, clock, speed)
     stop = {"flag": False}
 
     def _stop(signum, frame):
@@ -140,7 +186,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     fast_s = cfg.loops.fast_period_ms / 1000.0
-    slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
+    slow_every = loop.slow_every
     start = time.monotonic()
     deadline = start
     next_view = start
@@ -152,21 +198,10 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         while not stop["flag"]:
             if n < capacity:
                 tick_start[n] = time.monotonic()
-            link.read()
-            if dispatch is not None:
-                dispatch.apply(ctrl)
-            if n % slow_every == 0:
-                t_slow = time.monotonic()
-                ctrl.slow_tick()
-                if dispatch is not None:
-                    dispatch.publish(ctrl)
-                if n // slow_every < len(slow_s):
-                    slow_s[n // slow_every] = time.monotonic() - t_slow
-            cmd = ctrl.fast_tick(cfg.loops.fast_period_ms * speed)
-            if n % slow_every == 0:
-                ctrl.explain()
-            local = clock.now().astimezone(tz)
-            link.actuate(cmd, local, fast_s * speed)
+            t_slow = loop.period(n)
+            if t_slow is not None and n // slow_every < len(slow_s):
+                slow_s[n // slow_every] = t_slow
+            local = loop.local
             n += 1
             now = time.monotonic()
             if now >= next_view:

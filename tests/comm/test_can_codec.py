@@ -72,3 +72,25 @@ def test_a_frame_for_a_cluster_outside_the_stack_is_counted_not_written():
         asm.feed(fid, payload, now_s=0.0)
     assert asm.decoder.counters["out_of_stack"] == 3      # cluster 1: 2 voltage frames + 1 temperature frame
     assert np.isfinite(cv).all()
+
+
+def test_both_variants_of_0x355_decode_and_other_lengths_are_refused():
+    d = FrameDecoder()
+    name, old = d.decode(0x355, bytes([61, 0, 98, 0]))                    # older: SOC, SOH only
+    assert name == "BatterySocSoh" and old == {"soc_pct": 61, "soh_pct": 98}
+    _, new = d.decode(0x355, bytes([61, 0, 98, 0]) + (6123).to_bytes(2, "little"))   # newer: + 61.23 %
+    assert new["soc_hires_pct"] == pytest.approx(61.23)
+    _, padded = d.decode(0x355, bytes([61, 0, 98, 0]) + (6123).to_bytes(2, "little") + b"\x00\x00")
+    assert padded["soc_hires_pct"] == pytest.approx(61.23)
+    assert d.decode(0x355, bytes([61, 0, 98])) is None and d.decode(0x355, bytes(5)) is None
+    assert d.counters["wrong_length"] == 2
+
+
+def test_0x35a_carries_two_bits_per_flag_in_the_published_order():
+    # alarms: general raised (01), high voltage cleared (10), cell imbalance raised (bits 24-25);
+    # warnings: low charge temperature raised (index 6: bits 32 + 12)
+    alarms = 0b01 | 0b10 << 2 | 0b01 << 24
+    warnings = 0b01 << 12
+    _, sig = FrameDecoder().decode(0x35A, alarms.to_bytes(4, "little") + warnings.to_bytes(4, "little"))
+    assert sig["alarm_general"] == 1 and sig["alarm_high_voltage"] == 2 and sig["alarm_cell_imbalance"] == 1
+    assert sig["warning_low_charge_temperature"] == 1 and sig["warning_general"] == 0

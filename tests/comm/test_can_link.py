@@ -95,3 +95,52 @@ def test_bad_frames_are_counted_and_never_raise(buses):
     assert lk.poll(now_s=0.0) == 4
     c = lk.counters
     assert c["wrong_length"] == 1 and c["unknown_id"] == 1 and c["ignored"] == 1 and c["out_of_stack"] == 1
+
+
+def _35a(alarms: int, warnings: int = 0) -> can.Message:
+    return can.Message(arbitration_id=0x35A, is_extended_id=False,
+                       data=alarms.to_bytes(4, "little") + warnings.to_bytes(4, "little"))
+
+
+def test_battery_flags_come_from_0x359_bits_and_0x35a_states_per_encoding(buses):
+    ems_bus, bms_bus = buses
+    sma, *_ = link(ems_bus)
+    send_stack(SimBmsCan(bms_bus), protections={"protection_cell_over_voltage": 1, "alarm_high_temperature": 1})
+    bms_bus.send(_35a(0b01 << 2 | 0b10 << 4, 0b10 << 6))       # high V raised, low V "10", warning high T "10"
+    sma.poll(now_s=0.0)
+    assert sma.flags(0.0) == {"protection_cell_over_voltage": "protection", "alarm_high_temperature": "alarm",
+                              "alarm_high_voltage": "alarm"}, "SMA: 10 means cleared"
+    assert sma.flags(5.0) == {}, "stale messages carry no flags"
+
+
+def test_victron_style_0x35a_reads_01_and_10_as_active(buses):
+    ems_bus, bms_bus = buses
+    cv, ct, fresh = np.full((1, 3), np.nan), np.full((1, 3), np.nan), np.zeros((1, 3), np.uint8)
+    lk = BmsCanLink(ems_bus, cv, ct, fresh, alarm_encoding="victron")
+    bms_bus.send(_35a(0b10 << 4 | 0b11 << 8, 0b01 << 6))       # low V alarm, reserved 11 ignored, high T warning
+    lk.poll(now_s=0.0)
+    assert lk.flags(0.0) == {"alarm_low_voltage": "alarm", "warning_high_temperature": "warning"}
+    with pytest.raises(ValueError, match="alarm_encoding"):
+        BmsCanLink(ems_bus, cv, ct, fresh, alarm_encoding="pylon")
+
+
+def test_0x35a_is_supervised_only_once_the_battery_sends_it(buses):
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    send_stack(SimBmsCan(bms_bus))
+    lk.poll(now_s=0.0)
+    assert "BatteryAlarmsWarnings" not in lk.lost(1.0), "a battery without 0x35A is not 'lost'"
+    bms_bus.send(_35a(0))
+    lk.poll(now_s=1.0)
+    assert "BatteryAlarmsWarnings" in lk.lost(5.0)
+
+
+def test_the_bms_soc_prefers_the_newer_high_resolution_value(buses):
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    send_stack(SimBmsCan(bms_bus), soc_pct=61.37)
+    lk.poll(now_s=0.0)
+    assert lk.soc_pct(0.0) == pytest.approx(61.37)
+    bms_bus.send(can.Message(arbitration_id=0x355, is_extended_id=False, data=bytes([40, 0, 99, 0])))
+    lk.poll(now_s=0.5)
+    assert lk.soc_pct(0.5) == 40.0, "an older battery's whole-percent SOC"

@@ -172,3 +172,61 @@ def served_once():
 def test_docs_carry_the_register_map_the_server_serves():
     doc = (Path(__file__).parents[2] / "docs" / "dispatch.md").read_text(encoding="utf-8")
     assert register_map_markdown() in doc, "docs/dispatch.md is stale: run `ems dispatch-map >> …` (see the doc)"
+
+
+def test_the_same_map_is_served_over_rtu_on_a_serial_port(tmp_path):
+    """`[dispatch] rtu_port`: a real pymodbus RTU client on the other end of a serial line reads the SunSpec
+    marker and dispatches; writes from the wired line are accepted (no address to allowlist) and logged."""
+    from pymodbus.client import ModbusSerialClient
+
+    from ems.sim.live import start_dispatch
+    from tests.comm.serial_pair import SerialPair
+    pair = SerialPair()
+    io = IoThread()
+    try:
+        cfg = SiteConfig()
+        port = free_port()
+        cfg = dataclasses.replace(cfg, dispatch=dataclasses.replace(cfg.dispatch, port=port, rtu_port=pair.ports[0],
+                                                                    rtu_baudrate=19200, start_remote=True))
+        out = io_text()
+        srv = start_dispatch(cfg, io, out)
+        assert f"modbus rtu {pair.ports[0]} 19200 N1 unit 1" in out.getvalue()
+        c = ModbusSerialClient(pair.ports[1], baudrate=19200, timeout=1.0)
+        assert c.connect()
+        r = c.read_holding_registers(SUNSPEC_BASE, count=2, device_id=1)
+        assert not r.isError() and r.registers == [0x5375, 0x6E53]               # 'SunS'
+        assert not c.write_registers(1, [0, 15_000], device_id=1).isError()
+        cmds = []
+        while not srv.commands.empty():
+            cmds.append(srv.commands.get())
+        assert ("dispatch_w", 15_000.0, None) in cmds
+        assert ("log", f"serial:{pair.ports[0]}", "active_power_setpoint_w", 15_000.0) in cmds
+        r = c.write_registers(1, [0x7FFF, 0xFFFF], device_id=1)                  # out of range: refused
+        assert r.isError() and r.exception_code == 3
+        c.close()
+    finally:
+        io.stop()
+        pair.close()
+
+
+def test_a_missing_rtu_port_is_reported_and_tcp_still_serves(capsys):
+    from ems.sim.live import start_dispatch
+    io = IoThread()
+    try:
+        port = free_port()
+        cfg = SiteConfig()
+        cfg = dataclasses.replace(cfg, dispatch=dataclasses.replace(cfg.dispatch, port=port,
+                                                                    rtu_port="/dev/ttyEMS-none"))
+        srv = start_dispatch(cfg, io, io_text())
+        assert srv is not None
+        assert "/dev/ttyEMS-none not started" in capsys.readouterr().err
+        m = modbus(port)
+        assert not m.read_holding_registers(SUNSPEC_BASE, count=2, device_id=1).isError()
+        m.close()
+    finally:
+        io.stop()
+
+
+def io_text():
+    import io
+    return io.StringIO()
