@@ -1,5 +1,6 @@
 """The simulated site over loopback protocols: the controller reaches meters, PCS and BMS only through the
 Modbus engine and the CAN link (what `ems run` does)."""
+import dataclasses
 import time
 from datetime import datetime, timezone
 
@@ -52,13 +53,36 @@ def test_controller_runs_the_site_over_modbus_and_can(site):
     assert not [a for a in ctrl.status.active_alarms if a[0] in (4, 5, 7)]
 
 
-def test_a_silent_meter_raises_meter_lost_and_recovers(site):
-    cfg, ctrl, plant, link = site
-    run(ctrl, link, 1.5)
-    link.sim.mute("grid_meter", True)
-    assert run(ctrl, link, 8.0, until=lambda: any(code == 5 for code, _ in ctrl.status.active_alarms))
-    link.sim.mute("grid_meter", False)
-    assert run(ctrl, link, 8.0, until=lambda: not any(code == 5 for code, _ in ctrl.status.active_alarms))
+@pytest.mark.parametrize("device, code", [("grid_meter", 5), ("pcs", 4), ("pv", 21), ("air_conditioner", 22),
+                                          ("bms", 7)])
+def test_each_silent_device_raises_its_comm_alarm_and_recovers(device, code):
+    """Over the real protocols: a Modbus device stops answering (its server goes silent), the BMS stops
+    sending CAN frames; the manual's alarm rises, and clears by itself when the device is back."""
+    io = IoThread()
+    cfg = SiteConfig()
+    cfg = dataclasses.replace(cfg, air_conditioner=dataclasses.replace(cfg.air_conditioner, enabled=True))
+    ctrl = Controller(cfg, RealClock(), max_age_s=2.5)       # inside it: every device's poll (AC: 1 s)
+    plant = Plant(cfg, "clear", "flat", 30_000.0)
+    link = ProtocolSiteLink(plant, ctrl, io)
+
+    def alarmed():
+        return any(c == code for c, _ in ctrl.status.active_alarms)
+    try:
+        run(ctrl, link, 2.0)
+        assert not alarmed()
+        if device == "bms":
+            link.lost.add("bms")
+        else:
+            link.sim.mute(device, True)
+        assert run(ctrl, link, 8.0, until=alarmed)
+        if device == "bms":
+            link.lost.discard("bms")
+        else:
+            link.sim.mute(device, False)
+        assert run(ctrl, link, 10.0, until=lambda: not alarmed())
+    finally:
+        link.close()
+        io.stop()
 
 
 def test_cell_over_voltage_frame_zeroes_the_pcs_over_modbus(site):
