@@ -5,7 +5,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from ems.comm.modbus_client import Device, Link, ModbusEngine, plan_blocks
-from ems.comm.modbus_server import IoThread, ProfileImage
+from ems.comm.modbus_server import ProfileImage
 from ems.comm.profiles import load_profile, shipped_profiles
 from ems.sim.devices import free_port
 
@@ -17,13 +17,6 @@ def wait_for(cond, timeout_s=5.0):
             return True
         time.sleep(0.005)
     return False
-
-
-@pytest.fixture
-def io():
-    t = IoThread()
-    yield t
-    t.stop()
 
 
 @pytest.fixture

@@ -7,18 +7,11 @@ import pytest
 import sunspec2.modbus.client as ss_client
 
 from ems.comm.modbus_client import Device, Link, ModbusEngine
-from ems.comm.modbus_server import IoThread, ProfileImage
+from ems.comm.modbus_server import ProfileImage
 from ems.comm.profiles import ProfileError, load_profile, shipped_profiles
 from ems.comm.site_io import check_role
 from ems.sim.devices import free_port
 from tests.comm.test_modbus_engine import wait_for
-
-
-@pytest.fixture
-def io():
-    t = IoThread()
-    yield t
-    t.stop()
 
 
 def serve(io, profile, **published):
