@@ -15,7 +15,7 @@ def main(raw_path: str, out_path: str) -> int:
     extra = []
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
-        if info.get("kind") in ("simulation", "jitter", "latency", "throughput"):
+        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records"):
             extra.append({**info, "wall_s": bench["stats"]["median"]})
             continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
@@ -50,6 +50,9 @@ def main(raw_path: str, out_path: str) -> int:
                     else "comm + control path, filter 0 ms")
             print(f"CAN cell over-voltage → PCS zero-power write at its Modbus server, {what} ({e['trials']} trials, "
                   f"{e.get('lost', 0)} lost): p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms, max {e['max_ms']:.2f} ms")
+        elif e["kind"] == "records":
+            size = f" (database {e['db_mb_per_year']} MB per year of 5-min data)" if "db_mb_per_year" in e else ""
+            print(f"history {e['case']:<26} {e['wall_s'] * 1e3:8.2f} ms{size}")
         elif e["kind"] == "throughput":
             print(f"Modbus engine poll throughput (loopback, 22-register reads): {e['requests_per_s']:.0f} requests/s")
         else:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ems import __version__
+from ems.records import cli as records_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "loopback Modbus TCP and virtual CAN")
     run.add_argument("--state", type=Path, default=Path(".ems-state/state.json"),
                      help="where SOC counters are saved on stop and restored on start")
+    run.add_argument("--db", type=Path, default=Path(".ems-state/history.sqlite"),
+                     help="history database (alarms, logs, samples; fault recordings in faults/ beside it)")
+    run.add_argument("--no-history", action="store_true", help="record nothing (and no HTTP API)")
 
     simp = sub.add_parser("simulate", help="run a scenario on a virtual clock, as fast as possible")
     simp.add_argument("scenario", type=Path, help="site file with a [simulation] section")
-    simp.add_argument("--out", type=Path, required=True, help="output folder (timeseries.csv, events.jsonl)")
+    simp.add_argument("--out", type=Path, required=True, help="output folder (timeseries.csv, events.jsonl, "
+                      "history.sqlite, faults/)")
 
     cfg = sub.add_parser("config", help="site configuration: check a file, print a template")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
@@ -41,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--config", help="site configuration (TOML)")
     dev.add_argument("--profiles", action="store_true", help="list the shipped device profiles instead")
     dev.add_argument("--timeout", type=float, default=1.0, help="probe time per device, s (0.1 … 30)")
+    dev.add_argument("--db", type=Path, help="list the devices a running site (or a simulation) recorded, with "
+                     "their live status, instead of probing")
+    dev.add_argument("--csv", action="store_true", help="CSV export (with --db)")
+    records_cli.add_parsers(sub)
     return p
 
 
@@ -99,7 +108,7 @@ def _simulate(args) -> int:
     s = simulate(cfg, sim, args.out)
     print(f"{args.scenario}: {s.steps} steps of {sim.step_s:g} s in {s.wall_s:.1f} s wall; "
           f"power balance error ≤ {s.max_balance_error_w:.2g} W; final SOC {s.final_soc_pct:.1f} %; "
-          f"wrote {args.out}/timeseries.csv and events.jsonl")
+          f"wrote {args.out}/timeseries.csv, events.jsonl and history.sqlite")
     return 0
 
 
@@ -127,7 +136,8 @@ def _run(args) -> int:
     if cfg is None:
         return 1
     return run_live(cfg, args.duration, args.speed, state_path=args.state,
-                    protocols=args.speed == 1.0 and not args.direct)
+                    protocols=args.speed == 1.0 and not args.direct,
+                    db_path=None if args.no_history else args.db, config_path=args.config)
 
 
 def _devices(args) -> int:
@@ -136,6 +146,8 @@ def _devices(args) -> int:
     if args.profiles:
         print(format_rows(profile_rows()))
         return 0
+    if args.db is not None:
+        return records_cli.run(args)
     if not 0.1 <= args.timeout <= 30.0:
         print(f"ems devices: --timeout must be 0.1 … 30 s, got {args.timeout}", file=sys.stderr)
         return 2
@@ -165,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "devices":
         return _devices(args)
+    if args.command in ("status", "alarms", "log", "report", "stats", "reset-faults"):
+        return records_cli.run(args)
     build_parser().print_help()
     return 0
 

@@ -364,9 +364,9 @@ def test_bad_readings_and_dispatch_values_are_refused_or_ignored():
 def test_devices_silent_from_start_count_as_lost_only_after_one_max_age():
     s = Site(start="2026-06-22T22:00:00+02:00")
     s.event("comm_loss", device="pcs").run(3)
-    assert "pcs_lost" not in s.alarms                   # start-up grace: devices may answer late
+    assert "pcs_lost/sts_lost" not in s.alarms                   # start-up grace: devices may answer late
     s.run(5)
-    assert "pcs_lost" in s.alarms
+    assert "pcs_lost/sts_lost" in s.alarms
 
 
 def test_remote_pcs_off_stops_the_pcs_and_on_restarts_it():

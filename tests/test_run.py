@@ -7,7 +7,8 @@ import time
 
 def test_ems_run_prints_a_status_line_per_second_when_not_a_terminal(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "2.5", "--speed", "60",
-                           "--state", str(tmp_path / "state.json")], capture_output=True, text=True, timeout=60)
+                           "--state", str(tmp_path / "state.json"), "--no-history"], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "grid" in line]
     assert 2 <= len(lines) <= 4
@@ -18,7 +19,7 @@ def test_ems_run_prints_a_status_line_per_second_when_not_a_terminal(tmp_path):
 
 def test_sigterm_stops_cleanly_with_pcs_at_zero_and_exit_code_0(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ems", "run", "--speed", "10", "--state",
-                             str(tmp_path / "state.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(tmp_path / "state.json"), "--db", str(tmp_path / "h.sqlite")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -47,7 +48,8 @@ def test_run_refuses_a_bad_config_and_bad_arguments(tmp_path):
 def test_saved_state_is_restored_on_the_next_start(tmp_path):
     import json
     state = tmp_path / "state.json"
-    subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.5", "--speed", "600", "--state", str(state)],
+    subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.5", "--speed", "600", "--state", str(state),
+                    "--no-history"],
                    capture_output=True, text=True, timeout=60, check=True)
     data = json.loads(state.read_text())
     # move the saved battery well away from the configured 50 % (how far a short run moves it depends on
@@ -55,8 +57,15 @@ def test_saved_state_is_restored_on_the_next_start(tmp_path):
     data["charge_ah"] = [[q * 1.4 for q in row] for row in data["charge_ah"]]
     saved = data["soc_pct"] * 1.4
     state.write_text(json.dumps(data))
-    p = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.2", "--speed", "1", "--state", str(state)],
-                       capture_output=True, text=True, timeout=60, check=True)
+    db = tmp_path / "history.sqlite"
+    p = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.2", "--speed", "1", "--state", str(state),
+                        "--db", str(db)], capture_output=True, text=True, timeout=60, check=True)
     first = [line for line in p.stdout.splitlines() if "soc" in line][0]
     soc = float(first.split("soc")[1].split("%")[0])
     assert abs(soc - saved) < 0.5 and abs(soc - 50.0) > 0.5
+    # the run over the real protocols recorded its start, stop, live status and equipment list
+    import sqlite3
+    con = sqlite3.connect(db)
+    assert {a for (a,) in con.execute("SELECT action FROM log")} >= {"start", "stop"}
+    assert con.execute("SELECT count(*) FROM devices WHERE protocol LIKE 'modbus%'").fetchone()[0] >= 3
+    assert con.execute("SELECT count(*) FROM live").fetchone()[0] == 1

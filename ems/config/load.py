@@ -303,6 +303,10 @@ def _check_operating_mode(cfg: SiteConfig, problems: list[Problem]) -> None:
                                 f"must be below forced_off_grid_min_soc_pct ({om.forced_off_grid_min_soc_pct:g} %)"))
     if om.mode == "tou" and not om.tou_rules:
         problems.append(Problem("operating_mode.tou_rules", [], "tou mode needs at least one rule"))
+    si = cfg.records.storage_interval_min
+    if si and 60 % si:
+        problems.append(Problem("records.storage_interval_min", si, "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, "
+                                "20, 30 or 60) so samples fall on report boundaries; 0 = no storage"))
 
 
 def site_from_dict(data: dict, source: str = "config") -> SiteConfig:

@@ -359,6 +359,23 @@ class Devices:
 
 
 @dataclass
+class Records:
+    storage_interval_min: int = spec(5, 0, 60, "min", "history sample interval, a divisor of 60; 0 = no storage "
+                                     "(000_… 3.3.3: 5 min)")
+    retention_days: int = spec(180, 0, 36500, "d", "history older than this is deleted; 0 = permanent (000_…: 180)")
+    fault_recording: bool = spec(True, doc="automatically save a fault recording file when a cluster trips (000_…)")
+    fault_recording_s: float = spec(10.0, 1.0, 120.0, "s", "fast-loop data kept before a trip")
+
+
+@dataclass
+class Api:
+    enabled: bool = spec(True, doc="local HTTP JSON API (docs/records.md): history, alarms, parameters, users")
+    host: str = spec("127.0.0.1", doc="address it listens on (0.0.0.0: every interface)")
+    port: int = spec(8080, 1, 65535, "", "TCP port")
+    session_ttl_min: float = spec(480.0, 1.0, 10080.0, "min", "a login token expires this long after its last use")
+
+
+@dataclass
 class SiteConfig:
     site: Site = section(Site)
     loops: Loops = section(Loops)
@@ -386,3 +403,5 @@ class SiteConfig:
     dry_contacts: DryContacts = section(DryContacts)
     dispatch: Dispatch = section(Dispatch)
     devices: Devices = section(Devices)
+    records: Records = section(Records)
+    api: Api = section(Api)

@@ -18,10 +18,11 @@ import numpy as np
 
 from ems._core import layout as L
 from ems.config.schema import SiteConfig
-from ems.control.events import EventLog, cluster_id
+from ems.control.events import EMS_ID, EventLog, cluster_id
 from ems.control.io_map import COMM_ALARMS, DO_NAMES, KNOWN_INPUTS, SAFETY_INPUTS
 from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackShape
 from ems.control.snapshot import Operator, Snapshot
+from ems.records.catalogue import catalogue
 from ems.strategies import build
 from ems.strategies.base import EQ, TARGET, Decision
 from ems.strategies.feed_in_limit import FeedInLimit
@@ -29,7 +30,8 @@ from ems.strategies.feed_in_limit import FeedInLimit
 log = logging.getLogger("ems.controller")
 
 MAX_REQUESTS = 32
-STRATEGY_FAULT_CODE = 5012      # our code for "a strategy raised and was disabled" (EMS range, see docs)
+STRATEGY_FAULT_CODE = 5012      # strategy_fault in the alarm catalogue (our own code)
+CATALOGUE = catalogue()
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Controller:
         self._slots: list[tuple[str, Decision]] = []
         self._comm_lost: set[str] = set()
         self._row_codes: dict[tuple[str, int], set[int]] = {}
+        self._alarm_holders: dict[tuple[int, int], set[str]] = {}   # active (code, device) → who asserts it
         self._prev_prot = None               # cluster trip flags of the last tick (edge detection)
         self._last_strategy = None
         self.commands = Commands()
@@ -165,19 +168,16 @@ class Controller:
             return
         self.di[name] = closed
         if name in SAFETY_INPUTS:
-            code, alarm, _ = SAFETY_INPUTS[name]
-            now = self.clock.now()
+            code, _ = SAFETY_INPUTS[name]
             if closed:
-                self.status.active_alarms[(code, 0x01000000)] = alarm
-                self.events.emit(now, "alarm_raised", code, alarm, detail=f"input {name} closed")
+                self._raise(self.clock.now(), code, EMS_ID, f"input {name} closed")
             else:
-                self.status.active_alarms.pop((code, 0x01000000), None)
-                self.events.emit(now, "alarm_cleared", code, alarm, detail=f"input {name} open")
+                self._clear(self.clock.now(), code, EMS_ID, f"input {name} open")
         self.events.emit(self.clock.now(), "di_changed", None, name, detail="closed" if closed else "open")
 
     def safety_stop(self) -> str | None:
         """The first closed input that stops the PCS (EPO, fire, water), or None."""
-        for name, (_, _, stops) in SAFETY_INPUTS.items():
+        for name, (_, stops) in SAFETY_INPUTS.items():
             if stops and self.di.get(name):
                 return name
         return None
@@ -211,7 +211,7 @@ class Controller:
             self._by_name["soc_calibration"].request(bool(value))
         else:
             raise ValueError(f"unknown command {name!r}")
-        self.events.emit(now, "operation", None, name, detail=f"value={value!r} by {source}")
+        self.events.emit(now, "operation", None, name, detail=f"value={value!r}", user=source)
 
     # ------------------------------------------------------------------ staleness
     def _fresh(self, name: str) -> float | None:
@@ -228,15 +228,13 @@ class Controller:
             states["air_conditioner"] = self._fresh("cabinet_t_degc") is not None
         starting = self.clock.monotonic_s() - self._started_s < self.max_age_s
         for dev, ok in states.items():
-            code, name, dev_id = COMM_ALARMS[dev]
+            code, dev_id = COMM_ALARMS[dev]
             if not ok and dev not in self._comm_lost and not starting:
                 self._comm_lost.add(dev)
-                self.status.active_alarms[(code, dev_id)] = name
-                self.events.emit(now, "alarm_raised", code, name, dev_id, f"no data for {self.max_age_s:g} s")
+                self._raise(now, code, dev_id, f"no data for {self.max_age_s:g} s")
             elif ok and dev in self._comm_lost:
                 self._comm_lost.discard(dev)
-                self.status.active_alarms.pop((code, dev_id), None)
-                self.events.emit(now, "alarm_cleared", code, name, dev_id, "communication restored")
+                self._clear(now, code, dev_id, "communication restored")
 
     # ------------------------------------------------------------------ fast loop
     def fast_tick(self, dt_ms: float) -> Commands:
@@ -315,11 +313,9 @@ class Controller:
         key = (ev.row, ev.cluster)
         have = self._row_codes.get(key, set())
         for code in sorted(want - have):
-            self.status.active_alarms[(code, dev)] = ev.row
-            self.events.emit(now, "alarm_raised", code, ev.row, dev, ev.level_name)
+            self._raise(now, code, dev, f"{ev.row}: {ev.level_name}", label=ev.row, holder=ev.row)
         for code in sorted(have - want):
-            self.status.active_alarms.pop((code, dev), None)
-            self.events.emit(now, "alarm_cleared", code, ev.row, dev, f"now {ev.level_name}")
+            self._clear(now, code, dev, f"{ev.row}: now {ev.level_name}", holder=ev.row)
         self._row_codes[key] = want
 
     # ------------------------------------------------------------------ slow loop
@@ -374,8 +370,8 @@ class Controller:
             except Exception as exc:            # a broken strategy must not take the controller down
                 log.exception("strategy %s failed; disabled", s.name)
                 self.disabled[s.name] = repr(exc)
-                self.status.active_alarms[(STRATEGY_FAULT_CODE, 0x01000000)] = f"strategy_fault:{s.name}"
-                self.events.emit(now, "alarm_raised", STRATEGY_FAULT_CODE, "strategy_fault", detail=f"{s.name}: {exc!r}")
+                self._raise(now, STRATEGY_FAULT_CODE, EMS_ID, f"{s.name}: {exc!r}", label=f"strategy_fault:{s.name}",
+                            holder=s.name)
                 continue
             if d is None:
                 continue
@@ -400,13 +396,47 @@ class Controller:
 
     def _strategy_alarm_events(self, now, strategy: str, active: set) -> None:
         before = self._strategy_alarms.get(strategy, set())
-        for code, name in active - before:
-            self.status.active_alarms[(code, 0x01000000)] = name
-            self.events.emit(now, "alarm_raised", code, name, detail=f"from {strategy}")
-        for code, name in before - active:
-            self.status.active_alarms.pop((code, 0x01000000), None)
-            self.events.emit(now, "alarm_cleared", code, name, detail=f"from {strategy}")
+        for code in sorted(active - before):
+            self._raise(now, code, EMS_ID, f"from {strategy}")
+        for code in sorted(before - active):
+            self._clear(now, code, EMS_ID, f"from {strategy}")
         self._strategy_alarms[strategy] = active
+
+    @property
+    def comm_lost(self) -> frozenset:
+        """Devices whose communication is lost now (grid_meter, pcs, bms, pv, air_conditioner)."""
+        return frozenset(self._comm_lost)
+
+    def external_alarm(self, code: int, active: bool, detail: str = "", device_id: int = EMS_ID) -> None:
+        """An alarm owned outside the control loop (the history recorder's 5014); call on the loop thread."""
+        if active:
+            self._raise(self.clock.now(), code, device_id, detail, holder="external")
+        else:
+            self._clear(self.clock.now(), code, device_id, detail, holder="external")
+
+    def _raise(self, now, code: int, device_id: int, detail: str, label: str | None = None,
+               holder: str = "") -> None:
+        """Raise an alarm once per (code, device): the active list shows `label` (default: the catalogue's
+        name). Several holders may assert one code (two protection rows report 40003); it clears when the
+        last lets go, so the alarm history has one raise and one clear."""
+        key = (code, device_id)
+        holders = self._alarm_holders.setdefault(key, set())
+        first = not holders
+        holders.add(holder)
+        if first:
+            self.status.active_alarms[key] = label or CATALOGUE.name(code)
+            self.events.emit(now, "alarm_raised", code, CATALOGUE.name(code), device_id, detail)
+
+    def _clear(self, now, code: int, device_id: int, detail: str, holder: str = "") -> None:
+        key = (code, device_id)
+        holders = self._alarm_holders.get(key)
+        if not holders or holder not in holders:
+            return
+        holders.discard(holder)
+        if not holders:
+            del self._alarm_holders[key]
+            self.status.active_alarms.pop(key, None)
+            self.events.emit(now, "alarm_cleared", code, CATALOGUE.name(code), device_id, detail)
 
     def _write_requests(self, decisions: list[tuple[str, Decision]]) -> None:
         """Requests into the fast path's slots in priority order; each slot remembers its strategy."""

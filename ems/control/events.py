@@ -22,16 +22,17 @@ def device_hex(device_id: int) -> str:
 
 
 class EventLog:
-    """Collects events and hands each to the sinks (a JSONL file in simulation, the records layer later)."""
+    """Collects events and hands each to the sinks (events.jsonl in a simulation, the history recorder)."""
 
     def __init__(self):
         self.sinks: list[Callable[[dict], None]] = []
         self.recent: list[dict] = []
 
     def emit(self, time: datetime, kind: str, code: int | None = None, name: str = "",
-             device_id: int = EMS_ID, detail: str = "") -> dict:
+             device_id: int = EMS_ID, detail: str = "", user: str = "") -> dict:
+        """`user`: who did it, for operations (a login name, `cli:<os user>`, a Modbus client address)."""
         ev = {"time": time.isoformat(), "kind": kind, "code": code, "name": name,
-              "device_id": device_hex(device_id), "detail": detail}
+              "device_id": device_hex(device_id), "detail": detail, "user": user}
         self.recent.append(ev)
         del self.recent[:-200]
         for sink in self.sinks:

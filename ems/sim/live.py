@@ -131,8 +131,9 @@ class FastPeriod:
     explanation, then the actuators. The latency benchmark drives the same object."""
 
     def __init__(self, cfg: SiteConfig, ctrl: Controller, link, dispatch: DispatchServer | None, clock,
-                 speed: float = 1.0):
+                 speed: float = 1.0, records=None):
         self.cfg, self.ctrl, self.link, self.dispatch, self.clock, self.speed = cfg, ctrl, link, dispatch, clock, speed
+        self.records = records
         self.tz = ZoneInfo(cfg.site.timezone)
         self.slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
         self.local: datetime | None = None
@@ -149,8 +150,12 @@ class FastPeriod:
             ctrl.slow_tick()
             if dispatch is not None:
                 dispatch.publish(ctrl)
+            if self.records is not None:
+                self.records.after_slow_tick()
             slow_s = time.monotonic() - t_slow
         cmd = ctrl.fast_tick(self.cfg.loops.fast_period_ms * self.speed)
+        if self.records is not None:
+            self.records.after_fast_tick()
         if n % self.slow_every == 0:
             ctrl.explain()
         self.local = self.clock.now().astimezone(self.tz)
@@ -160,8 +165,11 @@ class FastPeriod:
 
 def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
              state_path: Path | None = None, pv_profile: str = "cloudy", load_profile: str = "commercial",
-             load_peak_w: float = 80_000.0, probe: dict | None = None, protocols: bool = True) -> int:
+             load_peak_w: float = 80_000.0, probe: dict | None = None, protocols: bool = True,
+             db_path: Path | None = None, config_path: Path | None = None) -> int:
     """probe (benchmarks): a dict that receives 'tick_start_s' and 'slow_s' arrays (monotonic seconds).
+    db_path: the history database (alarms, logs, samples, fault recordings beside it); None: no history.
+    config_path: the site file the HTTP API saves parameter changes to (None: the API cannot change them).
     protocols: reach the simulated devices over loopback Modbus TCP and virtual CAN (the board's code
     path); False keeps the in-process device path of `ems simulate`."""
     out = out or sys.stdout
@@ -178,7 +186,16 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     link = ProtocolSiteLink(plant, ctrl, io) if protocols else SiteLink(plant, ctrl)
     dispatch = start_dispatch(cfg, io, out) if io is not None else None
     tz = ZoneInfo(cfg.site.timezone)
-    loop = FastPeriod(cfg, ctrl, link, dispatch, clock, speed)
+    records = api = None
+    if db_path is not None:
+        from ems.records.site import SiteRecords
+        records = SiteRecords(cfg, ctrl, db_path, wall_clock=time.time,
+                              devices_fn=link.engine.status if protocols else None)
+        records.start()
+        if cfg.api.enabled:
+            from ems.records.api import start_api
+            api = start_api(cfg, db_path, config_path, out, commands=records.commands)
+    loop = FastPeriod(cfg, ctrl, link, dispatch, clock, speed, records)
     stop = {"flag": False}
 
     def _stop(signum, frame):
@@ -226,6 +243,10 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
             io.stop()
         if state_path is not None:
             save_state(ctrl, state_path)
+        if api is not None:
+            api.stop()
+        if records is not None:
+            records.stop()
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if probe is not None:

@@ -148,8 +148,21 @@ class Summary:
     events: int
 
 
+def fresh_history(out: Path) -> Path:
+    """A simulation's history.sqlite (and its fault recordings) start empty on every run."""
+    path = out / "history.sqlite"
+    for p in (path, out / "history.sqlite-wal", out / "history.sqlite-shm"):
+        p.unlink(missing_ok=True)
+    faults = out / "faults"
+    if faults.is_dir():
+        for f in faults.glob("*.csv"):
+            f.unlink()
+    return path
+
+
 def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write: bool = True) -> Summary:
-    """Run a scenario on a virtual clock; write timeseries.csv and events.jsonl into out_dir."""
+    """Run a scenario on a virtual clock; write timeseries.csv, events.jsonl and history.sqlite (alarms, logs,
+    samples, fault recordings under faults/) into out_dir."""
     tz = ZoneInfo(cfg.site.timezone)
     clock = VirtualClock(sim.start)
     log = EventLog()
@@ -161,6 +174,11 @@ def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write
         log.sinks.append(sink)
         fh = open(out / "timeseries.csv", "w", newline="", encoding="utf-8")
     ctrl = Controller(cfg, clock, log)
+    records = None
+    if out is not None and write:
+        from ems.records.site import SiteRecords
+        records = SiteRecords(cfg, ctrl, fresh_history(out), fast_period_s=sim.step_s)
+        records.start()
     plant = Plant(cfg, sim.pv_profile, sim.load_profile, sim.load_peak_w, sim.seed, sim.outside_mean_degc,
                   sim.outside_swing_degc, sim.charger_w)
     link = SiteLink(plant, ctrl)
@@ -182,7 +200,11 @@ def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write
             link.read()
             if n % slow_every == 0:
                 ctrl.slow_tick()
+                if records:
+                    records.after_slow_tick()
             cmd = ctrl.fast_tick(step * 1000.0)
+            if records:
+                records.after_fast_tick()
             if n % slow_every == 0:
                 ctrl.explain()
             local = now.astimezone(tz)
@@ -196,6 +218,8 @@ def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write
                                 *[cmd.outputs[n] for n in DO_NAMES]))
             clock.advance(step)
     finally:
+        if records:
+            records.stop()
         if fh:
             fh.close()
         if sink:

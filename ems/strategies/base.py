@@ -31,7 +31,7 @@ class Decision:
     reason: str
     finished: bool = False       # a one-shot function (forced charge …) reached its exit condition
     outputs: tuple[tuple[str, bool], ...] = ()   # dry-contact outputs this strategy drives: (name, energised)
-    alarms: tuple[tuple[int, str], ...] = ()     # (code, name) this strategy asserts now; the controller raises/clears
+    alarms: tuple[int, ...] = ()                 # codes (alarm catalogue) this strategy asserts now
     pv_limit_w: float | None = None              # PV active power setpoint, if this strategy sets one
     pcs_stop: bool = False                       # shut the PCS down (off-grid stop-ESS)
 

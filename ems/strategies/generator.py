@@ -15,7 +15,7 @@ from __future__ import annotations
 from ems.config.fields import parse_hhmm
 from ems.strategies.base import TARGET, Request, Strategy, decision
 
-GC_FAULT = (25, "GC_Fault")
+GC_FAULT = 25                    # GC_Fault in the alarm catalogue
 
 
 class Generator(Strategy):

@@ -1,0 +1,383 @@
+"""The local HTTP JSON API (aiohttp, in a thread of its own): the history, alarms, logs, reports and
+equipment list the CLI shows; parameters read and changed; operator commands; users and roles.
+
+Why aiohttp: a maintained HTTP server with request-size limits, keep-alive and proper parsing
+(http.server in the standard library is documented as not for production), wheels for aarch64, and it runs
+on its own asyncio loop here, away from the control loop and the Modbus I/O thread.
+
+Every answer is JSON ({"error": …} with a 4xx status on refusal); `?format=csv` exports alarms, logs,
+reports and the device list as CSV. Every change (parameters, commands, users, logins) is written to the
+operation log with the user who made it. docs/records.md lists the routes and the role table.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from ems.config.load import ConfigError
+from ems.records import db as DB
+from ems.records import queries as Q
+from ems.records import reports as R
+from ems.records.auth import (OPERATIONAL_SECTIONS, ROLES, AuthError, Users, allowed, manage_rule)
+from ems.records.catalogue import catalogue
+from ems.records.commands import CommandBridge
+from ems.records.params import apply_changes, current, flatten, section_of
+
+COMMANDS = {   # API command → (controller command, value type)
+    "fault_reset": ("fault_reset", None),
+    "one_click_shutdown": ("one_click_shutdown", bool),
+    "forced_charge": ("forced_charge", bool),
+    "pcs_off": ("pcs_off", bool),
+    "soc_calibration": ("soc_calibration", bool),
+    "generator": ("generator", bool),
+}
+MAX_BODY = 64 * 1024
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def _csv(rows, columns, name: str) -> web.Response:
+    return web.Response(text=Q.to_csv(rows, columns), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+class Api:
+    def __init__(self, db_path: Path, config_path: Path | None, users: Users, commands: CommandBridge | None = None):
+        self.db_path, self.config_path, self.users, self.commands = Path(db_path), config_path, users, commands
+
+    # ------------------------------------------------------------------ plumbing
+    def _db(self) -> sqlite3.Connection:
+        return DB.connect(self.db_path, readonly=True)
+
+    def _log(self, user: str, action: str, detail: str) -> None:
+        con = DB.connect(self.db_path)
+        try:
+            with con:
+                con.execute("INSERT INTO log (t, kind, action, user, device_id, detail) VALUES (?, 'operation', ?, ?, "
+                            "NULL, ?)", (time.time(), action, user, detail))
+        finally:
+            con.close()
+
+    def _who(self, request: web.Request, permission: str) -> tuple[str, str]:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        user, role = self.users.session(token)
+        if not allowed(role, permission):
+            raise AuthError(403, f"role {role} may not {permission.replace('_', ' ')}")
+        return user, role
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AuthError(400, "body must be a JSON object") from None
+        if not isinstance(data, dict):
+            raise AuthError(400, "body must be a JSON object")
+        return data
+
+    @web.middleware
+    async def errors(self, request: web.Request, handler):
+        try:
+            return await handler(request)
+        except AuthError as exc:
+            return _json({"error": str(exc)}, exc.status)
+        except (Q.QueryError, DB.DatabaseError) as exc:
+            return _json({"error": str(exc)}, 400)
+        except ConfigError as exc:
+            return _json({"error": "invalid parameters: nothing was changed",
+                          "problems": [str(p) for p in exc.problems]}, 400)
+        except web.HTTPException:
+            raise
+        except Exception as exc:      # never a crash, never a stack trace to the client
+            import logging
+            logging.getLogger("ems.api").exception("API error on %s %s", request.method, request.path)
+            return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.errors], client_max_size=MAX_BODY)
+        r = app.router
+        r.add_get("/api/health", self.health)
+        r.add_post("/api/setup", self.setup)
+        r.add_post("/api/login", self.login)
+        r.add_post("/api/logout", self.logout)
+        r.add_get("/api/status", self.status)
+        r.add_get("/api/alarms", self.alarms)
+        r.add_get("/api/catalogue", self.catalogue)
+        r.add_get("/api/log", self.log)
+        r.add_get("/api/reports/{kind}", self.report)
+        r.add_get("/api/stats/{period}", self.stats)
+        r.add_get("/api/devices", self.devices)
+        r.add_get("/api/parameters", self.parameters)
+        r.add_patch("/api/parameters", self.change_parameters)
+        r.add_post("/api/commands/{name}", self.command)
+        r.add_get("/api/users", self.list_users)
+        r.add_post("/api/users", self.create_user)
+        r.add_patch("/api/users/{name}", self.modify_user)
+        r.add_delete("/api/users/{name}", self.delete_user)
+        r.add_post("/api/password", self.own_password)
+        return app
+
+    # ------------------------------------------------------------------ open routes
+    async def health(self, request):
+        return _json({"ok": True, "setup_required": self.users.count() == 0})
+
+    async def setup(self, request):
+        body = await self._body(request)
+        self.users.setup(body.get("username"), body.get("password"))
+        self._log(body["username"], "user:setup", "first-run setup: admin created")
+        return _json({"created": body["username"], "role": "admin"}, 201)
+
+    async def login(self, request):
+        body = await self._body(request)
+        name = body.get("username")
+        try:
+            token, role, expires = self.users.login(name, body.get("password"))
+        except AuthError as exc:
+            self._log(str(name)[:64], "login_failed", str(exc))
+            raise
+        self._log(name, "login", f"role {role}")
+        return _json({"token": token, "role": role, "expires": expires})
+
+    async def logout(self, request):
+        user, _ = self._who(request, "read")
+        self.users.logout(request.headers["Authorization"][7:].strip())
+        self._log(user, "logout", "")
+        return _json({"logged_out": user})
+
+    # ------------------------------------------------------------------ reading
+    def _q(self, request, key):
+        v = request.query.get(key)
+        return v if v not in (None, "") else None
+
+    async def status(self, request):
+        self._who(request, "read")
+        con = self._db()
+        try:
+            live = Q.live_status(con)
+            active = Q.alarms(con, active=True)
+        finally:
+            con.close()
+        return _json({"live": live, "active_alarms": active})
+
+    async def alarms(self, request):
+        self._who(request, "read")
+        code = self._q(request, "code")
+        try:
+            code = int(code) if code is not None else None
+        except ValueError:
+            raise AuthError(400, f"code {code!r}: a whole number") from None
+        con = self._db()
+        try:
+            rows = Q.alarms(con, self._q(request, "since"), self._q(request, "until"), code, self._q(request, "level"),
+                            self._q(request, "device"), request.query.get("active") in ("1", "true"))
+        finally:
+            con.close()
+        if request.query.get("format") == "csv":
+            return _csv(rows, Q.ALARM_COLUMNS, "alarms")
+        return _json(rows)
+
+    async def catalogue(self, request):
+        self._who(request, "read")
+        return _json([e.__dict__ for e in catalogue().entries.values()])
+
+    async def log(self, request):
+        self._who(request, "read")
+        con = self._db()
+        try:
+            rows = Q.log_entries(con, self._q(request, "since"), self._q(request, "until"), self._q(request, "kind"),
+                                 self._q(request, "user"))
+        finally:
+            con.close()
+        if request.query.get("format") == "csv":
+            return _csv(rows, Q.LOG_COLUMNS, "log")
+        return _json(rows)
+
+    async def report(self, request):
+        self._who(request, "read")
+        kind, when = request.match_info["kind"], self._q(request, "date")
+        if when is None:
+            raise AuthError(400, "give ?date=YYYY-MM-DD (daily), YYYY-MM (monthly) or YYYY (annual)")
+        con = self._db()
+        try:
+            rows = R.report(con, kind, when, request.query.get("interval", "60m"))
+        finally:
+            con.close()
+        if request.query.get("format") == "csv":
+            return _csv(rows, R.REPORT_COLUMNS, f"report_{kind}_{when}")
+        return _json(rows)
+
+    async def stats(self, request):
+        self._who(request, "read")
+        when = self._q(request, "date")
+        if when is None:
+            raise AuthError(400, "give ?date=YYYY-MM-DD, YYYY-MM or YYYY")
+        con = self._db()
+        try:
+            return _json(R.stats(con, request.match_info["period"], when))
+        finally:
+            con.close()
+
+    async def devices(self, request):
+        self._who(request, "read")
+        con = self._db()
+        try:
+            rows = Q.devices(con)
+        finally:
+            con.close()
+        if request.query.get("format") == "csv":
+            return _csv(rows, Q.DEVICE_COLUMNS, "devices")
+        return _json(rows)
+
+    # ------------------------------------------------------------------ changing
+    async def parameters(self, request):
+        self._who(request, "read")
+        return _json({"file": str(self.config_path) if self.config_path else None,
+                      "parameters": current(self.config_path)})
+
+    async def change_parameters(self, request):
+        user, role = self._who(request, "read")
+        body = await self._body(request)
+        if self.config_path is None:
+            raise AuthError(409, "this controller runs without a site file: parameters cannot be changed here")
+        for key in flatten(body):
+            section = section_of(key)
+            need = "parameters_operational" if section in OPERATIONAL_SECTIONS else "parameters_installation"
+            if not allowed(role, need):
+                raise AuthError(403, f"role {role} may not change [{section}] parameters")
+        _, done = apply_changes(self.config_path, body)
+        for key, old, new in done:
+            self._log(user, "parameter_write", f"{key}: {old!r} → {new!r}")
+        return _json({"saved": [k for k, _, _ in done], "file": str(self.config_path), "restart_required": True})
+
+    async def command(self, request):
+        user, _ = self._who(request, "command")
+        name = request.match_info["name"]
+        if name not in COMMANDS:
+            raise AuthError(404, f"no command {name!r}; known: {', '.join(COMMANDS)}")
+        body = await self._body(request) if request.can_read_body else {}
+        target, kind = COMMANDS[name]
+        value = body.get("value", True)
+        if kind is bool and not isinstance(value, bool):
+            raise AuthError(400, f"{name}: value must be true or false")
+        if self.commands is None:
+            raise AuthError(409, "no controller is running with this API")
+        result = self.commands.submit(target, value, f"api:{user}")
+        return _json({"command": name, "value": value, "result": result}, 200 if result == "done" else 409)
+
+    async def list_users(self, request):
+        self._who(request, "users")
+        return _json(self.users.list())
+
+    async def create_user(self, request):
+        user, role = self._who(request, "users")
+        body = await self._body(request)
+        target_role = body.get("role")
+        if target_role not in ROLES:
+            raise AuthError(400, f"role must be one of {', '.join(ROLES)}")
+        manage_rule(user, role, str(body.get("username")), target_role, "create")
+        self.users.create(body.get("username"), target_role, body.get("password"))
+        self._log(user, "user:create", f"{body['username']} ({target_role})")
+        return _json({"created": body["username"], "role": target_role}, 201)
+
+    async def modify_user(self, request):
+        user, role = self._who(request, "read")
+        name = request.match_info["name"]
+        body = await self._body(request)
+        target_role = self.users.role_of(name)
+        if target_role is None:
+            raise AuthError(404, f"no user {name!r}")
+        if not allowed(role, "users"):
+            raise AuthError(403, f"role {role} may only change its own password (POST /api/password)")
+        manage_rule(user, role, name, target_role, "modify")
+        new_role = body.get("role")
+        if new_role is not None and role != "admin":
+            manage_rule(user, role, name, new_role, "create")    # an installer cannot promote anyone
+            if name == user:
+                raise AuthError(403, "only an admin changes roles")
+        self.users.modify(name, new_role, body.get("password"))
+        changed = [k for k in ("role", "password") if body.get(k) is not None]
+        self._log(user, "user:modify", f"{name}: {', '.join(changed) or 'nothing'}")
+        return _json({"modified": name, "changed": changed})
+
+    async def delete_user(self, request):
+        user, role = self._who(request, "users")
+        name = request.match_info["name"]
+        target_role = self.users.role_of(name)
+        if target_role is None:
+            raise AuthError(404, f"no user {name!r}")
+        if name == user:
+            raise AuthError(409, "a user cannot delete itself")
+        manage_rule(user, role, name, target_role, "delete")
+        self.users.delete(name)
+        self._log(user, "user:delete", name)
+        return _json({"deleted": name})
+
+    async def own_password(self, request):
+        user, _ = self._who(request, "read")
+        body = await self._body(request)
+        if not self.users.verify(user, body.get("old_password")):
+            raise AuthError(403, "old password is wrong")
+        self.users.modify(user, password=body.get("new_password"))
+        self._log(user, "user:password", "own password changed")
+        return _json({"modified": user, "changed": ["password"]})
+
+
+class ApiServer:
+    """The API on its own thread and event loop. `port` 0 picks a free port (tests); `.port` is the real one."""
+
+    def __init__(self, api: Api, host: str, port: int):
+        self.api, self.host, self.port = api, host, port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ems-api", daemon=True)
+        self._thread.start()
+        self._ready.wait(10.0)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._runner = web.AppRunner(self.api.app(), access_log=None)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, self.port)
+            self._loop.run_until_complete(site.start())
+            self.port = self._runner.addresses[0][1]
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    def stop(self) -> None:
+        if self._error is None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5.0)
+
+
+def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: CommandBridge | None) -> ApiServer | None:
+    """`ems run`'s API; a port that cannot be opened is reported and the site runs on without it."""
+    a = cfg.api
+    users = Users(Path(db_path).with_name("auth.sqlite"), a.session_ttl_min * 60.0)
+    try:
+        server = ApiServer(Api(db_path, config_path, users, commands), a.host, a.port)
+    except OSError as exc:
+        import sys
+        print(f"ems run: HTTP API on {a.host}:{a.port} not started ({exc})", file=sys.stderr)
+        return None
+    note = " (first run: POST /api/setup creates the admin)" if users.count() == 0 else ""
+    out.write(f"http api: http://{a.host}:{server.port}/api{note}\n")
+    return server

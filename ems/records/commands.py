@@ -1,0 +1,29 @@
+"""Commands from the HTTP API's thread to the control loop, which carries them out between its ticks."""
+from __future__ import annotations
+
+import queue
+import threading
+
+
+class CommandBridge:
+    """API thread → control loop: the loop carries commands out between its ticks (`drain`)."""
+
+    def __init__(self):
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def submit(self, name: str, value, user: str, timeout_s: float = 3.0) -> str:
+        done, result = threading.Event(), {}
+        self._q.put((name, value, user, done, result))
+        if not done.wait(timeout_s):
+            return "not confirmed: the control loop did not take the command in time"
+        return result.get("result", "")
+
+    def drain(self, ctrl) -> None:
+        while not self._q.empty():
+            name, value, user, done, result = self._q.get_nowait()
+            try:
+                ctrl.command(name, value, source=user)
+                result["result"] = "done"
+            except ValueError as exc:
+                result["result"] = f"refused: {exc}"
+            done.set()

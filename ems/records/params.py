@@ -1,0 +1,87 @@
+"""Parameter reads and changes for the API: a change is validated by the same loader as the site file and
+saved atomically; an invalid change is refused with every problem and changes nothing.
+
+The running controller reads its configuration at start: a saved change takes effect at the next restart
+(the API says so in its answer). The file is rewritten by tomli-w, so comments in it are not kept.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from pathlib import Path
+
+import tomli_w
+
+from ems.config.load import ConfigError, Problem, read_toml, site_from_dict
+from ems.config.schema import SiteConfig
+
+
+def current(path: Path | None) -> dict:
+    """The effective configuration (defaults filled in) as a plain dict."""
+    cfg = site_from_dict({k: v for k, v in read_toml(path).items() if k != "simulation"}, str(path)) if path \
+        else SiteConfig()
+    return dataclasses.asdict(cfg)
+
+
+def flatten(changes: dict) -> dict[str, object]:
+    """{"self_use": {"reserve_soc_pct": 15}} or {"self_use.reserve_soc_pct": 15} → dotted keys."""
+    flat = {}
+    for k, v in changes.items():
+        if isinstance(v, dict) and "." not in k:
+            for k2, v2 in v.items():
+                flat[f"{k}.{k2}"] = v2
+        else:
+            flat[k] = v
+    return flat
+
+
+def apply_changes(path: Path, changes: dict) -> tuple[SiteConfig, list[tuple[str, object, object]]]:
+    """Validate and save. Returns the new configuration and (key, old, new) per change; raises ConfigError
+    (nothing written) when any key is unknown or any value is out of range."""
+    if not isinstance(changes, dict) or not changes:
+        raise ConfigError([Problem("(request)", changes, "give an object of changes, e.g. "
+                                   '{"self_use.reserve_soc_pct": 15}')], "parameters")
+    raw = read_toml(path)
+    new = copy.deepcopy(raw)
+    done = []
+    problems = []
+    for key, value in flatten(changes).items():
+        parts = key.split(".")
+        if len(parts) != 2 or not all(parts):
+            problems.append(Problem(key, value, "key must be section.name (lists are changed as a whole)"))
+            continue
+        section, name = parts
+        table = new.setdefault(section, {})
+        if not isinstance(table, dict):
+            problems.append(Problem(section, table, "not a table"))
+            continue
+        old = table.get(name)
+        table[name] = value
+        done.append((key, old, value))
+    if problems:
+        raise ConfigError(problems, "parameters")
+    cfg = site_from_dict({k: v for k, v in new.items() if k != "simulation"}, "parameters")   # raises on any problem
+    save_atomic(path, new)
+    return cfg, done
+
+
+def save_atomic(path: Path, data: dict) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory: after a power loss the file is
+    either the old or the new one, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        tomli_w.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def section_of(key: str) -> str:
+    return key.split(".", 1)[0]
