@@ -57,6 +57,14 @@ class Api:
     def _db(self) -> sqlite3.Connection:
         return DB.connect(self.db_path, readonly=True)
 
+    def _read(self, fn, *args):
+        """fn(connection, *args) on a read-only connection opened for this request."""
+        con = self._db()
+        try:
+            return fn(con, *args)
+        finally:
+            con.close()
+
     def _log(self, user: str, action: str, detail: str) -> None:
         con = DB.connect(self.db_path)
         try:
@@ -160,13 +168,8 @@ class Api:
 
     async def status(self, request):
         self._who(request, "read")
-        con = self._db()
-        try:
-            live = Q.live_status(con)
-            active = Q.alarms(con, active=True)
-        finally:
-            con.close()
-        return _json({"live": live, "active_alarms": active})
+        return _json({"live": self._read(Q.live_status), "active_alarms": self._read(Q.alarms, None, None, None, None,
+                                                                                           None, True)})
 
     async def alarms(self, request):
         self._who(request, "read")
@@ -175,12 +178,9 @@ class Api:
             code = int(code) if code is not None else None
         except ValueError:
             raise AuthError(400, f"code {code!r}: a whole number") from None
-        con = self._db()
-        try:
-            rows = Q.alarms(con, self._q(request, "since"), self._q(request, "until"), code, self._q(request, "level"),
-                            self._q(request, "device"), request.query.get("active") in ("1", "true"))
-        finally:
-            con.close()
+        rows = self._read(Q.alarms, self._q(request, "since"), self._q(request, "until"), code,
+                          self._q(request, "level"), self._q(request, "device"),
+                          request.query.get("active") in ("1", "true"))
         if request.query.get("format") == "csv":
             return _csv(rows, Q.ALARM_COLUMNS, "alarms")
         return _json(rows)
@@ -191,12 +191,8 @@ class Api:
 
     async def log(self, request):
         self._who(request, "read")
-        con = self._db()
-        try:
-            rows = Q.log_entries(con, self._q(request, "since"), self._q(request, "until"), self._q(request, "kind"),
-                                 self._q(request, "user"))
-        finally:
-            con.close()
+        rows = self._read(Q.log_entries, self._q(request, "since"), self._q(request, "until"),
+                          self._q(request, "kind"), self._q(request, "user"))
         if request.query.get("format") == "csv":
             return _csv(rows, Q.LOG_COLUMNS, "log")
         return _json(rows)
@@ -206,11 +202,7 @@ class Api:
         kind, when = request.match_info["kind"], self._q(request, "date")
         if when is None:
             raise AuthError(400, "give ?date=YYYY-MM-DD (daily), YYYY-MM (monthly) or YYYY (annual)")
-        con = self._db()
-        try:
-            rows = R.report(con, kind, when, request.query.get("interval", "60m"))
-        finally:
-            con.close()
+        rows = self._read(R.report, kind, when, request.query.get("interval", "60m"))
         if request.query.get("format") == "csv":
             return _csv(rows, R.REPORT_COLUMNS, f"report_{kind}_{when}")
         return _json(rows)
@@ -220,19 +212,11 @@ class Api:
         when = self._q(request, "date")
         if when is None:
             raise AuthError(400, "give ?date=YYYY-MM-DD, YYYY-MM or YYYY")
-        con = self._db()
-        try:
-            return _json(R.stats(con, request.match_info["period"], when))
-        finally:
-            con.close()
+        return _json(self._read(R.stats, request.match_info["period"], when))
 
     async def devices(self, request):
         self._who(request, "read")
-        con = self._db()
-        try:
-            rows = Q.devices(con)
-        finally:
-            con.close()
+        rows = self._read(Q.devices)
         if request.query.get("format") == "csv":
             return _csv(rows, Q.DEVICE_COLUMNS, "devices")
         return _json(rows)
