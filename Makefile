@@ -28,12 +28,14 @@ bench: $(STAMP)
 		--benchmark-json=benchmarks/raw.json --benchmark-columns=median,iqr,rounds
 	$(PY) benchmarks/report.py benchmarks/raw.json benchmarks/results.json
 
-# Every example scenario over its full duration (the test suite runs their first hours).
+# Every example scenario over its full duration (the test suite runs their first hours), then the SOC/SOH
+# estimator against the LFP cell plant (14 days × 5 cases, ~1 min; figures in build/validate/soc.json).
 validate: $(STAMP)
 	@for f in examples/*.toml; do \
 		case $$f in *demo_site.toml) continue;; esac; \
 		$(VENV)/bin/ems simulate $$f --out build/validate/$$(basename $$f .toml) || exit 1; \
 	done
+	$(PY) -m validation.soc --json build/validate/soc.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info ems/_core/*.c ems/_core/*.so ems/_core/*.html .pytest_cache .hypothesis

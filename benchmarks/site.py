@@ -25,7 +25,7 @@ def make_site(clusters: int, seed: int = 7) -> FastPath:
     b.cluster_in[:, [L.CL_BMS_CHG_A, L.CL_BMS_DCHG_A, L.CL_RATED_CHG_A, L.CL_RATED_DCHG_A]] = 140.0
     b.cluster_flags[:, L.CLF_CONNECTED] = 1
     b.cluster_flags[:, L.CLF_BALANCE_ALLOWED] = 1
-    b.charge_ah[:] = rng.uniform(130.0, 150.0, (clusters, PACKS))
+    b.cell_soc[:] = rng.uniform(0.46, 0.54, (clusters, CELLS))
     # a priority-ordered request list as the slow loop would leave it
     kinds = [L.REQ_LE, L.REQ_GE, L.REQ_LE, L.REQ_GE, L.REQ_TARGET]
     values = [400e3, -400e3, 300e3, -350e3, -120e3]

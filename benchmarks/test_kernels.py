@@ -44,9 +44,12 @@ def kernel_case(case, fp):
         return lambda: der_k.derate(b.table_f, b.table_i, b.sources, b.cluster_in, b.cluster_flags, b.cluster_prot,
                                     p[L.TP_STACK_MAX_CHG_A], p[L.TP_STACK_MAX_DCHG_A], b.derated, out2)
     if case == "soc":
-        return lambda: soc_k.count(b.cluster_in, b.cluster_flags, b.pack_f, b.capacity_ah, b.charge_ah, DT_MS / 1e3,
-                                   p[L.TP_ETA_CHARGE], p[L.TP_V_FULL], p[L.TP_V_EMPTY], p[L.TP_IDLE_A],
-                                   p[L.TP_CLUSTER_NOMINAL_V], b.soc_pct, b.soc_out, b.anchored, b.stack_soc)
+        # the cell step itself (every call; in the tick it runs once per est_params' step period, 1 s)
+        ep = b.est_params.copy()
+        ep[L.EP_STEP_S] = 0.0
+        return lambda: soc_k.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f,
+                                  b.capacity_ah, p, ep, b.ocv_v, b.cell_soc, b.cell_sig, b.est_state, DT_MS / 1e3,
+                                  b.charge_ah, b.soc_pct, b.soc_out, b.anchored, b.stack_soc)
     if case == "balance":
         def run():
             bal_k.balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], b.agg_f, b.pack_f, b.cluster_flags, p[L.TP_BAL_ON_MV],
@@ -85,10 +88,11 @@ def reference_case(case, fp):
         return lambda: ref.derate(b.table_f, b.table_i, b.sources, b.cluster_in, b.cluster_flags, b.cluster_prot,
                                   p[L.TP_STACK_MAX_CHG_A], p[L.TP_STACK_MAX_DCHG_A])
     if case == "soc":
-        acc = np.zeros((b.cell_v.shape[0], 2))
-        return lambda: ref.soc_step(b.cluster_in, b.cluster_flags, b.pack_f, b.capacity_ah, b.charge_ah.copy(), acc,
-                                    DT_MS / 1e3, p[L.TP_ETA_CHARGE], p[L.TP_V_FULL], p[L.TP_V_EMPTY], p[L.TP_IDLE_A],
-                                    p[L.TP_CLUSTER_NOMINAL_V])
+        ep = b.est_params.copy()
+        ep[L.EP_STEP_S] = 0.0
+        r = ref.SocReference(b.cell_soc, b.cell_sig, b.est_state, np.zeros((b.cell_v.shape[0], 2)))
+        return lambda: r.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f,
+                              b.capacity_ah, p, ep, b.ocv_v, DT_MS / 1e3)
     if case == "balance":
         def run():
             ref.balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], b.agg_f, b.cluster_flags, p[L.TP_BAL_ON_MV],

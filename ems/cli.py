@@ -49,8 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--db", type=Path, help="list the devices a running site (or a simulation) recorded, with "
                      "their live status, instead of probing")
     dev.add_argument("--csv", action="store_true", help="CSV export (with --db)")
+    rep = sub.add_parser("replay-soc", help="run the controller's SOC estimator over a recorded single-cell trace "
+                                            "(CSV t_s,current_a,voltage_v,temp_degc; current > 0 discharging) and "
+                                            "write t_s,soc_pct,soc_bound_pct to stdout")
+    rep.add_argument("input", help="trace CSV ('-' for stdin)")
+    rep.add_argument("--capacity-ah", type=_number(0.0, 1e9, lo_open=True), required=True, help="the cell's capacity, Ah")
+    rep.add_argument("--ocv", help="OCV table CSV soc_pct,ocv_v (default: the shipped LFP table)")
+    rep.add_argument("--initial-soc", type=_number(0.0, 100.0), help="SOC at the first row, %% (default: from the first "
+                     "row's voltage through the OCV table)")
     records_cli.add_parsers(sub)
     return p
+
+
+def _number(lo: float, hi: float, lo_open: bool = False):
+    """An argparse type: a number in [lo, hi] ((lo, hi] with lo_open), with a clear message otherwise."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not ((x > lo if lo_open else x >= lo) and x <= hi):
+            raise argparse.ArgumentTypeError(f"must be {'above' if lo_open else 'at least'} {lo:g}"
+                                             + (f" and at most {hi:g}" if hi < float("inf") else "") + f", got {text}")
+        return x
+    return parse
 
 
 def _core_info(clusters: int) -> int:
@@ -177,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "devices":
         return _devices(args)
+    if args.command == "replay-soc":
+        from ems.estimation.replay import main as replay_main
+        return replay_main(args)
     if args.command in ("status", "alarms", "log", "report", "stats", "reset-faults"):
         return records_cli.run(args)
     build_parser().print_help()

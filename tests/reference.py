@@ -216,52 +216,195 @@ def derate(table_f, table_i, src, cl_in, cl_flags, cl_prot, stack_max_chg_a, sta
 
 
 # ---------------------------------------------------------------- SOC counting
-def soc_step(cl_in, cl_flags, pack_f, cap, q, acc, dt_s, eta, v_full, v_empty, idle_a, v_nom):
-    """Returns (q_new, soc_pct, out, anchored, stack). acc: (C, 2) Ah charged / discharged so far."""
-    i = cl_in[:, L.CL_I][:, None]
-    ok = ~np.isnan(i)
-    dq = np.where(ok, np.where(i > 0, -i, -i * eta) * dt_s / 3600.0, 0.0)
-    acc = acc.copy()
-    ic = cl_in[:, L.CL_I]
-    acc[:, 0] += np.where(~np.isnan(ic) & (ic <= 0), -ic * dt_s / 3600.0, 0.0)
-    acc[:, 1] += np.where(~np.isnan(ic) & (ic > 0), ic * dt_s / 3600.0, 0.0)
-    qn = np.clip(q + dq, 0.0, cap)
-    with np.errstate(invalid="ignore"):
-        full = (pack_f[..., L.PACK_V_MAX] >= v_full) & ~(i > idle_a)
-        empty = ~full & (pack_f[..., L.PACK_V_MIN] <= v_empty) & ~(i < -idle_a)
-    qn = np.where(full, cap, np.where(empty, 0.0, qn))
-    anchored = (full.any(axis=1) * L.ANCHOR_FULL | empty.any(axis=1) * L.ANCHOR_EMPTY).astype(np.uint8)
-    for c in range(qn.shape[0]):
-        frac = np.where(cap[c] > 0, qn[c] / np.where(cap[c] > 0, cap[c], 1.0), 1.0)
-        if cl_flags[c, L.CLF_CHG_PROHIBITED]:
-            shift = min(1.0, float((1.0 - frac[cap[c] > 0]).min(initial=1.0)))
-            if shift > 0:
-                qn[c] = np.clip(qn[c] + shift * cap[c], 0.0, cap[c])
-            anchored[c] |= L.ANCHOR_FULL
-        elif cl_flags[c, L.CLF_DCHG_PROHIBITED]:
-            shift = min(1.0, float(frac[cap[c] > 0].min(initial=1.0)))
-            if shift > 0:
-                qn[c] = np.clip(qn[c] - shift * cap[c], 0.0, cap[c])
-            anchored[c] |= L.ANCHOR_EMPTY
-    soc = np.where(cap > 0, 100.0 * qn / np.where(cap > 0, cap, 1.0), 0.0)
-    out = np.zeros((qn.shape[0], L.SOC_COLS))
-    out[:, L.SOC_MIN] = soc.min(axis=1)
-    out[:, L.SOC_MAX] = soc.max(axis=1)
-    capsum = cap.sum(axis=1)
-    out[:, L.SOC_MEAN] = np.where(capsum > 0, 100.0 * qn.sum(axis=1) / np.where(capsum > 0, capsum, 1), 0.0)
-    out[:, L.SOC_SOE_DCHG_WH] = qn.min(axis=1) * v_nom
-    out[:, L.SOC_SOE_CHG_WH] = (cap - qn).min(axis=1) * v_nom
-    out[:, L.SOC_AH_CHARGED] = acc[:, 0]
-    out[:, L.SOC_AH_DISCHARGED] = acc[:, 1]
-    stack = np.zeros(L.SOC_COLS)
-    stack[L.SOC_MIN] = out[:, L.SOC_MIN].min()
-    stack[L.SOC_MAX] = out[:, L.SOC_MAX].max()
-    stack[L.SOC_MEAN] = 100.0 * qn.sum() / cap.sum() if cap.sum() > 0 else 0.0
-    stack[L.SOC_SOE_DCHG_WH] = out[:, L.SOC_SOE_DCHG_WH].sum()
-    stack[L.SOC_SOE_CHG_WH] = out[:, L.SOC_SOE_CHG_WH].sum()
-    stack[L.SOC_AH_CHARGED] = acc[:, 0].sum()
-    stack[L.SOC_AH_DISCHARGED] = acc[:, 1].sum()
-    return qn, soc, out, anchored, stack, acc
+def _ocv(ocv, s):
+    m = len(ocv)
+    x = np.clip(s, 0.0, 1.0) * (m - 1)
+    j = np.minimum(x.astype(np.intp), m - 2)
+    return ocv[j] + (x - j) * (ocv[j + 1] - ocv[j]), (ocv[j + 1] - ocv[j]) * (m - 1)
+
+
+def _soc_of(ocv, v):
+    return np.interp(v, ocv, np.linspace(0.0, 1.0, len(ocv)))
+
+
+class SocReference:
+    """The SOC estimator (ems/_core/soc.pyx) in NumPy: per-tick accumulation, cell step, roll-up."""
+
+    def __init__(self, cell_soc, cell_sig, state, out_acc):
+        self.soc, self.sig, self.se = cell_soc.copy(), cell_sig.copy(), state.copy()
+        self.acc = out_acc.copy()          # (C, 2): Ah charged, discharged
+        self.out = np.zeros((cell_soc.shape[0], L.SOC_COLS))
+        self.stack = np.zeros(L.SOC_COLS)
+        self.charge_ah = None
+        self.soc_pct = None
+        self.anchored = np.zeros(cell_soc.shape[0], np.uint8)
+
+    def step(self, cell_v, cell_t, fresh, cl_in, cl_flags, agg_i, agg_f, cap, tp, ep, ocv, dt_s):
+        se = self.se
+        C, N = cell_v.shape
+        P = cap.shape[1]
+        i = cl_in[:, L.CL_I] - se[:, L.SE_OFFSET_A]
+        with np.errstate(invalid="ignore"):
+            i = np.where(np.abs(i) <= ep[L.EP_ZERO_A], 0.0, i)
+            nan = np.isnan(i)
+            dch = np.where(~nan & (i > 0), i, 0.0) * dt_s / 3600.0
+            ch = np.where(~nan & (i <= 0), -i, 0.0) * dt_s / 3600.0
+            rest = ~nan & (np.abs(i) <= tp[L.TP_IDLE_A])
+        se[:, L.SE_PEND_UNKNOWN_S] += np.where(nan, dt_s, 0.0)
+        se[:, L.SE_PEND_DCHG_AH] += dch
+        se[:, L.SE_PEND_CHG_AH] += ch
+        self.acc[:, 0] += ch
+        self.acc[:, 1] += dch
+        se[:, L.SE_REST_S] = np.where(rest, se[:, L.SE_REST_S] + dt_s, 0.0)
+        se[:, L.SE_REST_DONE] = np.where(rest, se[:, L.SE_REST_DONE], 0.0)
+        se[:, L.SE_PEND_S] += dt_s
+        self.out[:, L.SOC_AH_CHARGED], self.out[:, L.SOC_AH_DISCHARGED] = self.acc[:, 0], self.acc[:, 1]
+        self.stack[L.SOC_AH_CHARGED], self.stack[L.SOC_AH_DISCHARGED] = self.acc[:, 0].sum(), self.acc[:, 1].sum()
+        if not (se[:, L.SE_PEND_S] >= ep[L.EP_STEP_S]).any():
+            self.anchored[:] = 0
+            return
+        n_per = N // P
+        for c in range(C):
+            self._cell_step(c, cell_v[c], cell_t[c], fresh[c], cl_in[c], cl_flags[c], agg_i[c], agg_f[c], cap[c],
+                            tp, ep, ocv, n_per)
+        self._roll_up(cap, tp, ep, n_per)
+
+    def _cell_step(self, c, v, t, fresh, cl, flags, agg_i, agg_f, cap, tp, ep, ocv, n_per):
+        se = self.se[c]
+        i_now = cl[L.CL_I]
+        dch, ch, ps, pu = se[L.SE_PEND_DCHG_AH], se[L.SE_PEND_CHG_AH], se[L.SE_PEND_S], se[L.SE_PEND_UNKNOWN_S]
+        net = dch - tp[L.TP_ETA_CHARGE] * ch
+        n_old = se[L.SE_NET_SINCE_AH]
+        n_new = n_old + net
+        se[L.SE_NET_AH] += net + se[L.SE_OFFSET_A] * ps / 3600.0
+        se[L.SE_NET_SINCE_AH] = n_new
+        se[L.SE_THRU_AH] += dch + ch
+        hk = ep[L.EP_HYST_AH_FRAC] * cap.mean()
+        h = se[L.SE_HYST]
+        if hk > 0:
+            if dch > 0:
+                h = -1.0 + (h + 1.0) * np.exp(-dch / hk)
+            if ch > 0:
+                h = 1.0 + (h - 1.0) * np.exp(-ch / hk)
+        h = min(max(h, -1.0), 1.0)
+        se[L.SE_HYST] = h
+        known = not np.isnan(i_now)
+        idle, taper = tp[L.TP_IDLE_A], ep[L.EP_TAPER_A]
+        resting = known and se[L.SE_REST_S] >= ep[L.EP_REST_S] and se[L.SE_REST_DONE] == 0
+        knee = known and ep[L.EP_KNEE] > 0 and abs(i_now) > idle
+        full_ok = known and -taper <= i_now <= idle
+        empty_ok = known and -idle <= i_now <= taper
+        hv = ep[L.EP_HYST_V]
+        v_off = h * hv - (i_now * ep[L.EP_R0_OHM] if known else 0.0)
+        r_base = ep[L.EP_SIG_V] ** 2 + (hv * (1 - abs(h))) ** 2 + (0.5 * hv) ** 2
+        ir = abs(i_now * ep[L.EP_R0_OHM]) if known else 0.0
+        r_load = r_base + ir * ir
+        rated = max(cl[L.CL_RATED_CHG_A], cl[L.CL_RATED_DCHG_A])
+        rated = rated if rated > 0 else None
+        capc = np.repeat(cap, n_per)
+        dsoc = net / capc
+        dsig = ((ep[L.EP_GAIN_ERR] + ep[L.EP_CAP_ERR]) * (abs(n_new) - abs(n_old)) + se[L.SE_OFFSET_BOUND_A] * ps / 3600.0
+                + (rated if rated is not None else capc) * pu / 3600.0) / capc
+        s = np.clip(self.soc[c] - dsoc, 0.0, 1.0)
+        g = np.clip(self.sig[c] + dsig, ep[L.EP_SIG_MIN], 1.0)
+        with np.errstate(invalid="ignore"):
+            v_ok = (fresh != 0) & (v >= tp[L.TP_V_LO]) & (v <= tp[L.TP_V_HI])
+            full = v_ok & full_ok & (v >= tp[L.TP_V_FULL] - 2 * ep[L.EP_SIG_V])
+            empty = v_ok & ~full & empty_ok & (v <= tp[L.TP_V_EMPTY] + 2 * ep[L.EP_SIG_V])
+            vc = v - v_off
+            t_ok = (t >= tp[L.TP_T_LO]) & (t <= tp[L.TP_T_HI]) & (t >= ep[L.EP_T_MIN]) & (t <= ep[L.EP_T_MAX])
+            if resting:
+                band = (vc <= ep[L.EP_REST_V_LO]) | (vc >= ep[L.EP_REST_V_HI])
+            elif knee:
+                band = (vc + ir <= ep[L.EP_KNEE_V_LO]) | (vc - ir >= ep[L.EP_KNEE_V_HI])
+            else:
+                band = np.zeros_like(v_ok)
+        upd = v_ok & ~full & ~empty & t_ok & band
+        r_var = r_base if resting else r_load
+        kinds = 0
+        sums = [0.0, 0.0, 0.0]
+        if full.any():
+            kinds |= L.ANCHOR_FULL
+            sums = [sums[0] + full.sum(), sums[1] + full.sum(), sums[2] + full.sum() * ep[L.EP_SIG_FULL] ** 2]
+        if empty.any():
+            kinds |= L.ANCHOR_EMPTY
+            sums = [sums[0] + empty.sum(), sums[1], sums[2] + empty.sum() * ep[L.EP_SIG_EMPTY] ** 2]
+        if upd.any():
+            x0, var = s[upd], g[upd] ** 2
+            xi = _soc_of(ocv, vc[upd])
+            for _ in range(3):
+                o, hh = _ocv(ocv, xi)
+                hh = np.maximum(hh, 1e-6)
+                k = var * hh / (hh * hh * var + r_var)
+                xi = np.clip(x0 + k * (vc[upd] - o - hh * (x0 - xi)), 0.0, 1.0)
+            post = np.maximum((1 - k * hh) * var, 0.0)
+            sm = _soc_of(ocv, vc[upd])
+            hm = np.maximum(_ocv(ocv, sm)[1], 1e-6)
+            s[upd] = xi
+            g[upd] = np.maximum(np.sqrt(post), np.sqrt(r_var) / hm)
+            kinds |= L.ANCHOR_OCV if resting else L.ANCHOR_KNEE
+            sums = [sums[0] + upd.sum(), sums[1] + sm.sum(), sums[2] + (r_var / hm ** 2).sum()]
+        s = np.where(full, 1.0, np.where(empty, 0.0, s))
+        g = np.where(full, ep[L.EP_SIG_FULL], np.where(empty, ep[L.EP_SIG_EMPTY], g))
+        g = np.maximum(g, ep[L.EP_SIG_MIN])
+        N = len(s)
+        mx = agg_i[L.AGG_V_MAX_CELL]
+        if flags[L.CLF_CHG_PROHIBITED] and known and i_now <= idle and 0 <= mx < N:
+            s = np.clip(s + (1.0 - s[mx]), 0.0, 1.0)
+            g = np.maximum(np.minimum(g, ep[L.EP_SIG_SHIFT]), ep[L.EP_SIG_MIN])
+            s[mx], g[mx] = 1.0, max(ep[L.EP_SIG_FULL], ep[L.EP_SIG_MIN])
+            kinds |= L.ANCHOR_FULL
+            sums = [1.0, 1.0, ep[L.EP_SIG_FULL] ** 2]
+        mn = agg_i[L.AGG_V_MIN_CELL]
+        if flags[L.CLF_DCHG_PROHIBITED] and known and i_now >= -idle and 0 <= mn < N:
+            s = np.clip(s - s[mn], 0.0, 1.0)
+            g = np.maximum(np.minimum(g, ep[L.EP_SIG_SHIFT]), ep[L.EP_SIG_MIN])
+            s[mn], g[mn] = 0.0, max(ep[L.EP_SIG_EMPTY], ep[L.EP_SIG_MIN])
+            kinds |= L.ANCHOR_EMPTY
+            sums = [1.0, 0.0, ep[L.EP_SIG_EMPTY] ** 2]
+        self.soc[c], self.sig[c] = s, g
+        if sums[0] > 0:
+            se[L.SE_ANCHOR_SEQ] += 1
+            se[L.SE_ANCHOR_SOC], se[L.SE_ANCHOR_VAR] = sums[1] / sums[0], sums[2] / sums[0]
+            se[L.SE_ANCHOR_NET_AH], se[L.SE_ANCHOR_KIND] = se[L.SE_NET_AH], kinds
+            se[L.SE_THRU_AH] = se[L.SE_NET_SINCE_AH] = 0.0
+        self.anchored[c] = kinds
+        if resting:
+            se[L.SE_REST_DONE] = 1.0
+        vmean = agg_f[L.AGG_V_MEAN]
+        if (known and not np.isnan(se[L.SE_PREV_I]) and not np.isnan(vmean) and not np.isnan(se[L.SE_PREV_V])
+                and ps <= 2.0 and abs(i_now - se[L.SE_PREV_I]) >= ep[L.EP_R_STEP_A]):
+            r = -(vmean - se[L.SE_PREV_V]) / (i_now - se[L.SE_PREV_I])
+            if r > 0:
+                se[L.SE_R_SEQ] += 1
+                se[L.SE_R_OHM] = r
+        se[L.SE_PREV_I], se[L.SE_PREV_V] = i_now, vmean
+        se[[L.SE_PEND_DCHG_AH, L.SE_PEND_CHG_AH, L.SE_PEND_S, L.SE_PEND_UNKNOWN_S]] = 0.0
+
+    def _roll_up(self, cap, tp, ep, n_per):
+        C, N = self.soc.shape
+        P = cap.shape[1]
+        s = self.soc.reshape(C, P, n_per)
+        g = self.sig.reshape(C, P, n_per)
+        pack = s.mean(axis=2)
+        self.soc_pct = 100.0 * pack
+        self.charge_ah = pack * cap
+        o = self.out
+        capsum = cap.sum(axis=1)
+        o[:, L.SOC_MIN] = 100.0 * self.soc.min(axis=1)
+        o[:, L.SOC_MAX] = 100.0 * self.soc.max(axis=1)
+        o[:, L.SOC_MEAN] = 100.0 * (pack * cap).sum(axis=1) / capsum
+        v_nom = tp[L.TP_CLUSTER_NOMINAL_V]
+        o[:, L.SOC_SOE_DCHG_WH] = np.maximum((s * cap[..., None]).min(axis=(1, 2)), 0.0) * v_nom
+        o[:, L.SOC_SOE_CHG_WH] = np.maximum(((1 - s) * cap[..., None]).min(axis=(1, 2)), 0.0) * v_nom
+        o[:, L.SOC_BOUND] = np.minimum(100.0 * ep[L.EP_BOUND_K] * (g.mean(axis=2) * cap).sum(axis=1) / capsum, 100.0)
+        o[:, L.SOC_BOUND_MAX] = np.minimum(100.0 * ep[L.EP_BOUND_K] * self.sig.max(axis=1), 100.0)
+        st = self.stack
+        st[L.SOC_MIN], st[L.SOC_MAX] = o[:, L.SOC_MIN].min(), o[:, L.SOC_MAX].max()
+        st[L.SOC_MEAN] = (o[:, L.SOC_MEAN] * capsum).sum() / capsum.sum()
+        st[L.SOC_SOE_DCHG_WH], st[L.SOC_SOE_CHG_WH] = o[:, L.SOC_SOE_DCHG_WH].sum(), o[:, L.SOC_SOE_CHG_WH].sum()
+        st[L.SOC_BOUND] = (o[:, L.SOC_BOUND] * capsum).sum() / capsum.sum()
+        st[L.SOC_BOUND_MAX] = o[:, L.SOC_BOUND_MAX].max()
 
 
 # ---------------------------------------------------------------- balancing and bypass
@@ -389,8 +532,10 @@ class ReferenceTick:
         self.b = b
         C, P = b.capacity_ah.shape
         self.prot = ProtectionState(b.table_f.shape[0], C)
-        self.q = b.charge_ah.copy()
-        self.acc = np.zeros((C, 2))
+        self.soc = SocReference(b.cell_soc, b.cell_sig, b.est_state,
+                                b.soc_out[:, [L.SOC_AH_CHARGED, L.SOC_AH_DISCHARGED]])
+        self.soc.soc_pct, self.soc.charge_ah = b.soc_pct.copy(), b.charge_ah.copy()   # results until the next step
+        self.soc.out[:], self.soc.stack[:] = b.soc_out, b.stack_soc
         self.balancing = b.balancing.copy()
         self.bypass = b.bypass.copy()
         self.setpoint_w = 0.0
@@ -402,9 +547,10 @@ class ReferenceTick:
         dt_s = dt_ms * 1e-3
         cl_f, cl_i, pack_f, pack_i, stk_f, stk_i = aggregate(b.cell_v, b.cell_t, b.fresh, P, p[L.TP_V_LO],
                                                              p[L.TP_V_HI], p[L.TP_T_LO], p[L.TP_T_HI])
-        self.q, soc, soc_out, anchored, stack_soc, self.acc = soc_step(
-            b.cluster_in, b.cluster_flags, pack_f, b.capacity_ah, self.q, self.acc, dt_s, p[L.TP_ETA_CHARGE],
-            p[L.TP_V_FULL], p[L.TP_V_EMPTY], p[L.TP_IDLE_A], p[L.TP_CLUSTER_NOMINAL_V])
+        r = self.soc
+        r.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, cl_i, cl_f, b.capacity_ah, p,
+               b.est_params, b.ocv_v, dt_s)
+        soc, soc_out, anchored, stack_soc = r.soc_pct, r.out.copy(), r.anchored.copy(), r.stack.copy()
         src = sources(cl_f, cl_i, b.cluster_in, soc_out)
         n_changed = protection_step(b.table_f, b.table_i, src, b.cluster_in, p[L.TP_IDLE_A], dt_ms,
                                     p[L.TP_TRIP_DELAY_MS], reset, self.prot)
@@ -430,7 +576,7 @@ class ReferenceTick:
                                             np.where(ok, derated[:, 1] * vv, 0.0), soc_out[:, L.SOC_SOE_CHG_WH],
                                             soc_out[:, L.SOC_SOE_DCHG_WH], online)
         return dict(agg_f=cl_f, agg_i=cl_i, pack_f=pack_f, pack_i=pack_i, stack_f=stk_f, stack_i=stk_i,
-                    charge_ah=self.q, soc_pct=soc, soc_out=soc_out, anchored=anchored, stack_soc=stack_soc,
+                    charge_ah=r.charge_ah, soc_pct=soc, soc_out=soc_out, cell_soc=r.soc, cell_sig=r.sig, anchored=anchored, stack_soc=stack_soc,
                     sources=src, prot_bits=self.prot.bits, prot_level=self.prot.level,
                     cluster_prot=self.prot.cl_prot, derated=derated, balancing=self.balancing,
                     balance_count=bal_count, bypass=self.bypass, bypass_denied=denied, req_status=status,

@@ -209,7 +209,7 @@ def test_unknown_commands_and_inputs_are_refused():
 def test_a_soc_calibration_cycle_anchors_the_counting_at_full_and_returns():
     s = Site(start="2026-06-22T22:00:00+02:00", pv="none", battery={"initial_soc_pct": 80.0},
              soc_calibration={"charge_power_w": 100e3, "discharge_power_w": 60e3}).run(5)
-    s.ctrl.fast.buffers.charge_ah[:] *= 0.9         # the estimate has drifted 8 points low
+    s.ctrl.fast.buffers.cell_soc[:] *= 0.9          # the estimate has drifted 8 points low
     s.run(2)
     drift = s.plant.stack.true_soc_pct() - s.ctrl.fast.buffers.stack_soc[L.SOC_MEAN]
     assert drift > 7.0

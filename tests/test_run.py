@@ -54,8 +54,8 @@ def test_saved_state_is_restored_on_the_next_start(tmp_path):
     data = json.loads(state.read_text())
     # move the saved battery well away from the configured 50 % (how far a short run moves it depends on
     # the time of day the test runs at), keeping the file exactly as `ems run` wrote it otherwise
-    data["charge_ah"] = [[q * 1.4 for q in row] for row in data["charge_ah"]]
-    saved = data["soc_pct"] * 1.4
+    data["cell_soc"] = [[min(s * 1.4, 1.0) for s in row] for row in data["cell_soc"]]
+    saved = 100.0 * sum(map(sum, data["cell_soc"])) / sum(map(len, data["cell_soc"]))
     state.write_text(json.dumps(data))
     db = tmp_path / "history.sqlite"
     p = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "1.2", "--speed", "1", "--state", str(state),

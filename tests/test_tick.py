@@ -126,7 +126,7 @@ def test_full_tick_matches_the_composed_reference(data):
         reset = data.draw(st.booleans())
         sp = fp.tick(dt, reset)
         w = want.run(dt, reset)
-        for name in ("agg_f", "pack_f", "stack_f", "charge_ah", "soc_pct", "soc_out", "stack_soc", "sources",
+        for name in ("agg_f", "pack_f", "stack_f", "charge_ah", "soc_pct", "soc_out", "stack_soc", "cell_soc", "cell_sig", "sources",
                      "derated", "cluster_w"):
             assert_allclose(getattr(b, name), w[name], rtol=1e-9, atol=1e-6, equal_nan=True, err_msg=name)
         for name in ("agg_i", "pack_i", "stack_i", "anchored", "prot_bits", "prot_level", "cluster_prot",

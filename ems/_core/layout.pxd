@@ -166,12 +166,69 @@ cpdef enum:
     SOC_SOE_CHG_WH = 4       # energy the string can still absorb (fullest pack)
     SOC_AH_CHARGED = 5       # float64 throughput accumulators, Ah, since start
     SOC_AH_DISCHARGED = 6
-    SOC_COLS = 7
+    SOC_BOUND = 7            # uncertainty bound of SOC_MEAN, ± percentage points
+    SOC_BOUND_MAX = 8        # widest bound of any cell, ± percentage points
+    SOC_COLS = 9
 
-# anchor bits reported per cluster by SOC counting
+# anchor bits reported per cluster by SOC estimation (in the step that took them)
 cpdef enum:
-    ANCHOR_FULL = 1
-    ANCHOR_EMPTY = 2
+    ANCHOR_FULL = 1          # a cell at full (CV taper at full voltage, or BMS charge prohibited)
+    ANCHOR_EMPTY = 2         # a cell at empty
+    ANCHOR_OCV = 4           # open-circuit voltage after rest, where the OCV curve is steep
+    ANCHOR_KNEE = 8          # voltage under load on a steep end of the OCV curve
+
+# SOC estimator state per cluster, float64 (C, SE_COLS). Kept between ticks; the supervisor saves it.
+cpdef enum:
+    SE_PEND_DCHG_AH = 0      # measured discharge since the last cell step, Ah
+    SE_PEND_CHG_AH = 1       # measured charge since the last cell step, Ah (before the charge efficiency)
+    SE_PEND_S = 2            # time since the last cell step, s
+    SE_PEND_UNKNOWN_S = 3    # of which the current was unknown (NaN), s
+    SE_REST_S = 4            # time at |I| <= idle current, s
+    SE_REST_DONE = 5         # 1 once this rest's OCV update was taken
+    SE_HYST = 6              # hysteresis state, -1 (after discharge) .. +1 (after charge)
+    SE_NET_AH = 7            # net discharge since start as measured (before the offset correction), Ah
+    SE_THRU_AH = 8           # throughput since the last anchor, Ah
+    SE_ANCHOR_SEQ = 9        # counts anchors (SOH reads the pairs)
+    SE_ANCHOR_SOC = 10       # SOC the anchor measured (fraction), mean of the anchored cells
+    SE_ANCHOR_VAR = 11       # its variance (fraction²)
+    SE_ANCHOR_NET_AH = 12    # SE_NET_AH at that anchor
+    SE_ANCHOR_KIND = 13      # ANCHOR_* bits of that anchor
+    SE_PREV_I = 14           # current and mean cell voltage at the last cell step (resistance from steps)
+    SE_PREV_V = 15
+    SE_R_SEQ = 16            # counts resistance samples
+    SE_R_OHM = 17            # last resistance sample, ohm per cell
+    SE_NET_SINCE_AH = 18     # counted net discharge since the cluster's last anchor, Ah
+    SE_OFFSET_A = 19         # current sensor offset subtracted before counting, A (learned by SOH)
+    SE_OFFSET_BOUND_A = 20   # what is left of the offset error, A (sigma grows with it over time)
+    SE_COLS = 21
+
+# SOC estimator parameters, float64 (EP_COLS,) (the tick parameters give η, idle current, full/empty volts)
+cpdef enum:
+    EP_STEP_S = 0            # cell step period, s (0: every call)
+    EP_GAIN_ERR = 1          # current sensor gain error bound, fraction
+    EP_OFFSET_A = 2          # current sensor offset bound, A
+    EP_CAP_ERR = 3           # capacity uncertainty, fraction
+    EP_TAPER_A = 4           # |I| at or below this at full/empty voltage is the end of charge/discharge, A
+    EP_SIG_FULL = 5          # SOC sigma at a full / empty anchor, fraction
+    EP_SIG_EMPTY = 6
+    EP_SIG_SHIFT = 7         # sigma of cells moved with their cluster's anchored cell
+    EP_REST_S = 8            # rest before the OCV update, s
+    EP_REST_V_LO = 9         # OCV informative (slope >= min) at or below / at or above these volts
+    EP_REST_V_HI = 10
+    EP_KNEE_V_LO = 11        # voltage under load informative (slope >= knee min) below / above
+    EP_KNEE_V_HI = 12
+    EP_SIG_V = 13            # voltage measurement + OCV model error, V (1 sigma)
+    EP_HYST_V = 14           # OCV hysteresis half-width, V
+    EP_HYST_AH_FRAC = 15     # throughput (fraction of capacity) that moves hysteresis 63 % of the way
+    EP_R0_OHM = 16           # cell resistance for the voltage under load, ohm (also its 1-sigma error)
+    EP_T_MIN = 17            # OCV table valid between these cell temperatures, degC
+    EP_T_MAX = 18
+    EP_SIG_MIN = 19          # sigma never below this, fraction
+    EP_BOUND_K = 20          # bound = k × sigma
+    EP_R_STEP_A = 21         # current step that gives a resistance sample, A
+    EP_KNEE = 22             # 1.0: voltage updates under load on the steep ends (the Kalman-type filter)
+    EP_ZERO_A = 23           # |I| at or below this (after the offset correction) counts as zero, A
+    EP_COLS = 24
 
 # arbitration request kinds (battery power, W, > 0 discharging)
 cpdef enum:

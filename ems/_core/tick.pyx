@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The full fast-loop tick: aggregation → SOC counting → protection → derating → balancing and bypass →
+"""The full fast-loop tick: aggregation → SOC estimation → protection → derating → balancing and bypass →
 arbitration → setpoint → distribution, all without the GIL on arrays bound once.
 
 FastTick keeps typed views of the caller's arrays (a CoreBuffers object, ems.control.fastpath), checked
@@ -14,7 +14,7 @@ from ems._core.common cimport dmin, dmax
 from ems._core.aggregate cimport aggregate_cells
 from ems._core.protection cimport fill_sources, evaluate_table
 from ems._core.derate cimport derate_clusters
-from ems._core.soc cimport count_soc
+from ems._core.soc cimport estimate_soc
 from ems._core.balance cimport balance_cells, decide_bypass
 from ems._core.arbitrate cimport narrow_requests, next_setpoint, distribute_power
 
@@ -32,14 +32,14 @@ cdef class FastTick:
     # inputs
     cdef double[:, ::1] cell_v, cell_t, cluster_in, capacity_ah, pack_pole_t
     cdef uint8_t[:, ::1] fresh, cluster_flags
-    cdef double[::1] params, bypass_params
+    cdef double[::1] params, bypass_params, est_params, ocv_v
     cdef int8_t[::1] req_kind
     cdef double[::1] req_value
     cdef uint8_t[::1] req_active
     cdef double[:, ::1] table_f
     cdef int32_t[:, ::1] table_i
     # state and outputs
-    cdef double[:, ::1] agg_f, sources, derated, soc_out, soc_pct, charge_ah
+    cdef double[:, ::1] agg_f, sources, derated, soc_out, soc_pct, charge_ah, cell_soc, cell_sig, est_state
     cdef int32_t[:, ::1] agg_i
     cdef double[:, :, ::1] pack_f, prot_timers
     cdef int32_t[:, :, ::1] pack_i
@@ -69,6 +69,10 @@ cdef class FastTick:
         self.pack_pole_t = _shape("pack_pole_t", b.pack_pole_t, (C, P), f64)
         self.params = _shape("params", b.params, (TP_COLS,), f64)
         self.bypass_params = _shape("bypass_params", b.bypass_params, (BP_COLS,), f64)
+        self.est_params = _shape("est_params", b.est_params, (EP_COLS,), f64)
+        if b.ocv_v.ndim != 1 or b.ocv_v.shape[0] < 2 or not (b.ocv_v[1:] > b.ocv_v[:-1]).all():
+            raise ValueError("ocv_v must be a strictly increasing table of at least 2 voltages")
+        self.ocv_v = _shape("ocv_v", b.ocv_v, (b.ocv_v.shape[0],), f64)
         self.req_kind = _shape("req_kind", b.req_kind, (K,), i8)
         self.req_value = _shape("req_value", b.req_value, (K,), f64)
         self.req_active = _shape("req_active", b.req_active, (K,), u8)
@@ -92,6 +96,9 @@ cdef class FastTick:
         self.trip_timer_ms = _shape("trip_timer_ms", b.trip_timer_ms, (C,), f64)
         self.derated = _shape("derated", b.derated, (C, DR_COLS), f64)
         self.charge_ah = _shape("charge_ah", b.charge_ah, (C, P), f64)
+        self.cell_soc = _shape("cell_soc", b.cell_soc, (C, N), f64)
+        self.cell_sig = _shape("cell_sig", b.cell_sig, (C, N), f64)
+        self.est_state = _shape("est_state", b.est_state, (C, SE_COLS), f64)
         self.soc_pct = _shape("soc_pct", b.soc_pct, (C, P), f64)
         self.soc_out = _shape("soc_out", b.soc_out, (C, SOC_COLS), f64)
         self.anchored = _shape("anchored", b.anchored, (C,), u8)
@@ -134,10 +141,11 @@ cdef class FastTick:
                         tp[TP_V_LO], tp[TP_V_HI], tp[TP_T_LO], tp[TP_T_HI],
                         &self.agg_f[0, 0], &self.agg_i[0, 0], &self.pack_f[0, 0, 0], &self.pack_i[0, 0, 0],
                         &self.stack_f[0], &self.stack_i[0])
-        count_soc(C, P, &self.cluster_in[0, 0], &self.cluster_flags[0, 0], &self.pack_f[0, 0, 0],
-                  &self.capacity_ah[0, 0], &self.charge_ah[0, 0], dt_s, tp[TP_ETA_CHARGE],
-                  tp[TP_V_FULL], tp[TP_V_EMPTY], tp[TP_IDLE_A], tp[TP_CLUSTER_NOMINAL_V],
-                  &self.soc_pct[0, 0], &self.soc_out[0, 0], &self.anchored[0], &self.stack_soc[0])
+        estimate_soc(C, N, P, &self.cell_v[0, 0], &self.cell_t[0, 0], &self.fresh[0, 0], &self.cluster_in[0, 0],
+                     &self.cluster_flags[0, 0], &self.agg_i[0, 0], &self.agg_f[0, 0], &self.capacity_ah[0, 0], tp,
+                     &self.est_params[0], &self.ocv_v[0], self.ocv_v.shape[0], &self.cell_soc[0, 0],
+                     &self.cell_sig[0, 0], &self.est_state[0, 0], dt_s, &self.charge_ah[0, 0],
+                     &self.soc_pct[0, 0], &self.soc_out[0, 0], &self.anchored[0], &self.stack_soc[0])
         fill_sources(C, &self.agg_f[0, 0], &self.agg_i[0, 0], &self.cluster_in[0, 0], &self.soc_out[0, 0],
                      &self.sources[0, 0])
         n_changed = evaluate_table(self.n_rows, C, &self.table_f[0, 0], &self.table_i[0, 0],

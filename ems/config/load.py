@@ -303,15 +303,38 @@ def _check_operating_mode(cfg: SiteConfig, problems: list[Problem]) -> None:
                                 f"must be below forced_off_grid_min_soc_pct ({om.forced_off_grid_min_soc_pct:g} %)"))
     if om.mode == "tou" and not om.tou_rules:
         problems.append(Problem("operating_mode.tou_rules", [], "tou mode needs at least one rule"))
+    _check_estimation(cfg, problems)
     si = cfg.records.storage_interval_min
     if si and 60 % si:
         problems.append(Problem("records.storage_interval_min", si, "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, "
                                 "20, 30 or 60) so samples fall on report boundaries; 0 = no storage"))
 
 
-def site_from_dict(data: dict, source: str = "config") -> SiteConfig:
+def _check_estimation(cfg: SiteConfig, problems: list[Problem]) -> None:
+    from ems.estimation.ocv import OcvError, table_for
+    b, e = cfg.battery, cfg.soc_estimation
+    if b.cell_empty_v >= b.cell_full_v:
+        problems.append(Problem("battery.cell_empty_v", b.cell_empty_v, f"must be below battery.cell_full_v "
+                                f"({b.cell_full_v:g} V)"))
+    if b.chemistry == "custom" and not b.ocv_table:
+        problems.append(Problem("battery.ocv_table", b.ocv_table, "chemistry 'custom' needs its OCV table (CSV "
+                                "soc_pct,ocv_v)"))
+    elif b.ocv_table:
+        try:
+            table_for(b)
+        except OcvError as exc:
+            problems.append(Problem("battery.ocv_table", b.ocv_table, str(exc)))
+    if e.ocv_temp_min_degc >= e.ocv_temp_max_degc:
+        problems.append(Problem("soc_estimation.ocv_temp_min_degc", e.ocv_temp_min_degc,
+                                f"must be below ocv_temp_max_degc ({e.ocv_temp_max_degc:g} °C)"))
+
+
+def site_from_dict(data: dict, source: str = "config", base_dir: str | Path | None = None) -> SiteConfig:
+    """`base_dir`: relative file names in the config (battery.ocv_table) are relative to it."""
     problems: list[Problem] = []
     cfg = _build(SiteConfig, data, "", problems)
+    if base_dir is not None and cfg.battery.ocv_table and not Path(cfg.battery.ocv_table).is_absolute():
+        cfg.battery.ocv_table = str(Path(base_dir) / cfg.battery.ocv_table)
     _cross_check(cfg, problems)      # on the values that passed (a bad value was replaced by its default)
     if problems:
         raise ConfigError(problems, source)
@@ -333,4 +356,4 @@ def load_site(path: str | Path, data: dict | None = None) -> SiteConfig:
     """Read and validate a site file (extra top-level tables such as [simulation] are the caller's)."""
     raw = read_toml(path) if data is None else data
     raw = {k: v for k, v in raw.items() if k != "simulation"}
-    return site_from_dict(raw, str(path))
+    return site_from_dict(raw, str(path), base_dir=Path(path).parent)

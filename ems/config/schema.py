@@ -33,6 +33,12 @@ class Battery:
     rated_charge_a: float = spec(140.0, 1.0, 2000.0, "A", "rated charge current per cluster")
     rated_discharge_a: float = spec(140.0, 1.0, 2000.0, "A", "rated discharge current per cluster")
     initial_soc_pct: float = spec(50.0, 0.0, 100.0, "%", "SOC assumed at first start (no saved state)")
+    chemistry: str = spec("LFP", choices=("LFP", "custom"), doc="cell chemistry: LFP ships its OCV table; custom "
+                          "needs ocv_table")
+    ocv_table: str = spec("", doc="CSV soc_pct,ocv_v: the cell's open-circuit voltage at 25 °C, mean of charge and "
+                          "discharge (empty: the chemistry's shipped table; relative paths from the config file)")
+    cell_full_v: float = spec(3.60, 1.0, 5.0, "V", "a cell at this voltage at the end of charge is full (LFP 3.60)")
+    cell_empty_v: float = spec(2.80, 0.5, 5.0, "V", "a cell at this voltage at the end of discharge is empty (LFP 2.80)")
 
 
 @dataclass
@@ -138,6 +144,48 @@ class SocCalibration:
     periodic_enabled: bool = spec(False, doc="periodic (automatic) SOC calibration (001_…)")
     period_days: int = spec(30, 1, 365, "d", "calibration cycle")
     start_time: str = spec("10:00", doc="HH:MM: on a calibration day, calibration starts after this time")
+
+
+@dataclass
+class SocEstimation:
+    """SOC/SOH estimation (docs/soc.md). Sensor figures are the datasheet bounds, not the actual errors."""
+    charge_efficiency_pct: float = spec(99.9, 90.0, 100.0, "%", "coulombic efficiency of charging (LFP ≈ 99.9)")
+    current_gain_error_pct: float = spec(1.0, 0.0, 10.0, "%", "current sensor gain error bound")
+    current_offset_a: float = spec(0.3, 0.0, 100.0, "A", "current sensor offset bound")
+    zero_current_a: float = spec(0.5, 0.0, 50.0, "A", "a current within ± this counts as zero (the sensor's "
+                                 "offset at rest); 0 if the string feeds auxiliary loads that small")
+    capacity_error_pct: float = spec(2.0, 0.0, 50.0, "%", "uncertainty of the capacity used for counting")
+    initial_sigma_pct: float = spec(15.0, 0.1, 50.0, "%", "SOC uncertainty (1 sigma) at first start, no saved state")
+    bound_sigmas: float = spec(2.0, 1.0, 5.0, "", "the reported bound is this many sigmas (2 ≈ 95 %)")
+    step_s: float = spec(1.0, 0.0, 60.0, "s", "per-cell update period (the BMS's cell data period; 0 = every tick)")
+    taper_c: float = spec(0.05, 0.0, 1.0, "C", "end of charge / discharge: current at or below this (C-rate) at the "
+                          "full / empty voltage")
+    rest_min: float = spec(30.0, 1.0, 1440.0, "min", "rest before the open-circuit voltage is trusted (LFP relaxes "
+                           "slowly)")
+    ocv_min_slope_mv_per_pct: float = spec(3.0, 0.1, 1000.0, "mV/%", "OCV at rest is used only where the curve is "
+                                           "at least this steep")
+    knee_filter: bool = spec(True, doc="also correct under load on the steep ends of the curve (Kalman update with "
+                             "the I·R uncertainty)")
+    knee_min_slope_mv_per_pct: float = spec(10.0, 0.1, 1000.0, "mV/%", "… where the curve is at least this steep")
+    voltage_sigma_mv: float = spec(4.0, 0.1, 100.0, "mV", "cell voltage measurement + OCV table error (1 sigma)")
+    hysteresis_mv: float = spec(10.0, 0.0, 200.0, "mV", "OCV hysteresis half-width (charge side above discharge side)")
+    hysteresis_throughput_pct: float = spec(5.0, 0.1, 100.0, "%", "throughput (of capacity) that moves the "
+                                            "hysteresis 63 % of the way to its new side")
+    cell_resistance_mohm: float = spec(0.5, 0.0, 100.0, "mΩ", "cell resistance for the voltage under load (and "
+                                       "its uncertainty)")
+    ocv_temp_min_degc: float = spec(10.0, -40.0, 80.0, "°C", "OCV updates only between these cell temperatures")
+    ocv_temp_max_degc: float = spec(45.0, -40.0, 80.0, "°C", "")
+    sigma_full_pct: float = spec(1.0, 0.1, 20.0, "%", "uncertainty of a full anchor (1 sigma)")
+    sigma_empty_pct: float = spec(2.0, 0.1, 20.0, "%", "uncertainty of an empty anchor (1 sigma)")
+    sigma_shift_pct: float = spec(3.0, 0.1, 50.0, "%", "uncertainty of cells moved with their cluster's anchored cell")
+    sigma_min_pct: float = spec(0.3, 0.0, 10.0, "%", "sigma never falls below this")
+    resistance_step_c: float = spec(0.2, 0.01, 5.0, "C", "a current step this large gives a resistance sample")
+    calibration_bound_pct: float = spec(10.0, 0.0, 100.0, "%", "ask for a SOC calibration (a full charge) when the "
+                                        "stack's bound is wider than this; 0 = never")
+    calibration_auto: bool = spec(False, doc="start the SOC calibration (a full charge, from the grid if PV is "
+                                  "short) by itself when the bound is too wide; off: only an event asks for it")
+    capacity_learning: bool = spec(True, doc="count with the SOH capacity once it is known to within "
+                                   "capacity_error_pct")
 
 
 @dataclass
@@ -392,6 +440,7 @@ class SiteConfig:
     forced_charge: ForcedCharge = section(ForcedCharge)
     ups_reserve: UpsReserve = section(UpsReserve)
     soc_calibration: SocCalibration = section(SocCalibration)
+    soc_estimation: SocEstimation = section(SocEstimation)
     time_period_feed_in: TimePeriodFeedIn = section(TimePeriodFeedIn)
     sg_ready: SgReady = section(SgReady)
     bypass: Bypass = section(Bypass)

@@ -22,6 +22,9 @@ from ems.control.events import EMS_ID, EventLog, cluster_id
 from ems.control.io_map import COMM_ALARMS, DO_NAMES, KNOWN_INPUTS, SAFETY_INPUTS
 from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackShape
 from ems.control.snapshot import Operator, Snapshot
+from ems.estimation.ocv import table_for
+from ems.estimation.params import estimator_for
+from ems.estimation.soh import SohTracker
 from ems.records.catalogue import catalogue
 from ems.strategies import build
 from ems.strategies.base import EQ, TARGET, Decision
@@ -86,15 +89,22 @@ class Controller:
             FastPathParams(stack_max_charge_a=b.rated_charge_a * b.clusters,
                            stack_max_discharge_a=b.rated_discharge_a * b.clusters,
                            pcs_max_charge_w=cfg.pcs.rated_power_w, pcs_max_discharge_w=cfg.pcs.rated_power_w,
-                           ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w),
+                           ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w,
+                           charge_efficiency=cfg.soc_estimation.charge_efficiency_pct / 100.0,
+                           cell_full_v=b.cell_full_v, cell_empty_v=b.cell_empty_v),
             bypass=bypass_params(cfg),
             rows=protection_rows,
             cell_capacity_ah=b.cell_capacity_ah,
+            estimator=estimator_for(cfg.soc_estimation, table_for(b), b.cell_capacity_ah),
         )
         buf = self.fast.buffers
-        buf.charge_ah[:] = buf.capacity_ah * b.initial_soc_pct / 100.0
+        self.fast.set_soc(b.initial_soc_pct, cfg.soc_estimation.initial_sigma_pct)
         buf.cluster_in[:, L.CL_RATED_CHG_A] = b.rated_charge_a
         buf.cluster_in[:, L.CL_RATED_DCHG_A] = b.rated_discharge_a
+        self.soh = SohTracker(b.clusters, b.cell_capacity_ah, cfg.soc_estimation.current_gain_error_pct / 100.0,
+                              cfg.soc_estimation.current_offset_a)
+        self._soh_day = -1
+        self._calibration_asked = False
         self.strategies = build(cfg)
         self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
@@ -348,6 +358,7 @@ class Controller:
             cabinet_t_degc=self._fresh("cabinet_t_degc"),
             irradiance_w_m2=self._fresh("irradiance_w_m2"),
             charger_demand_w=self._fresh("charger_demand_w"),
+            soc_bound_pct=float(b.stack_soc[L.SOC_BOUND]) if bms_ok else None,
             di=MappingProxyType(dict(self.di)),
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
                               self.operator["forced_charge"], dispatch, self.operator["generator"],
@@ -357,6 +368,7 @@ class Controller:
     def slow_tick(self) -> Snapshot:
         now = self.clock.now()
         self._supervise_comm(now)
+        self._estimation(now)
         snap = self.snapshot = self.build_snapshot()
         self._reset_for_slow = False
         slots: list[tuple[str, Decision]] = []   # in priority order
@@ -393,6 +405,36 @@ class Controller:
         self._pcs_stop_by = pcs_stop_by
         self._write_requests(slots)
         return snap
+
+    def _estimation(self, now) -> None:
+        """SOH from the core's anchors; learned capacity and current offset back to the counting; a SOC
+        calibration asked for when the bound is too wide (re-armed once it is back under half the width)."""
+        b, e = self.fast.buffers, self.cfg.soc_estimation
+        changed = self.soh.observe(b.est_state, b.soc_out, self.clock.monotonic_s())
+        if changed:
+            if e.capacity_learning:
+                self.soh.apply(b.capacity_ah, b.est_state, e.capacity_error_pct / 100.0)
+            for c in changed:
+                s = self.soh.summary()[c]
+                if s["capacity_ah"] is not None:
+                    self.events.emit(now, "soh_update", cluster_id(c), "soh",
+                                     detail=f"capacity {s['capacity_ah']:.1f} Ah ± {s['capacity_sigma_ah']:.1f} "
+                                            f"(SOH {s['soh_pct']:.1f} %) from {s['pairs']} anchor pairs")
+        day = now.toordinal()
+        if day != self._soh_day:
+            self._soh_day = day
+            self.soh.daily_point(day)
+        bound, limit = float(b.stack_soc[L.SOC_BOUND]), e.calibration_bound_pct
+        if limit > 0 and bound > limit and not self._calibration_asked and self._bms_fresh():
+            self._calibration_asked = True
+            self.events.emit(now, "soc_calibration_requested", EMS_ID, "soc_estimation",
+                             detail=f"SOC bound ±{bound:.1f} % is wider than ±{limit:g} %: a full charge "
+                                    + ("starts now" if e.calibration_auto else "is recommended"))
+            cal = self._by_name.get("soc_calibration")
+            if e.calibration_auto and cal is not None:
+                cal.request(True)
+        elif self._calibration_asked and bound < 0.5 * limit:
+            self._calibration_asked = False
 
     def _strategy_alarm_events(self, now, strategy: str, active: set) -> None:
         before = self._strategy_alarms.get(strategy, set())

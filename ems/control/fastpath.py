@@ -14,6 +14,7 @@ import numpy as np
 from ems._core import layout as L
 from ems._core.tick import FastTick
 from ems.control.protection_table import BatteryRatings, ProtectionTable, default_rows
+from ems.estimation.params import Estimator, default_estimator, initial_state
 
 LEVEL_NAMES = {0: "normal", 1: "derating", 2: "warning", 3: "fault"}
 
@@ -48,7 +49,7 @@ class FastPathParams:
     trip_delay_ms: float = 200.0
     stack_max_charge_a: float = 4480.0
     stack_max_discharge_a: float = 4480.0
-    charge_efficiency: float = 0.995
+    charge_efficiency: float = 0.999
     cell_full_v: float = 3.60
     cell_empty_v: float = 2.80
     cell_nominal_v: float = 3.20
@@ -138,6 +139,8 @@ class CoreBuffers:
     params: np.ndarray
     bypass_params: np.ndarray
     capacity_ah: np.ndarray
+    est_params: np.ndarray
+    ocv_v: np.ndarray
 
     def __post_init__(self) -> None:
         C, N, P, K = (self.shape.clusters, self.shape.cells_per_cluster, self.shape.packs_per_cluster,
@@ -172,7 +175,11 @@ class CoreBuffers:
         self.cluster_prot = np.zeros((C, L.CLP_COLS), u8)
         self.trip_timer_ms = np.zeros(C, f64)
         self.derated = np.zeros((C, L.DR_COLS), f64)
-        # SOC counting (charge_ah is the state; soc_out carries the throughput accumulators)
+        # SOC estimation: cell_soc, cell_sig (fractions) and est_state are the state; soc_out carries the
+        # throughput accumulators; charge_ah (pack charge) is a result
+        self.cell_soc = np.full((C, N), 0.5, f64)
+        self.cell_sig = np.full((C, N), 0.15, f64)
+        self.est_state = initial_state(C, self.est_params)
         self.charge_ah = self.capacity_ah * 0.5
         self.soc_pct = np.zeros((C, P), f64)
         self.soc_out = np.zeros((C, L.SOC_COLS), f64)
@@ -215,6 +222,7 @@ class FastPath:
     bypass: BypassParams = field(default_factory=BypassParams)
     rows: list | None = None
     cell_capacity_ah: float = 280.0
+    estimator: Estimator | None = None
 
     def __post_init__(self) -> None:
         self.shape.validate()
@@ -224,9 +232,21 @@ class FastPath:
             BatteryRatings(cells_per_cluster=self.shape.cells_per_cluster))
         self.table = ProtectionTable(list(rows))
         cap = np.full((self.shape.clusters, self.shape.packs_per_cluster), self.cell_capacity_ah, np.float64)
+        if self.estimator is None:
+            self.estimator = default_estimator(self.cell_capacity_ah)
         self.buffers = CoreBuffers(self.shape, self.table, self.params.vector(self.shape.cells_per_cluster),
-                                   bypass_vector(self.bypass, self.table, self.params), cap)
+                                   bypass_vector(self.bypass, self.table, self.params), cap,
+                                   self.estimator.params.copy(), self.estimator.ocv_v.copy())
+        self.set_soc(50.0, 100.0 * self.estimator.initial_sigma)
         self._tick = FastTick(self.buffers)
+
+    def set_soc(self, soc_pct, sigma_pct: float) -> None:
+        """Set every cell's SOC estimate (scalar or (C, N) array, %) and its uncertainty (1 sigma, %); the
+        next tick makes a cell step, so every SOC result follows at once."""
+        b = self.buffers
+        b.cell_soc[:] = np.clip(np.asarray(soc_pct, dtype=np.float64) / 100.0, 0.0, 1.0)
+        b.cell_sig[:] = min(max(sigma_pct / 100.0, 0.0), 1.0)
+        b.est_state[:, L.SE_PEND_S] = max(b.est_state[0, L.SE_PEND_S], b.est_params[L.EP_STEP_S])
 
     def tick(self, dt_ms: float, reset_request: bool = False) -> float:
         """Run one fast-loop tick; returns the PCS setpoint in W (> 0 discharging)."""

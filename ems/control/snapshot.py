@@ -37,6 +37,7 @@ class Snapshot:
     cabinet_t_degc: float | None = None    # cabinet air temperature from the air conditioner
     irradiance_w_m2: float | None = None   # plane-of-array irradiance from a data logger, if fitted
     charger_demand_w: float | None = None  # what the EV chargers ask for, if fitted
+    soc_bound_pct: float | None = None     # the stack SOC's uncertainty bound, ± percentage points
     di: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     operator: Operator = field(default_factory=Operator)
 

@@ -146,11 +146,12 @@ def _status_text(live: dict | None, active: list[dict]) -> str:
         def kw(k):
             v = live.get(k)
             return "   -  " if v is None else f"{v / 1000:7.1f} kW"
-        soc = live.get("soc_pct")
+        soc, bound = live.get("soc_pct"), live.get("soc_bound_pct")
+        soc_text = "-" if soc is None else f"{soc:.1f} %" + ("" if bound is None else f" ± {bound:.1f}")
         lines = [f"site {live.get('site')}  ems {live.get('version')}  {state}  at {live.get('time')}",
                  f"  strategy  {live.get('strategy')}: {live.get('reason')}",
                  f"  grid {kw('grid_w')}  pv {kw('pv_w')}  load {kw('load_w')}  pcs {kw('pcs_w')}  "
-                 f"soc {'-' if soc is None else f'{soc:.1f} %'}",
+                 f"soc {soc_text}",
                  f"  limits    charge {live.get('charge_limit_w', 0) / 1000:.1f} kW, discharge "
                  f"{live.get('discharge_limit_w', 0) / 1000:.1f} kW; setpoint {live.get('setpoint_w', 0) / 1000:.1f} kW"]
         if live.get("comm_lost"):

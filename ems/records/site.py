@@ -112,6 +112,7 @@ class SiteRecords:
             "grid_w": snap.grid_w if snap else None, "pv_w": snap.pv_w if snap else None,
             "pcs_w": snap.pcs_w if snap else None, "load_w": snap.load_w if snap else None,
             "dg_w": snap.dg_w if snap else None, "soc_pct": snap.soc_pct if snap else None,
+            "soc_bound_pct": snap.soc_bound_pct if snap else None, "soh": ctrl.soh.summary(),
             "charge_limit_w": float(b.results[L.TO_CHG_LIMIT_W]),
             "discharge_limit_w": float(b.results[L.TO_DCHG_LIMIT_W]),
             "setpoint_w": float(ctrl.commands.pcs_setpoint_w), "pcs_run": bool(ctrl.commands.pcs_run),

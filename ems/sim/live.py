@@ -43,9 +43,14 @@ class ScaledClock:
 
 
 def save_state(ctrl: Controller, path: Path) -> None:
-    """The SOC counters survive a restart (written atomically: temp file, then rename)."""
+    """The SOC estimate (every cell's SOC and sigma, hysteresis, the learned current offset) and SOH survive
+    a restart (written atomically: temp file, then rename)."""
     b = ctrl.fast.buffers
-    state = {"saved_at": ctrl.clock.now().isoformat(), "charge_ah": b.charge_ah.tolist(),
+    state = {"version": 2, "saved_at": ctrl.clock.now().isoformat(),
+             "cell_soc": b.cell_soc.round(6).tolist(), "cell_sigma": b.cell_sig.round(6).tolist(),
+             "hysteresis": b.est_state[:, L.SE_HYST].tolist(), "offset_a": b.est_state[:, L.SE_OFFSET_A].tolist(),
+             "offset_bound_a": b.est_state[:, L.SE_OFFSET_BOUND_A].tolist(),
+             "capacity_ah": b.capacity_ah.tolist(), "soh": ctrl.soh.to_dict(),
              "soc_pct": float(b.stack_soc[L.SOC_MEAN])}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -54,13 +59,37 @@ def save_state(ctrl: Controller, path: Path) -> None:
 
 
 def load_state(ctrl: Controller, path: Path) -> bool:
+    """Restore a saved estimate; False (and nothing changed) when the file is unreadable or from another
+    stack shape. Version 1 files (pack charge only) restore each PACK's SOC to its cells."""
+    b = ctrl.fast.buffers
     try:
         state = json.loads(path.read_text())
-        q = state["charge_ah"]
-        b = ctrl.fast.buffers
-        if len(q) != b.charge_ah.shape[0] or len(q[0]) != b.charge_ah.shape[1]:
-            return False        # another stack shape: start from the configured SOC
-        b.charge_ah[:] = q
+        if "cell_soc" in state:
+            soc = np.array(state["cell_soc"], dtype=float)
+            sig = np.array(state["cell_sigma"], dtype=float)
+            cap = np.array(state["capacity_ah"], dtype=float)
+            if soc.shape != b.cell_soc.shape or sig.shape != b.cell_sig.shape or cap.shape != b.capacity_ah.shape:
+                return False
+            if not (np.isfinite(soc).all() and np.isfinite(sig).all() and (cap > 0).all()):
+                return False
+            hyst = np.array(state["hysteresis"], dtype=float)
+            off = np.array(state["offset_a"], dtype=float)
+            off_b = np.array(state["offset_bound_a"], dtype=float)
+            b.cell_soc[:] = soc.clip(0.0, 1.0)
+            b.cell_sig[:] = sig.clip(0.0, 1.0)
+            b.capacity_ah[:] = cap
+            b.est_state[:, L.SE_HYST] = hyst.clip(-1.0, 1.0)
+            b.est_state[:, L.SE_OFFSET_A] = off
+            b.est_state[:, L.SE_OFFSET_BOUND_A] = off_b
+            ctrl.soh.restore(state.get("soh", []))
+        else:
+            q = np.array(state["charge_ah"], dtype=float)
+            if q.shape != b.charge_ah.shape or not np.isfinite(q).all():
+                return False
+            per = b.cell_soc.shape[1] // q.shape[1]
+            b.cell_soc[:] = np.repeat((q / b.capacity_ah).clip(0.0, 1.0), per, axis=1)
+            b.cell_sig[:] = ctrl.cfg.soc_estimation.initial_sigma_pct / 100.0
+        b.est_state[:, L.SE_PEND_S] = b.est_params[L.EP_STEP_S]        # results at the first tick
         return True
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return False
@@ -180,7 +209,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     plant = Plant(cfg, pv_profile, load_profile, load_peak_w)
     if restored:     # the simulated battery is where the saved counters say it is
         b = ctrl.fast.buffers
-        soc = float(b.charge_ah.sum() / b.capacity_ah.sum())
+        soc = float(b.cell_soc.mean())
         plant.stack.set_soc(plant.stack.soc + soc - plant.stack.soc.mean())
     io = IoThread() if protocols else None
     link = ProtocolSiteLink(plant, ctrl, io) if protocols else SiteLink(plant, ctrl)

@@ -19,10 +19,10 @@ def test_commands_read_a_simulations_database(week, capsys):
     assert "stopped" in capsys.readouterr().out
     assert main(["alarms", "--db", db, "--level", "urgent", "--since", "2026-06-05", "--until", "2026-06-06"]) == 0
     text = capsys.readouterr().out
-    assert "YX_system_epo_signal" in text and "SOC low" not in text
-    assert main(["alarms", "--db", db, "--code", "30007", "--csv"]) == 0
+    assert "YX_system_epo_signal" in text and "Cell_over_volt" not in text     # the trip was on day 2
+    assert main(["alarms", "--db", db, "--code", "40006", "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert rows and {r["code"] for r in rows} == {"30007"}
+    assert rows and {r["code"] for r in rows} == {"40006"}
     assert main(["log", "--db", db, "--kind", "operation"]) == 0
     assert "fault_reset" in capsys.readouterr().out
     assert main(["report", "daily", "2026-06-03", "--interval", "5m", "--csv", "--db", db]) == 0

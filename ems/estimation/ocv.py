@@ -1,0 +1,115 @@
+"""Open-circuit voltage tables: read `soc_pct,ocv_v` CSV, check it, resample it for the native core.
+
+The core looks OCV up on a uniform SOC grid (one multiply, no search), so a table of any spacing is
+resampled by linear interpolation onto GRID_POINTS points; between the given points that is exactly the
+piecewise-linear curve of the file. The voltage bands where the curve is steep enough to be informative
+are found here, once, so the hot path compares a voltage with two numbers instead of computing slopes.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+GRID_POINTS = 401          # 0.25 % SOC spacing: finer than any table we ship or expect
+DEFAULT_TABLES = {"LFP": "lfp_ocv.csv"}
+# cell voltages a BMS treats as full / empty, per chemistry (LFP: 2.8–3.6 V, shared/seeds/004_…)
+CHEMISTRY_LIMITS_V = {"LFP": (3.60, 2.80)}
+
+
+class OcvError(ValueError):
+    """A bad OCV table; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class OcvTable:
+    soc_pct: np.ndarray          # as given, strictly increasing, 0 … 100
+    ocv_v: np.ndarray            # strictly increasing
+    source: str
+
+    @property
+    def grid_v(self) -> np.ndarray:
+        """OCV on the uniform grid the core uses (GRID_POINTS over 0–100 %)."""
+        return np.interp(np.linspace(0.0, 100.0, GRID_POINTS), self.soc_pct, self.ocv_v)
+
+    def ocv(self, soc_pct):
+        return np.interp(soc_pct, self.soc_pct, self.ocv_v)
+
+    def soc(self, ocv_v):
+        return np.interp(ocv_v, self.ocv_v, self.soc_pct)
+
+    def steep_bands(self, min_slope_mv_per_pct: float) -> tuple[float, float]:
+        """(v_lo, v_hi): the curve is at least min_slope steep everywhere from 0 % up to v_lo's SOC and from
+        v_hi's SOC up to 100 %. A band that does not exist is returned as -inf / +inf."""
+        grid = self.grid_v
+        slope = np.diff(grid) / (100.0 / (GRID_POINTS - 1)) * 1000.0          # mV per %
+        steep = slope >= min_slope_mv_per_pct
+        lo_n = int(np.argmin(steep)) if not steep.all() else len(steep)     # leading steep segments
+        hi_n = int(np.argmin(steep[::-1])) if not steep.all() else len(steep)
+        v_lo = float(grid[lo_n]) if lo_n > 0 else -math.inf
+        v_hi = float(grid[len(grid) - 1 - hi_n]) if hi_n > 0 else math.inf
+        return v_lo, v_hi
+
+    def mv_per_pct(self, soc_pct: float) -> float:
+        """Slope of the curve at soc_pct (mV per %), of the segment it lies on."""
+        j = int(np.clip(np.searchsorted(self.soc_pct, soc_pct, side="right") - 1, 0, len(self.soc_pct) - 2))
+        return float((self.ocv_v[j + 1] - self.ocv_v[j]) / (self.soc_pct[j + 1] - self.soc_pct[j]) * 1000.0)
+
+
+def parse(text: str, source: str) -> OcvTable:
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or [h.strip() for h in rows[0]][:2] != ["soc_pct", "ocv_v"]:
+        raise OcvError(f"{source}: line 1: the header must be 'soc_pct,ocv_v'")
+    soc, v = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not row or all(not x.strip() for x in row):
+            continue
+        if len(row) < 2:
+            raise OcvError(f"{source}: line {n}: expected 2 values, got {len(row)}")
+        try:
+            s, u = float(row[0]), float(row[1])
+        except ValueError:
+            raise OcvError(f"{source}: line {n}: not a number: {','.join(row)!r}") from None
+        if not (math.isfinite(s) and math.isfinite(u)):
+            raise OcvError(f"{source}: line {n}: values must be finite numbers")
+        if not 0.0 <= s <= 100.0:
+            raise OcvError(f"{source}: line {n}: soc_pct {s:g} outside 0..100")
+        if not 0.5 <= u <= 5.0:
+            raise OcvError(f"{source}: line {n}: ocv_v {u:g} outside 0.5..5 V")
+        if soc and s <= soc[-1]:
+            raise OcvError(f"{source}: line {n}: soc_pct must increase (got {s:g} after {soc[-1]:g})")
+        if v and u <= v[-1]:
+            raise OcvError(f"{source}: line {n}: ocv_v must increase with SOC (got {u:g} after {v[-1]:g}); "
+                           "a flat step makes SOC ambiguous")
+        soc.append(s)
+        v.append(u)
+    if len(soc) < 2 or soc[0] != 0.0 or soc[-1] != 100.0:
+        raise OcvError(f"{source}: the table must run from soc_pct 0 to 100 with at least 2 points")
+    return OcvTable(np.array(soc), np.array(v), source)
+
+
+def load(path: str | Path) -> OcvTable:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise OcvError(f"{p}: cannot read the OCV table: {e}") from None
+    return parse(text, str(p))
+
+
+def default_table(chemistry: str = "LFP") -> OcvTable:
+    name = DEFAULT_TABLES[chemistry]
+    return parse(resources.files("ems.estimation").joinpath(name).read_text(), f"ems/estimation/{name}")
+
+
+def table_for(battery) -> OcvTable:
+    """The OCV table a battery config section names: its file, or its chemistry's shipped table."""
+    if battery.ocv_table:
+        return load(battery.ocv_table)
+    if battery.chemistry not in DEFAULT_TABLES:
+        raise OcvError(f"chemistry {battery.chemistry!r} ships no OCV table; set battery.ocv_table")
+    return default_table(battery.chemistry)

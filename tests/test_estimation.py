@@ -1,0 +1,172 @@
+"""OCV tables, the replay tool, SOH fitting, configuration and the controller's use of the bound."""
+import io
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ems._core import layout as L
+from ems.config.load import ConfigError, site_from_dict
+from ems.estimation.ocv import OcvError, default_table, parse
+from ems.estimation.replay import TraceError, read_trace, replay
+from ems.estimation.soh import SohTracker
+
+
+# ---------------------------------------------------------------- OCV tables
+def test_the_shipped_lfp_table_is_flat_in_the_middle_and_steep_at_the_ends():
+    t = default_table("LFP")
+    assert 60.0 < 1000 * (t.ocv(80) - t.ocv(20)) < 100.0
+    lo, hi = t.steep_bands(3.0)
+    assert t.soc(lo) <= 20.0 and t.soc(hi) >= 90.0
+    assert t.grid_v.shape == (401,) and (np.diff(t.grid_v) > 0).all()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("soc,v\n0,3\n100,3.5\n", "line 1: the header"),
+    ("soc_pct,ocv_v\n0,3.0\n50,abc\n100,3.5\n", "line 3: not a number"),
+    ("soc_pct,ocv_v\n0,3.0\n50,3.3\n40,3.31\n100,3.5\n", "line 4: soc_pct must increase"),
+    ("soc_pct,ocv_v\n0,3.0\n50,3.3\n60,3.3\n100,3.5\n", "line 4: ocv_v must increase"),
+    ("soc_pct,ocv_v\n0,3.0\n50,nan\n100,3.5\n", "line 3: values must be finite"),
+    ("soc_pct,ocv_v\n10,3.0\n100,3.5\n", "from soc_pct 0 to 100"),
+    ("soc_pct,ocv_v\n0,3.0\n100,7\n", "line 3: ocv_v 7 outside"),
+])
+def test_a_bad_ocv_table_is_refused_with_its_line(text, message):
+    with pytest.raises(OcvError, match=message):
+        parse(text, "t.csv")
+
+
+def test_the_config_check_names_a_bad_ocv_table_and_a_custom_chemistry_without_one(tmp_path):
+    bad = tmp_path / "ocv.csv"
+    bad.write_text("soc_pct,ocv_v\n0,3.0\n50,2.9\n100,3.5\n")
+    with pytest.raises(ConfigError) as exc:
+        site_from_dict({"battery": {"ocv_table": "ocv.csv"}}, base_dir=tmp_path)
+    assert "battery.ocv_table" in str(exc.value) and "line 3" in str(exc.value)
+    with pytest.raises(ConfigError, match="custom"):
+        site_from_dict({"battery": {"chemistry": "custom"}})
+    good = tmp_path / "good.csv"
+    good.write_text("soc_pct,ocv_v\n0,2.5\n50,3.3\n100,3.6\n")
+    cfg = site_from_dict({"battery": {"chemistry": "custom", "ocv_table": "good.csv"}}, base_dir=tmp_path)
+    assert cfg.battery.ocv_table == str(good)
+
+
+# ---------------------------------------------------------------- replay
+TRACE = "t_s,current_a,voltage_v,temp_degc\n" + "".join(f"{t},28.0,3.25,25\n" for t in range(0, 3601, 10))
+
+
+def test_replay_writes_one_row_per_input_row_and_counts_the_charge():
+    out = io.StringIO()
+    replay(io.StringIO(TRACE), out, 280.0, default_table(), 50.0)
+    rows = out.getvalue().splitlines()
+    assert rows[0] == "t_s,soc_pct,soc_bound_pct" and len(rows) == 1 + 361
+    t, soc, bound = map(float, rows[-1].split(","))
+    assert t == 3600.0 and soc == pytest.approx(40.0, abs=0.01) and 0 < bound <= 100
+
+
+@pytest.mark.parametrize("text, message", [
+    ("t_s,current_a,voltage_v\n0,1,3.3\n", "line 1: missing column"),
+    ("t_s,current_a,voltage_v,temp_degc\n0,1,3.3,25\n0,1,3.3,25\n", "line 3: t_s 0 does not increase"),
+    ("t_s,current_a,voltage_v,temp_degc\n0,1,3.3,25\n1,nan,3.3,25\n", "line 3: current_a is nan"),
+    ("t_s,current_a,voltage_v,temp_degc\n0,1,3.3,25\n1,1,x,25\n", "line 3: voltage_v is not a number"),
+    ("t_s,current_a,voltage_v,temp_degc\n0,1,330,25\n", "line 2: voltage_v 330 is not a cell voltage"),
+    ("", "empty file"),
+])
+def test_replay_refuses_bad_input_with_the_line_number(text, message):
+    with pytest.raises(TraceError, match=message):
+        list(read_trace(io.StringIO(text), "in.csv"))
+
+
+def test_ems_replay_soc_cli_writes_nothing_on_bad_input(tmp_path):
+    good = tmp_path / "in.csv"
+    good.write_text(TRACE)
+    p = subprocess.run([sys.executable, "-m", "ems", "replay-soc", str(good), "--capacity-ah", "280",
+                        "--initial-soc", "50"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 362 and "capacity" in p.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text(TRACE + "3600,1,3.3,25\n")
+    p = subprocess.run([sys.executable, "-m", "ems", "replay-soc", str(bad), "--capacity-ah", "280"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == "" and "line 363" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "ems", "replay-soc", str(good), "--capacity-ah", "-3"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--capacity-ah" in p.stderr
+
+
+# ---------------------------------------------------------------- SOH
+def _anchors(tracker, anchors):
+    """Feed (soc, net_ah, t_h) anchors through a fake core state, as the kernel would report them."""
+    se = np.zeros((1, L.SE_COLS))
+    out = np.zeros((1, L.SOC_COLS))
+    for k, (soc, net, t_h) in enumerate(anchors, start=1):
+        se[0, [L.SE_ANCHOR_SEQ, L.SE_ANCHOR_SOC, L.SE_ANCHOR_VAR, L.SE_ANCHOR_NET_AH]] = k, soc, 1e-4, net
+        out[0, L.SOC_AH_DISCHARGED] += abs(net)
+        tracker.observe(se, out, t_h * 3600.0)
+
+
+def test_soh_finds_capacity_and_current_offset_from_anchor_pairs():
+    q, b = 238.0, 0.2                       # an 85 % cell, a sensor reading 0.2 A high
+    net, t, anchors = 0.0, 0.0, []
+    rng = np.random.default_rng(1)
+    soc = 1.0
+    for day in range(12):
+        t += 24.0
+        low = float(rng.uniform(0.05, 0.15)) if day % 3 else 1.0
+        net += q * (soc - low) + b * 24.0
+        anchors.append((low, net, t))
+        soc = low
+    tr = SohTracker(1, 280.0, 0.01, 0.3)
+    _anchors(tr, [(1.0, 0.0, 0.0)] + [(s + rng.normal(0, 0.005), n, t) for s, n, t in anchors])
+    cs = tr.clusters[0]
+    assert cs.capacity_ah == pytest.approx(q, rel=0.02)
+    assert cs.offset_a == pytest.approx(b, abs=0.1)
+    cap = np.full((1, 2), 280.0)
+    se = np.zeros((1, L.SE_COLS))
+    tr.apply(cap, se, 0.02)
+    assert cap[0, 0] == pytest.approx(cs.capacity_ah) and se[0, L.SE_OFFSET_A] == pytest.approx(cs.offset_a)
+
+
+def test_soh_learns_nothing_from_anchors_close_together():
+    tr = SohTracker(1, 280.0, 0.01, 0.3)
+    _anchors(tr, [(1.0, 0.0, 0.0), (0.95, 14.0, 1.0), (0.9, 28.0, 2.0)])
+    assert tr.clusters[0].capacity_ah is None and tr.clusters[0].offset_a is None
+
+
+# ---------------------------------------------------------------- the controller
+def test_the_controller_reports_the_bound_and_asks_for_calibration_when_it_is_too_wide():
+    from tests.test_controller import Site
+    s = Site(start="2026-06-22T22:00:00+02:00", pv="none",
+             soc_estimation={"calibration_bound_pct": 8.0, "calibration_auto": True}).run(3)
+    b = s.ctrl.fast.buffers
+    assert s.ctrl.snapshot.soc_bound_pct == pytest.approx(b.stack_soc[L.SOC_BOUND], abs=0.01)
+    b.cell_sig[:] = 0.06                               # ±12 %: too wide
+    b.est_state[:, L.SE_PEND_S] = 10.0                 # roll up at the next tick
+    s.run(3)
+    assert any(e["kind"] == "soc_calibration_requested" for e in s.ctrl.events.recent)
+    assert s.ctrl._by_name["soc_calibration"].phase == "charging"
+
+
+def test_saved_estimate_and_soh_survive_a_restart(tmp_path):
+    from ems.sim.live import load_state, save_state
+    from tests.test_controller import Site
+    s = Site().run(2)
+    b = s.ctrl.fast.buffers
+    b.cell_soc[:] = 0.73
+    b.cell_sig[:] = 0.02
+    b.est_state[:, L.SE_OFFSET_A] = 0.25
+    s.ctrl.soh.clusters[0].capacity_ah = 270.0
+    path = tmp_path / "state.json"
+    save_state(s.ctrl, path)
+    t = Site()
+    assert load_state(t.ctrl, path)
+    tb = t.ctrl.fast.buffers
+    assert (tb.cell_soc == 0.73).all() and (tb.cell_sig == 0.02).all()
+    assert (tb.est_state[:, L.SE_OFFSET_A] == 0.25).all() and t.ctrl.soh.clusters[0].capacity_ah == 270.0
+    data = json.loads(path.read_text())
+    data["cell_soc"] = [[math.nan]]
+    path.write_text(json.dumps(data).replace("NaN", "1e999"))
+    u = Site()
+    before = u.ctrl.fast.buffers.cell_soc.copy()
+    assert not load_state(u.ctrl, path)
+    assert (u.ctrl.fast.buffers.cell_soc == before).all()
