@@ -278,7 +278,6 @@ class SocReference:
         n_new = n_old + net
         se[L.SE_NET_AH] += net + se[L.SE_OFFSET_A] * ps / 3600.0
         se[L.SE_NET_SINCE_AH] = n_new
-        se[L.SE_THRU_AH] += dch + ch
         hk = ep[L.EP_HYST_AH_FRAC] * cap.mean()
         h = se[L.SE_HYST]
         if hk > 0:
@@ -366,8 +365,8 @@ class SocReference:
         if sums[0] > 0:
             se[L.SE_ANCHOR_SEQ] += 1
             se[L.SE_ANCHOR_SOC], se[L.SE_ANCHOR_VAR] = sums[1] / sums[0], sums[2] / sums[0]
-            se[L.SE_ANCHOR_NET_AH], se[L.SE_ANCHOR_KIND] = se[L.SE_NET_AH], kinds
-            se[L.SE_THRU_AH] = se[L.SE_NET_SINCE_AH] = 0.0
+            se[L.SE_ANCHOR_NET_AH] = se[L.SE_NET_AH]
+            se[L.SE_NET_SINCE_AH] = 0.0
         self.anchored[c] = kinds
         if resting:
             se[L.SE_REST_DONE] = 1.0

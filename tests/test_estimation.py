@@ -164,9 +164,35 @@ def test_saved_estimate_and_soh_survive_a_restart(tmp_path):
     assert (tb.cell_soc == 0.73).all() and (tb.cell_sig == 0.02).all()
     assert (tb.est_state[:, L.SE_OFFSET_A] == 0.25).all() and t.ctrl.soh.clusters[0].capacity_ah == 270.0
     data = json.loads(path.read_text())
-    data["cell_soc"] = [[math.nan]]
-    path.write_text(json.dumps(data).replace("NaN", "1e999"))
+    data["cell_soc"][0][0] = math.nan
+    path.write_text(json.dumps(data))
     u = Site()
     before = u.ctrl.fast.buffers.cell_soc.copy()
     assert not load_state(u.ctrl, path)
     assert (u.ctrl.fast.buffers.cell_soc == before).all()
+
+
+def test_a_version_1_state_file_restores_each_packs_soc_to_its_cells(tmp_path):
+    from ems.sim.live import load_state
+    from tests.test_controller import Site
+    s = Site()
+    b = s.ctrl.fast.buffers
+    q = b.capacity_ah * 0.3
+    q[0, 0] = b.capacity_ah[0, 0] * 0.9
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"charge_ah": q.tolist(), "soc_pct": 30.0}))
+    assert load_state(s.ctrl, path)
+    per = b.cell_soc.shape[1] // b.capacity_ah.shape[1]
+    assert (b.cell_soc[0, :per] == 0.9).all() and (b.cell_soc[0, per:] == pytest.approx(0.3))
+    assert (b.cell_sig == 0.15).all()                  # the old file knew no uncertainty: the initial one
+
+
+def test_the_controller_counts_with_a_learned_capacity_and_logs_it():
+    from tests.test_controller import Site
+    s = Site(pv="none").run(2)
+    b = s.ctrl.fast.buffers
+    for k, (soc, net) in enumerate([(1.0, 0.0), (0.1, 225.0), (1.0, 0.0), (0.1, 225.0)], start=1):
+        b.est_state[0, [L.SE_ANCHOR_SEQ, L.SE_ANCHOR_SOC, L.SE_ANCHOR_VAR, L.SE_ANCHOR_NET_AH]] = 1e6 + k, soc, 1e-5, net
+        s.run(1)                                       # the slow tick reads each anchor
+    assert b.capacity_ah[0] == pytest.approx(250.0, rel=0.01)     # 225 Ah over 90 %
+    assert any(e["kind"] == "soh_update" and "250" in e["detail"] for e in s.ctrl.events.recent)

@@ -149,6 +149,24 @@ def test_ocv_after_rest_in_the_flat_middle_changes_nothing():
     assert not e.seen & L.ANCHOR_OCV
 
 
+def test_under_load_a_voltage_on_the_steep_low_end_corrects_the_soc():
+    e = Est(soc_pct=25.0, sigma_pct=10.0, EP_OFFSET_A=0.0)
+    e.se[0, L.SE_HYST] = -1.0
+    e.cell_v[:] = 2.90 - 0.010 - 100.0 * 0.5e-3          # table 1.5 %, less hysteresis, less I·R at 100 A
+    e.step(100.0, 1.0)
+    assert e.anchored[0] & L.ANCHOR_KNEE
+    assert_allclose(e.soc, 0.015, atol=0.01)
+
+
+def test_under_load_the_flat_middle_is_never_taken_for_a_knee():
+    e = Est(soc_pct=80.0, sigma_pct=1.0)
+    e.se[0, L.SE_HYST] = -1.0
+    e.cell_v[:] = 3.33                                      # discharging 77 A: the I·R correction alone would
+    e.run(77.0, 600)                                        # put it on the upper knee
+    assert not e.seen & L.ANCHOR_KNEE
+    assert e.stack[L.SOC_MEAN] == pytest.approx(80.0 - 100 * 77.0 * 600 / 3600 / 280.0, abs=1e-6)
+
+
 def test_the_bound_grows_with_net_charge_moved_and_shrinks_on_the_way_back():
     e = Est(sigma_pct=1.0, EP_OFFSET_A=0.0)
     e.step(0.0, 0.0)

@@ -187,20 +187,18 @@ cpdef enum:
     SE_REST_DONE = 5         # 1 once this rest's OCV update was taken
     SE_HYST = 6              # hysteresis state, -1 (after discharge) .. +1 (after charge)
     SE_NET_AH = 7            # net discharge since start as measured (before the offset correction), Ah
-    SE_THRU_AH = 8           # throughput since the last anchor, Ah
-    SE_ANCHOR_SEQ = 9        # counts anchors (SOH reads the pairs)
-    SE_ANCHOR_SOC = 10       # SOC the anchor measured (fraction), mean of the anchored cells
-    SE_ANCHOR_VAR = 11       # its variance (fraction²)
-    SE_ANCHOR_NET_AH = 12    # SE_NET_AH at that anchor
-    SE_ANCHOR_KIND = 13      # ANCHOR_* bits of that anchor
-    SE_PREV_I = 14           # current and mean cell voltage at the last cell step (resistance from steps)
-    SE_PREV_V = 15
-    SE_R_SEQ = 16            # counts resistance samples
-    SE_R_OHM = 17            # last resistance sample, ohm per cell
-    SE_NET_SINCE_AH = 18     # counted net discharge since the cluster's last anchor, Ah
-    SE_OFFSET_A = 19         # current sensor offset subtracted before counting, A (learned by SOH)
-    SE_OFFSET_BOUND_A = 20   # what is left of the offset error, A (sigma grows with it over time)
-    SE_COLS = 21
+    SE_ANCHOR_SEQ = 8        # counts anchors (SOH reads the pairs)
+    SE_ANCHOR_SOC = 9        # SOC the anchor measured (fraction), mean of the anchored cells
+    SE_ANCHOR_VAR = 10       # its variance (fraction²)
+    SE_ANCHOR_NET_AH = 11    # SE_NET_AH at that anchor
+    SE_PREV_I = 12           # current and mean cell voltage at the last cell step (resistance from steps)
+    SE_PREV_V = 13
+    SE_R_SEQ = 14            # counts resistance samples
+    SE_R_OHM = 15            # last resistance sample, ohm per cell
+    SE_NET_SINCE_AH = 16     # counted net discharge since the cluster's last anchor, Ah
+    SE_OFFSET_A = 17         # current sensor offset subtracted before counting, A (learned by SOH)
+    SE_OFFSET_BOUND_A = 18   # what is left of the offset error, A (sigma grows with it over time)
+    SE_COLS = 19
 
 # SOC estimator parameters, float64 (EP_COLS,) (the tick parameters give η, idle current, full/empty volts)
 cpdef enum:

@@ -85,6 +85,18 @@ cdef inline double kalman_update(const double* ocv, Py_ssize_t m, double s, doub
     return xi
 
 
+cdef inline void move_cluster_to(double* soc, double* sig, Py_ssize_t n, Py_ssize_t anchor, double target,
+                                 double sig_anchor, double sig_shift, double sig_min) noexcept nogil:
+    """The anchored cell goes to target (0 or 1), every other cell of the cluster by the same SOC."""
+    cdef double shift = target - soc[anchor]
+    cdef Py_ssize_t k
+    for k in range(n):
+        soc[k] = clamp(soc[k] + shift, 0.0, 1.0)
+        sig[k] = dmax(dmin(sig[k], sig_shift), sig_min)
+    soc[anchor] = target
+    sig[anchor] = dmax(sig_anchor, sig_min)
+
+
 cdef void step_cells(
     Py_ssize_t c, Py_ssize_t N, Py_ssize_t P, const double* cell_v, const double* cell_t, const uint8_t* fresh,
     const double* cl_in, const uint8_t* cl_flags, const int32_t* agg_i, const double* agg_f,
@@ -97,7 +109,7 @@ cdef void step_cells(
     cdef double ps = se[SE_PEND_S], pu = se[SE_PEND_UNKNOWN_S]
     cdef double net = dch - tp[TP_ETA_CHARGE] * ch
     cdef double idle = tp[TP_IDLE_A], taper = ep[EP_TAPER_A]
-    cdef double rated, cap, inv, dsoc, dsig, s, g, var, v, t, vc, sm, hm, r_var, shift
+    cdef double rated, cap, inv, dsoc, dsig, s, g, var, v, t, vc, sm, hm, r_var
     cdef double ir_abs, h = se[SE_HYST], cap_mean = 0.0, hk, hyst_v = ep[EP_HYST_V], v_off, r_base, r_load
     cdef double n_anch = 0.0, sum_soc = 0.0, sum_var = 0.0, vmean, sig_min = ep[EP_SIG_MIN]
     cdef bint known = not isnan(i_now), resting, knee, full_ok, empty_ok, v_ok
@@ -106,7 +118,6 @@ cdef void step_cells(
     cdef double n_old = se[SE_NET_SINCE_AH], n_new = n_old + net
     se[SE_NET_AH] += net + se[SE_OFFSET_A] * ps / 3600.0
     se[SE_NET_SINCE_AH] = n_new
-    se[SE_THRU_AH] += dch + ch
     # hysteresis moves with the throughput of this step (discharge first, then charge)
     for p in range(P):
         cap_mean += cap_ah[c * P + p]
@@ -189,24 +200,14 @@ cdef void step_cells(
     # the BMS's flags: its highest (lowest) cell is full (empty); the others move by the same SOC
     mx = agg_i[c * AGG_I_COLS + AGG_V_MAX_CELL]
     if cl_flags[c * CL_FLAG_COLS + CLF_CHG_PROHIBITED] and known and i_now <= idle and 0 <= mx < N:
-        shift = 1.0 - cell_soc[k0 + mx]
-        for k in range(k0, k0 + N):
-            cell_soc[k] = clamp(cell_soc[k] + shift, 0.0, 1.0)
-            cell_sig[k] = dmax(dmin(cell_sig[k], ep[EP_SIG_SHIFT]), sig_min)
-        cell_soc[k0 + mx] = 1.0
-        cell_sig[k0 + mx] = dmax(ep[EP_SIG_FULL], sig_min)
+        move_cluster_to(cell_soc + k0, cell_sig + k0, N, mx, 1.0, ep[EP_SIG_FULL], ep[EP_SIG_SHIFT], sig_min)
         kinds |= ANCHOR_FULL
         n_anch = 1.0
         sum_soc = 1.0
         sum_var = ep[EP_SIG_FULL] * ep[EP_SIG_FULL]
     mx = agg_i[c * AGG_I_COLS + AGG_V_MIN_CELL]
     if cl_flags[c * CL_FLAG_COLS + CLF_DCHG_PROHIBITED] and known and i_now >= -idle and 0 <= mx < N:
-        shift = cell_soc[k0 + mx]
-        for k in range(k0, k0 + N):
-            cell_soc[k] = clamp(cell_soc[k] - shift, 0.0, 1.0)
-            cell_sig[k] = dmax(dmin(cell_sig[k], ep[EP_SIG_SHIFT]), sig_min)
-        cell_soc[k0 + mx] = 0.0
-        cell_sig[k0 + mx] = dmax(ep[EP_SIG_EMPTY], sig_min)
+        move_cluster_to(cell_soc + k0, cell_sig + k0, N, mx, 0.0, ep[EP_SIG_EMPTY], ep[EP_SIG_SHIFT], sig_min)
         kinds |= ANCHOR_EMPTY
         n_anch = 1.0
         sum_soc = 0.0
@@ -217,8 +218,6 @@ cdef void step_cells(
         se[SE_ANCHOR_SOC] = sum_soc / n_anch
         se[SE_ANCHOR_VAR] = sum_var / n_anch
         se[SE_ANCHOR_NET_AH] = se[SE_NET_AH]
-        se[SE_ANCHOR_KIND] = kinds
-        se[SE_THRU_AH] = 0.0
         se[SE_NET_SINCE_AH] = 0.0
     anchored[c] = <uint8_t>kinds
     if resting:

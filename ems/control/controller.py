@@ -414,8 +414,9 @@ class Controller:
         if changed:
             if e.capacity_learning:
                 self.soh.apply(b.capacity_ah, b.est_state, e.capacity_error_pct / 100.0)
+            summary = self.soh.summary()
             for c in changed:
-                s = self.soh.summary()[c]
+                s = summary[c]
                 if s["capacity_ah"] is not None:
                     self.events.emit(now, "soh_update", cluster_id(c), "soh",
                                      detail=f"capacity {s['capacity_ah']:.1f} Ah ± {s['capacity_sigma_ah']:.1f} "

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 
 GRID_POINTS = 401          # 0.25 % SOC spacing: finer than any table we ship or expect
-DEFAULT_TABLES = {"LFP": "lfp_ocv.csv"}
-# cell voltages a BMS treats as full / empty, per chemistry (LFP: 2.8–3.6 V, shared/seeds/004_…)
-CHEMISTRY_LIMITS_V = {"LFP": (3.60, 2.80)}
+DEFAULT_TABLES = {"LFP": "lfp_ocv.csv"}     # the full / empty volts are [battery] defaults (schema.py)
 
 
 class OcvError(ValueError):
@@ -53,11 +51,6 @@ class OcvTable:
         v_lo = float(grid[lo_n]) if lo_n > 0 else -math.inf
         v_hi = float(grid[len(grid) - 1 - hi_n]) if hi_n > 0 else math.inf
         return v_lo, v_hi
-
-    def mv_per_pct(self, soc_pct: float) -> float:
-        """Slope of the curve at soc_pct (mV per %), of the segment it lies on."""
-        j = int(np.clip(np.searchsorted(self.soc_pct, soc_pct, side="right") - 1, 0, len(self.soc_pct) - 2))
-        return float((self.ocv_v[j + 1] - self.ocv_v[j]) / (self.soc_pct[j + 1] - self.soc_pct[j]) * 1000.0)
 
 
 def parse(text: str, source: str) -> OcvTable:

@@ -14,7 +14,6 @@ from ems.estimation.ocv import OcvTable, default_table
 class Estimator:
     params: np.ndarray          # (EP_COLS,) float64
     ocv_v: np.ndarray           # OCV on the core's uniform SOC grid
-    table: OcvTable
     initial_sigma: float        # fraction
     capacity_error: float       # fraction: the SOH capacity is used once it is known better than this
 
@@ -42,7 +41,7 @@ def estimator_for(est: SocEstimation, table: OcvTable, cell_capacity_ah: float) 
     p[L.EP_R_STEP_A] = est.resistance_step_c * cell_capacity_ah
     p[L.EP_KNEE] = 1.0 if est.knee_filter else 0.0
     p[L.EP_ZERO_A] = est.zero_current_a
-    return Estimator(p, np.ascontiguousarray(table.grid_v), table, est.initial_sigma_pct / 100.0,
+    return Estimator(p, np.ascontiguousarray(table.grid_v), est.initial_sigma_pct / 100.0,
                      est.capacity_error_pct / 100.0)
 
 

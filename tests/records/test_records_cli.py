@@ -1,6 +1,7 @@
 """`ems status | alarms | log | report | stats | devices --db | reset-faults` on real databases."""
 import csv
 import io
+import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -16,7 +17,8 @@ def test_commands_read_a_simulations_database(week, capsys):
     out, _ = week
     db = str(out / "history.sqlite")
     assert main(["status", "--db", db]) == 0
-    assert "stopped" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "stopped" in text and re.search(r"soc \d+\.\d % ± \d+\.\d", text)      # SOC with its bound
     assert main(["alarms", "--db", db, "--level", "urgent", "--since", "2026-06-05", "--until", "2026-06-06"]) == 0
     text = capsys.readouterr().out
     assert "YX_system_epo_signal" in text and "Cell_over_volt" not in text     # the trip was on day 2
