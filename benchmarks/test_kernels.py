@@ -48,7 +48,7 @@ def kernel_case(case, fp):
         ep = b.est_params.copy()
         ep[L.EP_STEP_S] = 0.0
         return lambda: soc_k.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f,
-                                  b.capacity_ah, p, ep, b.ocv_v, b.cell_soc, b.cell_sig, b.est_state, DT_MS / 1e3,
+                                  b.capacity_ah, p, ep, b.ocv_v, b.hyst_v, b.cell_soc, b.cell_sig, b.est_state, DT_MS / 1e3,
                                   b.charge_ah, b.soc_pct, b.soc_out, b.anchored, b.stack_soc)
     if case == "balance":
         def run():
@@ -92,7 +92,7 @@ def reference_case(case, fp):
         ep[L.EP_STEP_S] = 0.0
         r = ref.SocReference(b.cell_soc, b.cell_sig, b.est_state, np.zeros((b.cell_v.shape[0], 2)))
         return lambda: r.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f,
-                              b.capacity_ah, p, ep, b.ocv_v, DT_MS / 1e3)
+                              b.capacity_ah, p, ep, b.ocv_v, b.hyst_v, DT_MS / 1e3)
     if case == "balance":
         def run():
             ref.balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], b.agg_f, b.cluster_flags, p[L.TP_BAL_ON_MV],

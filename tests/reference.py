@@ -223,6 +223,11 @@ def _ocv(ocv, s):
     return ocv[j] + (x - j) * (ocv[j + 1] - ocv[j]), (ocv[j + 1] - ocv[j]) * (m - 1)
 
 
+def _on_grid(a, s):
+    """a on the uniform SOC grid at s; NaN where s is NaN (a cell without a voltage)."""
+    return np.where(np.isnan(s), np.nan, _ocv(a, np.nan_to_num(s))[0])
+
+
 def _soc_of(ocv, v):
     return np.interp(v, ocv, np.linspace(0.0, 1.0, len(ocv)))
 
@@ -239,7 +244,7 @@ class SocReference:
         self.soc_pct = None
         self.anchored = np.zeros(cell_soc.shape[0], np.uint8)
 
-    def step(self, cell_v, cell_t, fresh, cl_in, cl_flags, agg_i, agg_f, cap, tp, ep, ocv, dt_s):
+    def step(self, cell_v, cell_t, fresh, cl_in, cl_flags, agg_i, agg_f, cap, tp, ep, ocv, hyst, dt_s):
         se = self.se
         C, N = cell_v.shape
         P = cap.shape[1]
@@ -266,10 +271,10 @@ class SocReference:
         n_per = N // P
         for c in range(C):
             self._cell_step(c, cell_v[c], cell_t[c], fresh[c], cl_in[c], cl_flags[c], agg_i[c], agg_f[c], cap[c],
-                            tp, ep, ocv, n_per)
+                            tp, ep, ocv, hyst, n_per)
         self._roll_up(cap, tp, ep, n_per)
 
-    def _cell_step(self, c, v, t, fresh, cl, flags, agg_i, agg_f, cap, tp, ep, ocv, n_per):
+    def _cell_step(self, c, v, t, fresh, cl, flags, agg_i, agg_f, cap, tp, ep, ocv, hyst, n_per):
         se = self.se[c]
         i_now = cl[L.CL_I]
         dch, ch, ps, pu = se[L.SE_PEND_DCHG_AH], se[L.SE_PEND_CHG_AH], se[L.SE_PEND_S], se[L.SE_PEND_UNKNOWN_S]
@@ -293,16 +298,13 @@ class SocReference:
         knee = known and ep[L.EP_KNEE] > 0 and abs(i_now) > idle
         full_ok = known and -taper <= i_now <= idle
         empty_ok = known and -idle <= i_now <= taper
-        hv = ep[L.EP_HYST_V]
-        v_off = h * hv - (i_now * ep[L.EP_R0_OHM] if known else 0.0)
-        r_base = ep[L.EP_SIG_V] ** 2 + (hv * (1 - abs(h))) ** 2 + (0.5 * hv) ** 2
-        ir = abs(i_now * ep[L.EP_R0_OHM]) if known else 0.0
-        r_load = r_base + ir * ir
+        ir_v = i_now * ep[L.EP_R0_OHM] if known else 0.0
+        ir = abs(ir_v)
         rated = max(cl[L.CL_RATED_CHG_A], cl[L.CL_RATED_DCHG_A])
         rated = rated if rated > 0 else None
         capc = np.repeat(cap, n_per)
         dsoc = net / capc
-        dsig = ((ep[L.EP_GAIN_ERR] + ep[L.EP_CAP_ERR]) * (abs(n_new) - abs(n_old)) + se[L.SE_OFFSET_BOUND_A] * ps / 3600.0
+        dsig = ((ep[L.EP_GAIN_ERR] + se[L.SE_CAP_ERR]) * (abs(n_new) - abs(n_old)) + se[L.SE_OFFSET_BOUND_A] * ps / 3600.0
                 + (rated if rated is not None else capc) * pu / 3600.0) / capc
         s = np.clip(self.soc[c] - dsoc, 0.0, 1.0)
         g = np.clip(self.sig[c] + dsig, ep[L.EP_SIG_MIN], 1.0)
@@ -310,7 +312,7 @@ class SocReference:
             v_ok = (fresh != 0) & (v >= tp[L.TP_V_LO]) & (v <= tp[L.TP_V_HI])
             full = v_ok & full_ok & (v >= tp[L.TP_V_FULL] - 2 * ep[L.EP_SIG_V])
             empty = v_ok & ~full & empty_ok & (v <= tp[L.TP_V_EMPTY] + 2 * ep[L.EP_SIG_V])
-            vc = v - v_off
+            vc = v + ir_v - h * _on_grid(hyst, s)           # the band check: width at the prior SOC
             t_ok = (t >= tp[L.TP_T_LO]) & (t <= tp[L.TP_T_HI]) & (t >= ep[L.EP_T_MIN]) & (t <= ep[L.EP_T_MAX])
             if resting:
                 band = (vc <= ep[L.EP_REST_V_LO]) | (vc >= ep[L.EP_REST_V_HI])
@@ -319,7 +321,6 @@ class SocReference:
             else:
                 band = np.zeros_like(v_ok)
         upd = v_ok & ~full & ~empty & t_ok & band
-        r_var = r_base if resting else r_load
         kinds = 0
         sums = [0.0, 0.0, 0.0]
         if full.any():
@@ -329,20 +330,24 @@ class SocReference:
             kinds |= L.ANCHOR_EMPTY
             sums = [sums[0] + empty.sum(), sums[1], sums[2] + empty.sum() * ep[L.EP_SIG_EMPTY] ** 2]
         if upd.any():
+            hv = _on_grid(hyst, _soc_of(ocv, vc[upd]))      # the update: width where the voltage says
+            vc = vc.copy()
+            vc[upd] = v[upd] + ir_v - h * hv
+            r_u = ep[L.EP_SIG_V] ** 2 + (hv * (1 - abs(h))) ** 2 + (0.5 * hv) ** 2 + (0.0 if resting else ir * ir)
             x0, var = s[upd], g[upd] ** 2
             xi = _soc_of(ocv, vc[upd])
             for _ in range(3):
                 o, hh = _ocv(ocv, xi)
                 hh = np.maximum(hh, 1e-6)
-                k = var * hh / (hh * hh * var + r_var)
+                k = var * hh / (hh * hh * var + r_u)
                 xi = np.clip(x0 + k * (vc[upd] - o - hh * (x0 - xi)), 0.0, 1.0)
             post = np.maximum((1 - k * hh) * var, 0.0)
             sm = _soc_of(ocv, vc[upd])
             hm = np.maximum(_ocv(ocv, sm)[1], 1e-6)
             s[upd] = xi
-            g[upd] = np.maximum(np.sqrt(post), np.sqrt(r_var) / hm)
+            g[upd] = np.maximum(np.sqrt(post), np.sqrt(r_u) / hm)
             kinds |= L.ANCHOR_OCV if resting else L.ANCHOR_KNEE
-            sums = [sums[0] + upd.sum(), sums[1] + sm.sum(), sums[2] + (r_var / hm ** 2).sum()]
+            sums = [sums[0] + upd.sum(), sums[1] + sm.sum(), sums[2] + (r_u / hm ** 2).sum()]
         s = np.where(full, 1.0, np.where(empty, 0.0, s))
         g = np.where(full, ep[L.EP_SIG_FULL], np.where(empty, ep[L.EP_SIG_EMPTY], g))
         g = np.maximum(g, ep[L.EP_SIG_MIN])
@@ -548,7 +553,7 @@ class ReferenceTick:
                                                              p[L.TP_V_HI], p[L.TP_T_LO], p[L.TP_T_HI])
         r = self.soc
         r.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, cl_i, cl_f, b.capacity_ah, p,
-               b.est_params, b.ocv_v, dt_s)
+               b.est_params, b.ocv_v, b.hyst_v, dt_s)
         soc, soc_out, anchored, stack_soc = r.soc_pct, r.out.copy(), r.anchored.copy(), r.stack.copy()
         src = sources(cl_f, cl_i, b.cluster_in, soc_out)
         n_changed = protection_step(b.table_f, b.table_i, src, b.cluster_in, p[L.TP_IDLE_A], dt_ms,

@@ -32,10 +32,22 @@ def test_the_shipped_lfp_table_is_flat_in_the_middle_and_steep_at_the_ends():
     ("soc_pct,ocv_v\n0,3.0\n50,nan\n100,3.5\n", "line 3: values must be finite"),
     ("soc_pct,ocv_v\n10,3.0\n100,3.5\n", "from soc_pct 0 to 100"),
     ("soc_pct,ocv_v\n0,3.0\n100,7\n", "line 3: ocv_v 7 outside"),
+    ("soc_pct,ocv_v,hysteresis_mv\n0,3.0,20\n100,3.5\n", "line 3: expected 3 values, got 2"),
+    ("soc_pct,ocv_v,hysteresis_mv\n0,3.0,20\n100,3.5,-1\n", "line 3: hysteresis_mv -1 outside"),
+    ("soc_pct,ocv_v,hyst\n0,3.0,20\n100,3.5,10\n", "line 1: the header"),
 ])
 def test_a_bad_ocv_table_is_refused_with_its_line(text, message):
     with pytest.raises(OcvError, match=message):
         parse(text, "t.csv")
+
+
+def test_a_hysteresis_column_gives_the_width_along_the_curve_and_its_absence_the_configured_one():
+    t = parse("soc_pct,ocv_v,hysteresis_mv\n0,2.8,30\n20,3.25,10\n100,3.5,10\n", "t.csv")
+    g = t.grid_hyst_v(default_mv=12.0)
+    assert g.shape == t.grid_v.shape
+    assert g[0] == pytest.approx(0.030) and g[40] == pytest.approx(0.020) and g[-1] == pytest.approx(0.010)
+    plain = parse("soc_pct,ocv_v\n0,2.8\n100,3.5\n", "t.csv")
+    assert (plain.grid_hyst_v(default_mv=12.0) == 0.012).all()
 
 
 def test_the_config_check_names_a_bad_ocv_table_and_a_custom_chemistry_without_one(tmp_path):
@@ -123,8 +135,12 @@ def test_soh_finds_capacity_and_current_offset_from_anchor_pairs():
     assert cs.offset_a == pytest.approx(b, abs=0.1)
     cap = np.full((1, 2), 280.0)
     se = np.zeros((1, L.SE_COLS))
-    tr.apply(cap, se, 0.02)
+    se[0, L.SE_CAP_ERR] = 0.20                     # told "used cells, capacity ±20 %"
+    tr.apply(cap, se, 0.20)
     assert cap[0, 0] == pytest.approx(cs.capacity_ah) and se[0, L.SE_OFFSET_A] == pytest.approx(cs.offset_a)
+    # the bound now grows with the learned capacity's error (floored at 1 %), not the configured 20 %
+    assert se[0, L.SE_CAP_ERR] == pytest.approx(max(cs.capacity_sigma_ah / cs.capacity_ah, 0.01))
+    assert se[0, L.SE_CAP_ERR] < 0.05
 
 
 def test_soh_learns_nothing_from_anchors_close_together():
@@ -155,6 +171,7 @@ def test_saved_estimate_and_soh_survive_a_restart(tmp_path):
     b.cell_soc[:] = 0.73
     b.cell_sig[:] = 0.02
     b.est_state[:, L.SE_OFFSET_A] = 0.25
+    b.est_state[:, L.SE_CAP_ERR] = 0.013
     s.ctrl.soh.clusters[0].capacity_ah = 270.0
     path = tmp_path / "state.json"
     save_state(s.ctrl, path)
@@ -163,6 +180,7 @@ def test_saved_estimate_and_soh_survive_a_restart(tmp_path):
     tb = t.ctrl.fast.buffers
     assert (tb.cell_soc == 0.73).all() and (tb.cell_sig == 0.02).all()
     assert (tb.est_state[:, L.SE_OFFSET_A] == 0.25).all() and t.ctrl.soh.clusters[0].capacity_ah == 270.0
+    assert (tb.est_state[:, L.SE_CAP_ERR] == 0.013).all()
     data = json.loads(path.read_text())
     data["cell_soc"][0][0] = math.nan
     path.write_text(json.dumps(data))

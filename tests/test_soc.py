@@ -1,4 +1,6 @@
 """The per-cell SOC estimator (ems/_core/soc.pyx): counting, anchors, rest, sensor faults, the bound."""
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,12 +17,14 @@ from tests import reference as ref
 class Est:
     """C clusters of N cells in P packs through the kernel, with the shipped LFP defaults."""
 
-    def __init__(self, C=1, N=4, P=2, cap_ah=280.0, soc_pct=50.0, sigma_pct=1.0, v=3.30, **ep):
+    def __init__(self, C=1, N=4, P=2, cap_ah=280.0, soc_pct=50.0, sigma_pct=1.0, v=3.30, hyst_mv=None, **ep):
         e = default_estimator(cap_ah)
         self.ep = e.params.copy()
         for k, x in ep.items():
             self.ep[getattr(L, k)] = x
-        self.ocv = e.ocv_v
+        self.ocv, self.hyst = e.ocv_v, e.hyst_v
+        if hyst_mv is not None:           # a half-width per SOC: fn(soc fraction array) -> mV
+            self.hyst = np.ascontiguousarray(hyst_mv(np.linspace(0.0, 1.0, len(self.ocv))) / 1000.0)
         self.tp = FastPathParams().vector(N)
         self.cell_v = np.full((C, N), v)
         self.cell_t = np.full((C, N), 25.0)
@@ -43,11 +47,17 @@ class Est:
 
     def step(self, current_a, dt_s):
         self.cl_in[:, L.CL_I] = current_a
+        with np.errstate(invalid="ignore"):
+            ok = np.where((self.fresh != 0) & (self.cell_v >= self.tp[L.TP_V_LO]) & (self.cell_v <= self.tp[L.TP_V_HI]),
+                          self.cell_v, np.nan)
+        with warnings.catch_warnings():       # a cluster without a valid cell: NaN, as the aggregation gives
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.agg_f[:, L.AGG_V_MIN], self.agg_f[:, L.AGG_V_MAX] = np.nanmin(ok, axis=1), np.nanmax(ok, axis=1)
         self.agg_f[:, L.AGG_V_MEAN] = np.nanmean(self.cell_v, axis=1)
         self.agg_i[:, L.AGG_V_MAX_CELL] = np.nanargmax(self.cell_v, axis=1)
         self.agg_i[:, L.AGG_V_MIN_CELL] = np.nanargmin(self.cell_v, axis=1)
         soc_k.step(self.cell_v, self.cell_t, self.fresh, self.cl_in, self.flags, self.agg_i, self.agg_f, self.cap,
-                   self.tp, self.ep, self.ocv, self.soc, self.sig, self.se, dt_s, self.charge_ah, self.soc_pct,
+                   self.tp, self.ep, self.ocv, self.hyst, self.soc, self.sig, self.se, dt_s, self.charge_ah, self.soc_pct,
                    self.out, self.anchored, self.stack)
         self.seen |= int(self.anchored.max())
         return self
@@ -140,6 +150,24 @@ def test_ocv_after_rest_on_the_steep_end_corrects_a_wrong_soc_once_per_rest():
     e.run(0.0, 600)
     assert not e.seen & L.ANCHOR_OCV
     assert_allclose(e.soc, after, atol=1e-12)               # one update per rest: the same voltage again is no news
+
+
+def test_the_hysteresis_width_is_taken_from_the_table_at_the_soc_the_voltage_says():
+    # 30 mV wide at the bottom, 10 mV from 30 % up: a cell resting at the table's 17.5 % (3.24 V) after a
+    # discharge shows 17.5 % less its width there (~22 mV); a fixed 10 mV would read it 12 mV low, which
+    # at the 4-6 mV/% of that stretch is about 3 points
+    wide_low = lambda s: 10.0 + 20.0 * np.clip(1.0 - s / 0.3, 0.0, 1.0)      # noqa: E731
+    e = Est(soc_pct=40.0, sigma_pct=40.0, hyst_mv=wide_low)       # a prior that knows next to nothing
+    e.se[0, L.SE_HYST] = -1.0
+    e.cell_v[:] = 3.24 - wide_low(0.175) / 1000.0
+    e.run(0.0, 30 * 60 + 1)
+    assert e.seen & L.ANCHOR_OCV
+    assert_allclose(e.soc, 0.175, atol=0.008)
+    fixed = Est(soc_pct=40.0, sigma_pct=40.0)               # the same voltage with the fixed 10 mV default
+    fixed.se[0, L.SE_HYST] = -1.0
+    fixed.cell_v[:] = e.cell_v
+    fixed.run(0.0, 30 * 60 + 1)
+    assert (fixed.soc < 0.16).all()
 
 
 def test_ocv_after_rest_in_the_flat_middle_changes_nothing():
@@ -244,7 +272,8 @@ def test_wrong_initial_soc_is_corrected_by_the_first_full_charge_on_the_plant():
 @given(st.data())
 def test_the_kernel_matches_the_numpy_reference(data):
     C = data.draw(st.integers(1, 3))
-    e = Est(C=C, N=6, P=3, soc_pct=data.draw(st.floats(0, 100)), sigma_pct=data.draw(st.floats(0.5, 20)),
+    hyst = data.draw(st.sampled_from([None, lambda s: 10.0 + 20.0 * np.exp(-s / 0.08)]))
+    e = Est(C=C, N=6, P=3, soc_pct=data.draw(st.floats(0, 100)), sigma_pct=data.draw(st.floats(0.5, 20)), hyst_mv=hyst,
             EP_REST_S=data.draw(st.sampled_from([0.0, 5.0, 1800.0])), EP_STEP_S=data.draw(st.sampled_from([0.0, 1.0])))
     e.se[:, L.SE_HYST] = data.draw(st.floats(-1, 1))
     e.se[:, L.SE_OFFSET_A] = data.draw(st.sampled_from([0.0, 0.4]))
@@ -262,7 +291,8 @@ def test_the_kernel_matches_the_numpy_reference(data):
         dt = data.draw(st.sampled_from([0.01, 1.0, 10.0]))
         e.step(current, dt)
         with np.errstate(all="ignore"):
-            r.step(e.cell_v, e.cell_t, e.fresh, e.cl_in, e.flags, e.agg_i, e.agg_f, e.cap, e.tp, e.ep, e.ocv, dt)
+            r.step(e.cell_v, e.cell_t, e.fresh, e.cl_in, e.flags, e.agg_i, e.agg_f, e.cap, e.tp, e.ep, e.ocv, e.hyst,
+                   dt)
         assert_allclose(e.soc, r.soc, atol=1e-9)
         assert_allclose(e.sig, r.sig, atol=1e-9)
         assert_allclose(e.se, r.se, atol=1e-9, equal_nan=True)
@@ -278,5 +308,8 @@ def test_bad_shapes_and_steps_are_refused_and_change_nothing():
         e.step(10.0, -1.0)
     with pytest.raises(ValueError, match="est_params"):
         soc_k.step(e.cell_v, e.cell_t, e.fresh, e.cl_in, e.flags, e.agg_i, e.agg_f, e.cap, e.tp, e.ep[:-1], e.ocv,
-                   e.soc, e.sig, e.se, 1.0, e.charge_ah, e.soc_pct, e.out, e.anchored, e.stack)
+                   e.hyst, e.soc, e.sig, e.se, 1.0, e.charge_ah, e.soc_pct, e.out, e.anchored, e.stack)
+    with pytest.raises(ValueError, match="hyst_v"):
+        soc_k.step(e.cell_v, e.cell_t, e.fresh, e.cl_in, e.flags, e.agg_i, e.agg_f, e.cap, e.tp, e.ep, e.ocv,
+                   e.hyst[:-1], e.soc, e.sig, e.se, 1.0, e.charge_ah, e.soc_pct, e.out, e.anchored, e.stack)
     assert_array_equal(e.soc, before)

@@ -4,7 +4,9 @@ Each case drives one plant cell through 14 days of cycling (full charges, days w
 long and short rests, currents that change every few minutes, ambient 15–35 °C) and feeds its sensor
 readings, row by row, to `CellReplay`: the estimator `ems replay-soc` and the controller run. The
 estimator is told the rated capacity (280 Ah) and a wrong initial SOC; its OCV table is the one an OEM
-would measure on this cell (±1 mV), its sensor bounds are the datasheet defaults of [soc_estimation].
+would measure on this cell (±1 mV, with the hysteresis column), its sensor bounds are the datasheet
+defaults of [soc_estimation]. Its capacity error is the default 2 % on new cells and 20 % on the aged ones:
+what an installer knows of used cells of unknown SOH.
 
 Prints, per case: SOC RMSE and max error over the whole trace and after the first full charge, how often
 the bound covered the true error, the mean bound, and the SOH capacity error at the end.
@@ -21,11 +23,13 @@ from multiprocessing import Pool
 
 import numpy as np
 
+from ems.config.schema import SocEstimation
 from ems.estimation.ocv import parse
 from ems.estimation.replay import CellReplay, Sample
 from ems.sim.lfp_cell import Cycler, LfpCellPlant, measured_ocv_table
 
 RATED_AH = 280.0
+AGED_CAPACITY_ERROR_PCT = 20.0
 DAYS = ["partial", "full", "partial", "partial", "partial", "deep", "full", "partial", "partial", "full",
         "partial", "deep", "partial", "full"]
 # name, true capacity (fraction of rated), true initial SOC, initial SOC error (points), seed
@@ -43,7 +47,8 @@ def run_case(case, days=DAYS, dt_s: float = 1.0) -> dict:
     plant = LfpCellPlant(capacity_ah=RATED_AH * cap_frac, soc=soc0, seed=seed)
     cyc = Cycler(plant, RATED_AH, dt_s=dt_s, seed=seed + 100)
     table = parse(measured_ocv_table(), "measured OCV table")
-    rep = CellReplay(RATED_AH, table, initial_soc_pct=min(max(100.0 * soc0 + err0, 0.0), 100.0))
+    est = SocEstimation() if cap_frac == 1.0 else SocEstimation(capacity_error_pct=AGED_CAPACITY_ERROR_PCT)
+    rep = CellReplay(RATED_AH, table, est, initial_soc_pct=min(max(100.0 * soc0 + err0, 0.0), 100.0))
     t, true, est, bound = [], [], [], []
     learned_t = math.inf if cap_frac != 1.0 else 0.0      # aged cells: when SOH first corrects the capacity
     for kind in days:

@@ -198,14 +198,15 @@ cpdef enum:
     SE_NET_SINCE_AH = 16     # counted net discharge since the cluster's last anchor, Ah
     SE_OFFSET_A = 17         # current sensor offset subtracted before counting, A (learned by SOH)
     SE_OFFSET_BOUND_A = 18   # what is left of the offset error, A (sigma grows with it over time)
-    SE_COLS = 19
+    SE_CAP_ERR = 19          # the capacity's relative error now: EP_CAP_ERR until SOH has learned it better
+    SE_COLS = 20
 
 # SOC estimator parameters, float64 (EP_COLS,) (the tick parameters give η, idle current, full/empty volts)
 cpdef enum:
     EP_STEP_S = 0            # cell step period, s (0: every call)
     EP_GAIN_ERR = 1          # current sensor gain error bound, fraction
     EP_OFFSET_A = 2          # current sensor offset bound, A
-    EP_CAP_ERR = 3           # capacity uncertainty, fraction
+    EP_CAP_ERR = 3           # uncertainty of the configured capacity, fraction (SE_CAP_ERR starts here)
     EP_TAPER_A = 4           # |I| at or below this at full/empty voltage is the end of charge/discharge, A
     EP_SIG_FULL = 5          # SOC sigma at a full / empty anchor, fraction
     EP_SIG_EMPTY = 6
@@ -216,17 +217,18 @@ cpdef enum:
     EP_KNEE_V_LO = 11        # voltage under load informative (slope >= knee min) below / above
     EP_KNEE_V_HI = 12
     EP_SIG_V = 13            # voltage measurement + OCV model error, V (1 sigma)
-    EP_HYST_V = 14           # OCV hysteresis half-width, V
-    EP_HYST_AH_FRAC = 15     # throughput (fraction of capacity) that moves hysteresis 63 % of the way
-    EP_R0_OHM = 16           # cell resistance for the voltage under load, ohm (also its 1-sigma error)
-    EP_T_MIN = 17            # OCV table valid between these cell temperatures, degC
-    EP_T_MAX = 18
-    EP_SIG_MIN = 19          # sigma never below this, fraction
-    EP_BOUND_K = 20          # bound = k × sigma
-    EP_R_STEP_A = 21         # current step that gives a resistance sample, A
-    EP_KNEE = 22             # 1.0: voltage updates under load on the steep ends (the Kalman-type filter)
-    EP_ZERO_A = 23           # |I| at or below this (after the offset correction) counts as zero, A
-    EP_COLS = 24
+    EP_HYST_AH_FRAC = 14     # throughput (fraction of capacity) that moves hysteresis 63 % of the way
+    EP_R0_OHM = 15           # cell resistance for the voltage under load, ohm (also its 1-sigma error)
+    EP_T_MIN = 16            # OCV table valid between these cell temperatures, degC
+    EP_T_MAX = 17
+    EP_SIG_MIN = 18          # sigma never below this, fraction
+    EP_BOUND_K = 19          # bound = k × sigma
+    EP_R_STEP_A = 20         # current step that gives a resistance sample, A
+    EP_KNEE = 21             # 1.0: voltage updates under load on the steep ends (the Kalman-type filter)
+    EP_ZERO_A = 22           # |I| at or below this (after the offset correction) counts as zero, A
+    EP_COLS = 23
+# The hysteresis half-width is not a parameter: it varies along the curve (wider at low SOC on LFP) and
+# comes with the OCV table as a second array on the same grid (hyst_v).
 
 # arbitration request kinds (battery power, W, > 0 discharging)
 cpdef enum:

@@ -18,10 +18,13 @@ anchors that apply correct it:
   voltage corrected by R0·I and R0·I added to the measurement error, on the very steep ends only.
 
 Hysteresis is one state per cluster (Plett's one-state model): it moves toward +1 with charge and -1 with
-discharge, e-folding every EP_HYST_AH_FRAC of capacity; the OCV a cell shows is table + h × EP_HYST_V.
+discharge, e-folding every EP_HYST_AH_FRAC of capacity; the OCV a cell shows is ocv(s) + h × hyst(s), where
+hyst is the half-width on the same grid as the OCV table (it varies along the curve: LFP's is wider at low
+SOC, where a fixed width would be off by about as much as the curve is informative). It is looked up at the
+SOC the voltage says, not at the prior, which may be far off.
 
 Sigma (1 standard deviation, fraction) grows with what counting cannot know: the current sensor's gain
-error and the capacity's error on the net charge moved since the cluster's last anchor, the offset's
+error and the capacity's error (SE_CAP_ERR: the configured one until SOH knows better) on the net charge moved since the cluster's last anchor, the offset's
 remaining error over time, and the rated current over any time the current was unknown (NaN). Those
 errors are systematic, so sigma grows linearly, not as a random walk. The bound reported is
 EP_BOUND_K × sigma. The current is counted less SE_OFFSET_A, the offset SOH learns, and a current within
@@ -68,6 +71,15 @@ cdef inline double soc_at(const double* ocv, Py_ssize_t m, double v) noexcept no
     return (lo + (v - ocv[lo]) / (ocv[hi] - ocv[lo])) / (m - 1)
 
 
+cdef inline double table_at(const double* a, Py_ssize_t m, double s) noexcept nogil:
+    """Linear interpolation of a[0..m-1] on the uniform grid over SOC 0..1."""
+    cdef double x = clamp(s, 0.0, 1.0) * (m - 1)
+    cdef Py_ssize_t j = <Py_ssize_t>x
+    if j >= m - 1:
+        j = m - 2
+    return a[j] + (x - j) * (a[j + 1] - a[j])
+
+
 cdef inline double kalman_update(const double* ocv, Py_ssize_t m, double s, double var, double v_ocv,
                                  double r_var, double s_meas, double* var_out) noexcept nogil:
     """Scalar iterated extended Kalman update of SOC s (variance var) with the measured OCV v_ocv (variance
@@ -100,8 +112,8 @@ cdef inline void move_cluster_to(double* soc, double* sig, Py_ssize_t n, Py_ssiz
 cdef void step_cells(
     Py_ssize_t c, Py_ssize_t N, Py_ssize_t P, const double* cell_v, const double* cell_t, const uint8_t* fresh,
     const double* cl_in, const uint8_t* cl_flags, const int32_t* agg_i, const double* agg_f,
-    const double* cap_ah, const double* tp, const double* ep, const double* ocv, Py_ssize_t m,
-    double* cell_soc, double* cell_sig, double* se, uint8_t* anchored,
+    const double* cap_ah, const double* tp, const double* ep, const double* ocv, const double* hyst,
+    Py_ssize_t m, double hyst_max, double* cell_soc, double* cell_sig, double* se, uint8_t* anchored,
 ) noexcept nogil:
     cdef Py_ssize_t n_per = N // P, p, j, k, k0 = c * N, mx
     cdef double i_now = cl_in[c * CL_IN_COLS + CL_I]
@@ -110,9 +122,10 @@ cdef void step_cells(
     cdef double net = dch - tp[TP_ETA_CHARGE] * ch
     cdef double idle = tp[TP_IDLE_A], taper = ep[EP_TAPER_A]
     cdef double rated, cap, inv, dsoc, dsig, s, g, var, v, t, vc, sm, hm, r_var
-    cdef double ir_abs, h = se[SE_HYST], cap_mean = 0.0, hk, hyst_v = ep[EP_HYST_V], v_off, r_base, r_load
-    cdef double n_anch = 0.0, sum_soc = 0.0, sum_var = 0.0, vmean, sig_min = ep[EP_SIG_MIN]
-    cdef bint known = not isnan(i_now), resting, knee, full_ok, empty_ok, v_ok
+    cdef double ir_v = 0.0, ir_abs, h = se[SE_HYST], cap_mean = 0.0, hk, hv, r_var_ir
+    cdef double n_anch = 0.0, sum_soc = 0.0, sum_var = 0.0, vmean, sig_min = ep[EP_SIG_MIN], band_lo, band_hi
+    cdef double v_lo = agg_f[c * AGG_F_COLS + AGG_V_MIN], v_hi = agg_f[c * AGG_F_COLS + AGG_V_MAX], margin
+    cdef bint known = not isnan(i_now), resting, knee, look, full_ok, empty_ok, v_ok
     cdef int kinds = 0
 
     cdef double n_old = se[SE_NET_SINCE_AH], n_new = n_old + net
@@ -135,11 +148,20 @@ cdef void step_cells(
     knee = known and ep[EP_KNEE] > 0.0 and fabs(i_now) > idle
     full_ok = known and i_now <= idle and i_now >= -taper
     empty_ok = known and i_now >= -idle and i_now <= taper
-    v_off = h * hyst_v - (i_now * ep[EP_R0_OHM] if known else 0.0)     # terminal − OCV the model expects
-    # hysteresis: the state is uncertain away from ±1, and its width varies along the curve (±50 %)
-    r_base = ep[EP_SIG_V] * ep[EP_SIG_V] + (hyst_v * (1.0 - fabs(h))) ** 2 + (0.5 * hyst_v) ** 2
-    ir_abs = fabs(i_now * ep[EP_R0_OHM]) if known else 0.0
-    r_load = r_base + ir_abs * ir_abs
+    if known:
+        ir_v = i_now * ep[EP_R0_OHM]      # terminal = OCV + h·hyst − I·R0 (I > 0 discharging)
+    ir_abs = fabs(ir_v)
+    r_var_ir = 0.0 if resting else ir_abs * ir_abs      # under load the I·R0 error adds to the voltage's
+    look = resting or knee
+    if look and not isnan(v_lo) and not isnan(v_hi):
+        # the cluster's lowest and highest valid cell bound every cell's corrected voltage: when neither can be
+        # on a steep end, no cell is, and the per-cell checks are skipped (most steps under load)
+        band_lo = ep[EP_REST_V_LO] if resting else ep[EP_KNEE_V_LO]
+        band_hi = ep[EP_REST_V_HI] if resting else ep[EP_KNEE_V_HI]
+        margin = 0.0 if resting else ir_abs
+        if (v_lo + ir_v - fabs(h) * hyst_max + margin > band_lo
+                and v_hi + ir_v + fabs(h) * hyst_max - margin < band_hi):
+            look = False
     rated = dmax(cl_in[c * CL_IN_COLS + CL_RATED_CHG_A], cl_in[c * CL_IN_COLS + CL_RATED_DCHG_A])
 
     for p in range(P):
@@ -151,7 +173,7 @@ cdef void step_cells(
         # Gain and capacity errors are systematic: their SOC error is proportional to the net charge moved
         # since the anchor (it shrinks again on the way back); the offset's grows with time; an unknown
         # current may have moved charge at up to the rated current (1C if no rating).
-        dsig = ((ep[EP_GAIN_ERR] + ep[EP_CAP_ERR]) * (fabs(n_new) - fabs(n_old))
+        dsig = ((ep[EP_GAIN_ERR] + se[SE_CAP_ERR]) * (fabs(n_new) - fabs(n_old))
                 + se[SE_OFFSET_BOUND_A] * ps / 3600.0 + (rated if rated > 0.0 else cap) * pu / 3600.0) * inv
         for j in range(n_per):
             k = k0 + p * n_per + j
@@ -173,16 +195,24 @@ cdef void step_cells(
                     kinds |= ANCHOR_EMPTY
                     n_anch += 1.0
                     sum_var += g * g
-                elif resting or knee:
+                elif look:
                     t = cell_t[k]
-                    vc = v - v_off
+                    # the OCV the voltage says; the hysteresis width at the prior SOC is close enough to
+                    # decide whether it is on a steep end (a few mV, the bands are wide)
+                    vc = v + ir_v - h * table_at(hyst, m, s)
                     # under load the I·R drop may be anywhere from 0 to twice the model's: the voltage must
                     # lie in the steep band for all of them
                     if (t >= tp[TP_T_LO] and t <= tp[TP_T_HI] and t >= ep[EP_T_MIN] and t <= ep[EP_T_MAX]
                             and ((resting and (vc <= ep[EP_REST_V_LO] or vc >= ep[EP_REST_V_HI]))
                                  or (not resting and (vc + ir_abs <= ep[EP_KNEE_V_LO]
                                                       or vc - ir_abs >= ep[EP_KNEE_V_HI])))):
-                        r_var = r_base if resting else r_load
+                        # ... but the update takes the width at the SOC the voltage says: the prior may be
+                        # far off, and on LFP's low end the width changes by several mV over a few points
+                        hv = table_at(hyst, m, soc_at(ocv, m, vc))
+                        vc = v + ir_v - h * hv
+                        # hysteresis: the state is uncertain away from ±1, and the width is known to ±50 %
+                        r_var = (ep[EP_SIG_V] * ep[EP_SIG_V] + (hv * (1.0 - fabs(h))) ** 2 + (0.5 * hv) ** 2
+                                 + r_var_ir)
                         sm = soc_at(ocv, m, vc)
                         s = kalman_update(ocv, m, s, g * g, vc, r_var, sm, &var)
                         ocv_at(ocv, m, sm, &hm)
@@ -278,8 +308,8 @@ cdef void roll_up(
 cdef void estimate_soc(
     Py_ssize_t C, Py_ssize_t N, Py_ssize_t P, const double* cell_v, const double* cell_t, const uint8_t* fresh,
     const double* cl_in, const uint8_t* cl_flags, const int32_t* agg_i, const double* agg_f,
-    const double* cap_ah, const double* tp, const double* ep, const double* ocv, Py_ssize_t m,
-    double* cell_soc, double* cell_sig, double* se, double dt_s,
+    const double* cap_ah, const double* tp, const double* ep, const double* ocv, const double* hyst,
+    Py_ssize_t m, double* cell_soc, double* cell_sig, double* se, double dt_s,
     double* charge_ah, double* soc_pct, double* out, uint8_t* anchored, double* stack_out,
 ) noexcept nogil:
     cdef Py_ssize_t c, p
@@ -287,6 +317,7 @@ cdef void estimate_soc(
     cdef double* s
     cdef double* o
     cdef bint step = False
+    cdef double hyst_max = 0.0
     for c in range(C):
         s = se + c * SE_COLS
         o = out + c * SOC_COLS
@@ -321,6 +352,8 @@ cdef void estimate_soc(
         for c in range(C):
             anchored[c] = 0
         return
+    for c in range(m):
+        hyst_max = dmax(hyst_max, hyst[c])
     stack_out[SOC_MIN] = 1e300
     stack_out[SOC_MAX] = -1e300
     stack_out[SOC_SOE_DCHG_WH] = 0.0
@@ -328,8 +361,8 @@ cdef void estimate_soc(
     stack_out[SOC_BOUND_MAX] = 0.0
     for c in range(C):
         o = out + c * SOC_COLS
-        step_cells(c, N, P, cell_v, cell_t, fresh, cl_in, cl_flags, agg_i, agg_f, cap_ah, tp, ep, ocv, m,
-                   cell_soc, cell_sig, se + c * SE_COLS, anchored)
+        step_cells(c, N, P, cell_v, cell_t, fresh, cl_in, cl_flags, agg_i, agg_f, cap_ah, tp, ep, ocv, hyst,
+                   m, hyst_max, cell_soc, cell_sig, se + c * SE_COLS, anchored)
         roll_up(c, N, P, cap_ah, cell_soc, cell_sig, ep[EP_BOUND_K], tp[TP_CLUSTER_NOMINAL_V], charge_ah,
                 soc_pct, o)
         cap_c = 0.0
@@ -350,10 +383,12 @@ cdef void estimate_soc(
 def step(const double[:, ::1] cell_v, const double[:, ::1] cell_t, const uint8_t[:, ::1] fresh,
          const double[:, ::1] cluster_in, const uint8_t[:, ::1] cluster_flags, const int32_t[:, ::1] agg_i,
          const double[:, ::1] agg_f, const double[:, ::1] capacity_ah, const double[::1] tick_params,
-         const double[::1] est_params, const double[::1] ocv_v, double[:, ::1] cell_soc, double[:, ::1] cell_sig,
+         const double[::1] est_params, const double[::1] ocv_v, const double[::1] hyst_v, double[:, ::1] cell_soc,
+         double[:, ::1] cell_sig,
          double[:, ::1] est_state, double dt_s, double[:, ::1] charge_ah, double[:, ::1] soc_pct,
          double[:, ::1] out, uint8_t[::1] anchored, double[::1] stack_out):
     """One call of dt_s seconds, as the tick makes it (the cell step runs when EP_STEP_S has passed).
+    ocv_v and hyst_v (the OCV and its hysteresis half-width, V) are on one uniform SOC grid over 0..1.
     State: cell_soc, cell_sig (fractions), est_state, and out's throughput accumulators."""
     cdef Py_ssize_t C = cell_v.shape[0], N = cell_v.shape[1], P = capacity_ah.shape[1], m = ocv_v.shape[0]
     if C == 0 or P == 0 or N == 0 or N % P:
@@ -376,10 +411,11 @@ def step(const double[:, ::1] cell_v, const double[:, ::1] cell_t, const uint8_t
     require_len("stack_out", stack_out.shape[0], SOC_COLS)
     if m < 2:
         raise ValueError("the OCV table needs at least 2 points")
+    require_len("hyst_v", hyst_v.shape[0], m)
     if not (dt_s >= 0.0):
         raise ValueError(f"dt_s must be >= 0, got {dt_s}")
     with nogil:
         estimate_soc(C, N, P, &cell_v[0, 0], &cell_t[0, 0], &fresh[0, 0], &cluster_in[0, 0],
                      &cluster_flags[0, 0], &agg_i[0, 0], &agg_f[0, 0], &capacity_ah[0, 0], &tick_params[0],
-                     &est_params[0], &ocv_v[0], m, &cell_soc[0, 0], &cell_sig[0, 0], &est_state[0, 0], dt_s,
+                     &est_params[0], &ocv_v[0], &hyst_v[0], m, &cell_soc[0, 0], &cell_sig[0, 0], &est_state[0, 0], dt_s,
                      &charge_ah[0, 0], &soc_pct[0, 0], &out[0, 0], &anchored[0], &stack_out[0])

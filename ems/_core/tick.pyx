@@ -32,7 +32,7 @@ cdef class FastTick:
     # inputs
     cdef double[:, ::1] cell_v, cell_t, cluster_in, capacity_ah, pack_pole_t
     cdef uint8_t[:, ::1] fresh, cluster_flags
-    cdef double[::1] params, bypass_params, est_params, ocv_v
+    cdef double[::1] params, bypass_params, est_params, ocv_v, hyst_v
     cdef int8_t[::1] req_kind
     cdef double[::1] req_value
     cdef uint8_t[::1] req_active
@@ -73,6 +73,9 @@ cdef class FastTick:
         if b.ocv_v.ndim != 1 or b.ocv_v.shape[0] < 2 or not (b.ocv_v[1:] > b.ocv_v[:-1]).all():
             raise ValueError("ocv_v must be a strictly increasing table of at least 2 voltages")
         self.ocv_v = _shape("ocv_v", b.ocv_v, (b.ocv_v.shape[0],), f64)
+        if b.hyst_v.ndim != 1 or not (np.isfinite(b.hyst_v).all() and (b.hyst_v >= 0.0).all()):
+            raise ValueError("hyst_v must be finite half-widths >= 0 V")
+        self.hyst_v = _shape("hyst_v", b.hyst_v, (b.ocv_v.shape[0],), f64)
         self.req_kind = _shape("req_kind", b.req_kind, (K,), i8)
         self.req_value = _shape("req_value", b.req_value, (K,), f64)
         self.req_active = _shape("req_active", b.req_active, (K,), u8)
@@ -143,7 +146,7 @@ cdef class FastTick:
                         &self.stack_f[0], &self.stack_i[0])
         estimate_soc(C, N, P, &self.cell_v[0, 0], &self.cell_t[0, 0], &self.fresh[0, 0], &self.cluster_in[0, 0],
                      &self.cluster_flags[0, 0], &self.agg_i[0, 0], &self.agg_f[0, 0], &self.capacity_ah[0, 0], tp,
-                     &self.est_params[0], &self.ocv_v[0], self.ocv_v.shape[0], &self.cell_soc[0, 0],
+                     &self.est_params[0], &self.ocv_v[0], &self.hyst_v[0], self.ocv_v.shape[0], &self.cell_soc[0, 0],
                      &self.cell_sig[0, 0], &self.est_state[0, 0], dt_s, &self.charge_ah[0, 0],
                      &self.soc_pct[0, 0], &self.soc_out[0, 0], &self.anchored[0], &self.stack_soc[0])
         fill_sources(C, &self.agg_f[0, 0], &self.agg_i[0, 0], &self.cluster_in[0, 0], &self.soc_out[0, 0],

@@ -154,7 +154,9 @@ class SocEstimation:
     current_offset_a: float = spec(0.3, 0.0, 100.0, "A", "current sensor offset bound")
     zero_current_a: float = spec(0.5, 0.0, 50.0, "A", "a current within ± this counts as zero (the sensor's "
                                  "offset at rest); 0 if the string feeds auxiliary loads that small")
-    capacity_error_pct: float = spec(2.0, 0.0, 50.0, "%", "uncertainty of the capacity used for counting")
+    capacity_error_pct: float = spec(2.0, 0.0, 50.0, "%", "uncertainty of the capacity used for counting "
+                                     "(2 % for new cells; say 20 % for used cells of unknown SOH): the bound grows "
+                                     "with it until SOH has learned the capacity better")
     initial_sigma_pct: float = spec(15.0, 0.1, 50.0, "%", "SOC uncertainty (1 sigma) at first start, no saved state")
     bound_sigmas: float = spec(2.0, 1.0, 5.0, "", "the reported bound is this many sigmas (2 ≈ 95 %)")
     step_s: float = spec(1.0, 0.0, 60.0, "s", "per-cell update period (the BMS's cell data period; 0 = every tick)")
@@ -168,7 +170,8 @@ class SocEstimation:
                              "the I·R uncertainty)")
     knee_min_slope_mv_per_pct: float = spec(10.0, 0.1, 1000.0, "mV/%", "… where the curve is at least this steep")
     voltage_sigma_mv: float = spec(4.0, 0.1, 100.0, "mV", "cell voltage measurement + OCV table error (1 sigma)")
-    hysteresis_mv: float = spec(10.0, 0.0, 200.0, "mV", "OCV hysteresis half-width (charge side above discharge side)")
+    hysteresis_mv: float = spec(10.0, 0.0, 200.0, "mV", "OCV hysteresis half-width (charge side above discharge "
+                                "side), used where the OCV table has no hysteresis_mv column")
     hysteresis_throughput_pct: float = spec(5.0, 0.1, 100.0, "%", "throughput (of capacity) that moves the "
                                             "hysteresis 63 % of the way to its new side")
     cell_resistance_mohm: float = spec(0.5, 0.0, 100.0, "mΩ", "cell resistance for the voltage under load (and "

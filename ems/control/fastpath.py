@@ -140,7 +140,8 @@ class CoreBuffers:
     bypass_params: np.ndarray
     capacity_ah: np.ndarray
     est_params: np.ndarray
-    ocv_v: np.ndarray
+    ocv_v: np.ndarray            # OCV on the estimator's uniform SOC grid, V
+    hyst_v: np.ndarray           # its hysteresis half-width on the same grid, V
 
     def __post_init__(self) -> None:
         C, N, P, K = (self.shape.clusters, self.shape.cells_per_cluster, self.shape.packs_per_cluster,
@@ -236,7 +237,8 @@ class FastPath:
             self.estimator = default_estimator(self.cell_capacity_ah)
         self.buffers = CoreBuffers(self.shape, self.table, self.params.vector(self.shape.cells_per_cluster),
                                    bypass_vector(self.bypass, self.table, self.params), cap,
-                                   self.estimator.params.copy(), self.estimator.ocv_v.copy())
+                                   self.estimator.params.copy(), self.estimator.ocv_v.copy(),
+                                   self.estimator.hyst_v.copy())
         self.set_soc(50.0, 100.0 * self.estimator.initial_sigma)
         self._tick = FastTick(self.buffers)
 

@@ -1,9 +1,12 @@
-"""Open-circuit voltage tables: read `soc_pct,ocv_v` CSV, check it, resample it for the native core.
+"""Open-circuit voltage tables: read `soc_pct,ocv_v[,hysteresis_mv]` CSV, check it, resample it for the core.
 
 The core looks OCV up on a uniform SOC grid (one multiply, no search), so a table of any spacing is
 resampled by linear interpolation onto GRID_POINTS points; between the given points that is exactly the
 piecewise-linear curve of the file. The voltage bands where the curve is steep enough to be informative
 are found here, once, so the hot path compares a voltage with two numbers instead of computing slopes.
+
+The optional third column is the hysteresis half-width at each point (charge branch − mean, mV). LFP's is
+not constant (wider at low SOC); a table without it gets [soc_estimation] hysteresis_mv everywhere.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+HEADER = ["soc_pct", "ocv_v"]
+HYST_COLUMN = "hysteresis_mv"
+HYST_MAX_MV = 200.0
 GRID_POINTS = 401          # 0.25 % SOC spacing: finer than any table we ship or expect
 DEFAULT_TABLES = {"LFP": "lfp_ocv.csv"}     # the full / empty volts are [battery] defaults (schema.py)
 
@@ -28,11 +34,18 @@ class OcvTable:
     soc_pct: np.ndarray          # as given, strictly increasing, 0 … 100
     ocv_v: np.ndarray            # strictly increasing
     source: str
+    hyst_mv: np.ndarray | None = None      # half-width per point, mV; None: not in the file
 
     @property
     def grid_v(self) -> np.ndarray:
         """OCV on the uniform grid the core uses (GRID_POINTS over 0–100 %)."""
         return np.interp(np.linspace(0.0, 100.0, GRID_POINTS), self.soc_pct, self.ocv_v)
+
+    def grid_hyst_v(self, default_mv: float) -> np.ndarray:
+        """The hysteresis half-width on the same grid, V: the table's column, or default_mv everywhere."""
+        if self.hyst_mv is None:
+            return np.full(GRID_POINTS, default_mv / 1000.0)
+        return np.interp(np.linspace(0.0, 100.0, GRID_POINTS), self.soc_pct, self.hyst_mv) / 1000.0
 
     def ocv(self, soc_pct):
         return np.interp(soc_pct, self.soc_pct, self.ocv_v)
@@ -55,20 +68,27 @@ class OcvTable:
 
 def parse(text: str, source: str) -> OcvTable:
     rows = list(csv.reader(text.splitlines()))
-    if not rows or [h.strip() for h in rows[0]][:2] != ["soc_pct", "ocv_v"]:
-        raise OcvError(f"{source}: line 1: the header must be 'soc_pct,ocv_v'")
-    soc, v = [], []
+    header = [h.strip() for h in rows[0]] if rows else []
+    if header not in (HEADER, HEADER + [HYST_COLUMN]):
+        raise OcvError(f"{source}: line 1: the header must be 'soc_pct,ocv_v' or 'soc_pct,ocv_v,{HYST_COLUMN}'")
+    cols = len(header)
+    soc, v, hy = [], [], []
     for n, row in enumerate(rows[1:], start=2):
         if not row or all(not x.strip() for x in row):
             continue
-        if len(row) < 2:
-            raise OcvError(f"{source}: line {n}: expected 2 values, got {len(row)}")
+        if len(row) != cols:
+            raise OcvError(f"{source}: line {n}: expected {cols} values, got {len(row)}")
         try:
-            s, u = float(row[0]), float(row[1])
+            vals = [float(x) for x in row]
         except ValueError:
             raise OcvError(f"{source}: line {n}: not a number: {','.join(row)!r}") from None
-        if not (math.isfinite(s) and math.isfinite(u)):
+        if not all(math.isfinite(x) for x in vals):
             raise OcvError(f"{source}: line {n}: values must be finite numbers")
+        s, u = vals[0], vals[1]
+        if cols == 3:
+            if not 0.0 <= vals[2] <= HYST_MAX_MV:
+                raise OcvError(f"{source}: line {n}: {HYST_COLUMN} {vals[2]:g} outside 0..{HYST_MAX_MV:g}")
+            hy.append(vals[2])
         if not 0.0 <= s <= 100.0:
             raise OcvError(f"{source}: line {n}: soc_pct {s:g} outside 0..100")
         if not 0.5 <= u <= 5.0:
@@ -82,7 +102,7 @@ def parse(text: str, source: str) -> OcvTable:
         v.append(u)
     if len(soc) < 2 or soc[0] != 0.0 or soc[-1] != 100.0:
         raise OcvError(f"{source}: the table must run from soc_pct 0 to 100 with at least 2 points")
-    return OcvTable(np.array(soc), np.array(v), source)
+    return OcvTable(np.array(soc), np.array(v), source, np.array(hy) if cols == 3 else None)
 
 
 def load(path: str | Path) -> OcvTable:

@@ -13,7 +13,8 @@ from ems.estimation.ocv import OcvTable, default_table
 @dataclass(frozen=True)
 class Estimator:
     params: np.ndarray          # (EP_COLS,) float64
-    ocv_v: np.ndarray           # OCV on the core's uniform SOC grid
+    ocv_v: np.ndarray           # OCV on the core's uniform SOC grid, V
+    hyst_v: np.ndarray          # hysteresis half-width on the same grid, V
     initial_sigma: float        # fraction
     capacity_error: float       # fraction: the SOH capacity is used once it is known better than this
 
@@ -32,7 +33,6 @@ def estimator_for(est: SocEstimation, table: OcvTable, cell_capacity_ah: float) 
     p[L.EP_REST_V_LO], p[L.EP_REST_V_HI] = table.steep_bands(est.ocv_min_slope_mv_per_pct)
     p[L.EP_KNEE_V_LO], p[L.EP_KNEE_V_HI] = table.steep_bands(est.knee_min_slope_mv_per_pct)
     p[L.EP_SIG_V] = est.voltage_sigma_mv / 1000.0
-    p[L.EP_HYST_V] = est.hysteresis_mv / 1000.0
     p[L.EP_HYST_AH_FRAC] = est.hysteresis_throughput_pct / 100.0
     p[L.EP_R0_OHM] = est.cell_resistance_mohm / 1000.0
     p[L.EP_T_MIN], p[L.EP_T_MAX] = est.ocv_temp_min_degc, est.ocv_temp_max_degc
@@ -41,8 +41,8 @@ def estimator_for(est: SocEstimation, table: OcvTable, cell_capacity_ah: float) 
     p[L.EP_R_STEP_A] = est.resistance_step_c * cell_capacity_ah
     p[L.EP_KNEE] = 1.0 if est.knee_filter else 0.0
     p[L.EP_ZERO_A] = est.zero_current_a
-    return Estimator(p, np.ascontiguousarray(table.grid_v), est.initial_sigma_pct / 100.0,
-                     est.capacity_error_pct / 100.0)
+    return Estimator(p, np.ascontiguousarray(table.grid_v), table.grid_hyst_v(est.hysteresis_mv),
+                     est.initial_sigma_pct / 100.0, est.capacity_error_pct / 100.0)
 
 
 def default_estimator(cell_capacity_ah: float = 280.0) -> Estimator:
@@ -52,10 +52,12 @@ def default_estimator(cell_capacity_ah: float = 280.0) -> Estimator:
 
 def initial_state(clusters: int, params: np.ndarray) -> np.ndarray:
     """A fresh estimator state (C, SE_COLS). The pending time starts at the step period, so the first call
-    makes a cell step and every result is valid from then on; the offset error starts at its bound."""
+    makes a cell step and every result is valid from then on; the offset and capacity errors start at their
+    configured bounds."""
     st = np.zeros((clusters, L.SE_COLS), dtype=np.float64)
     st[:, L.SE_PEND_S] = params[L.EP_STEP_S]
     st[:, L.SE_PREV_I] = np.nan
     st[:, L.SE_PREV_V] = np.nan
     st[:, L.SE_OFFSET_BOUND_A] = params[L.EP_OFFSET_A]
+    st[:, L.SE_CAP_ERR] = params[L.EP_CAP_ERR]
     return st

@@ -88,7 +88,7 @@ class CellReplay:
         e = estimator_for(est, table, capacity_ah)
         self.tp = FastPathParams(charge_efficiency=est.charge_efficiency_pct / 100.0, cell_full_v=full_v,
                                  cell_empty_v=empty_v).vector(1)
-        self.ep, self.ocv = e.params, e.ocv_v
+        self.ep, self.ocv, self.hyst = e.params, e.ocv_v, e.hyst_v
         self.initial_sigma = e.initial_sigma
         self.learn = est.capacity_learning if learn_capacity is None else learn_capacity
         self.cap_err = e.capacity_error
@@ -132,7 +132,7 @@ class CellReplay:
         self.cl_in[0, L.CL_I] = s.current_a
         self.cl_in[0, L.CL_V] = s.voltage_v
         soc_k.step(self.cell_v, self.cell_t, self.fresh, self.cl_in, self.flags, self.agg_i, self.agg_f,
-                   self.capacity_ah, self.tp, self.ep, self.ocv, self.cell_soc, self.cell_sig, self.state, dt,
+                   self.capacity_ah, self.tp, self.ep, self.ocv, self.hyst, self.cell_soc, self.cell_sig, self.state, dt,
                    self.charge_ah, self.soc_pct, self.out, self.anchored, self.stack)
         if self.soh.observe(self.state, self.out, s.t_s) and self.learn:
             self.soh.apply(self.capacity_ah, self.state, self.cap_err)

@@ -28,6 +28,7 @@ FADING = 0.98              # weight kept by older pairs per new pair
 R_ALPHA = 0.05             # exponential average of resistance samples
 TREND_DAYS = 90
 MAX_POINTS = 400
+CAP_ERR_FLOOR = 0.01       # a learned capacity's error is never taken as smaller: it drifts with temperature and age
 
 
 @dataclass
@@ -102,11 +103,17 @@ class SohTracker:
         self.clusters = [ClusterSoh(rated_ah) for _ in range(clusters)]
         self.gain_err = gain_err
         self.offset_bound_a = offset_a
+        self._seen = np.full((clusters, 2), np.nan)          # the anchor and resistance counters last read
 
     def observe(self, est_state: np.ndarray, soc_out: np.ndarray, t_s: float) -> list[int]:
         """Take new anchors and resistance samples; returns the clusters whose capacity estimate changed."""
         changed = []
-        for c, cs in enumerate(self.clusters):
+        seq = est_state[:, [L.SE_ANCHOR_SEQ, L.SE_R_SEQ]]
+        new = np.flatnonzero((seq != self._seen).any(axis=1))      # most slow ticks: none (one vector test)
+        self._seen = seq
+        for c in new:
+            c = int(c)
+            cs = self.clusters[c]
             se = est_state[c]
             thru = float(soc_out[c, L.SOC_AH_CHARGED] + soc_out[c, L.SOC_AH_DISCHARGED])
             if se[L.SE_R_SEQ] != cs.r_seq:
@@ -138,12 +145,14 @@ class SohTracker:
 
     def apply(self, capacity_ah: np.ndarray, est_state: np.ndarray, max_rel_sigma: float) -> None:
         """Count with what was learned, where it is known well enough: each cluster's capacity (all its
-        PACKs) and its current offset (whose remaining error then grows the bound instead of the
-        datasheet's; never below a quarter of it, the offset drifts with temperature)."""
+        PACKs; its error then grows the bound instead of the configured one) and its current offset (whose
+        remaining error then grows the bound instead of the datasheet's; never below a quarter of it, the
+        offset drifts with temperature)."""
         for c, cs in enumerate(self.clusters):
             q = learned_capacity(cs, max_rel_sigma)
             if q is not None:
                 capacity_ah[c, :] = q
+                est_state[c, L.SE_CAP_ERR] = min(max_rel_sigma, max(cs.capacity_sigma_ah / q, CAP_ERR_FLOOR))
             if cs.offset_a is not None and cs.offset_sigma_a is not None and cs.offset_sigma_a < self.offset_bound_a \
                     and abs(cs.offset_a) <= 3.0 * self.offset_bound_a:
                 est_state[c, L.SE_OFFSET_A] = cs.offset_a

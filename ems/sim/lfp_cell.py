@@ -40,15 +40,17 @@ def hysteresis_half_v(soc: float) -> float:
 
 def measured_ocv_table(points=(0, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 65, 70, 80, 90, 95, 97, 98,
                                99, 100), noise_v: float = 0.001, seed: int = 7) -> str:
-    """The OCV table an OEM would measure on this cell (25 °C, mean of the branches, ±1 mV), as CSV."""
+    """The OCV table an OEM would measure on this cell at 25 °C, as CSV: the mean of the charge and discharge
+    branches after rest, and half their gap (the hysteresis column), each branch read to ±1 mV."""
     rng = np.random.default_rng(seed)
-    rows = ["soc_pct,ocv_v"]
+    rows = ["soc_pct,ocv_v,hysteresis_mv"]
     last = 0.0
     for p in points:
-        v = round(ocv_v(p / 100.0) + rng.normal(0.0, noise_v), 4)
-        v = max(v, last + 0.0005)
+        up = ocv_v(p / 100.0) + hysteresis_half_v(p / 100.0) + rng.normal(0.0, noise_v)
+        down = ocv_v(p / 100.0) - hysteresis_half_v(p / 100.0) + rng.normal(0.0, noise_v)
+        v = max(round((up + down) / 2.0, 4), last + 0.0005)
         last = v
-        rows.append(f"{p:g},{v:.4f}")
+        rows.append(f"{p:g},{v:.4f},{max(up - down, 0.0) / 2.0 * 1000.0:.1f}")
     return "\n".join(rows) + "\n"
 
 

@@ -50,6 +50,7 @@ def save_state(ctrl: Controller, path: Path) -> None:
              "cell_soc": b.cell_soc.round(6).tolist(), "cell_sigma": b.cell_sig.round(6).tolist(),
              "hysteresis": b.est_state[:, L.SE_HYST].tolist(), "offset_a": b.est_state[:, L.SE_OFFSET_A].tolist(),
              "offset_bound_a": b.est_state[:, L.SE_OFFSET_BOUND_A].tolist(),
+             "capacity_error": b.est_state[:, L.SE_CAP_ERR].tolist(),
              "capacity_ah": b.capacity_ah.tolist(), "soh": ctrl.soh.to_dict(),
              "soc_pct": float(b.stack_soc[L.SOC_MEAN])}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,8 @@ def load_state(ctrl: Controller, path: Path) -> bool:
             b.est_state[:, L.SE_HYST] = hyst.clip(-1.0, 1.0)
             b.est_state[:, L.SE_OFFSET_A] = off
             b.est_state[:, L.SE_OFFSET_BOUND_A] = off_b
+            if "capacity_error" in state:          # absent in files written before it was kept
+                b.est_state[:, L.SE_CAP_ERR] = np.array(state["capacity_error"], dtype=float).clip(0.0, 1.0)
             ctrl.soh.restore(state.get("soh", []))
         else:
             q = np.array(state["charge_ah"], dtype=float)
