@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CORE_SOURCES := $(wildcard ems/_core/*.pyx ems/_core/*.pxd ems/_core/*.h)
 
-.PHONY: install run test bench validate clean
+.PHONY: install run test bench validate clean test-aarch64
 
 $(STAMP): pyproject.toml setup.py $(CORE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ validate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info ems/_core/*.c ems/_core/*.so ems/_core/*.html .pytest_cache .hypothesis
+
+# The package built and its suite run on arm64 (debootstrap rootfs, qemu-user; root; slow): docs/board.md
+test-aarch64:
+	bash firmware/aarch64/test.sh

@@ -15,7 +15,7 @@ def main(raw_path: str, out_path: str) -> int:
     extra = []
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
-        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records"):
+        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records", "footprint"):
             extra.append({**info, "wall_s": bench["stats"]["median"]})
             continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
@@ -53,10 +53,13 @@ def main(raw_path: str, out_path: str) -> int:
         elif e["kind"] == "records":
             size = f" (database {e['db_mb_per_year']} MB per year of 5-min data)" if "db_mb_per_year" in e else ""
             print(f"history {e['case']:<26} {e['wall_s'] * 1e3:8.2f} ms{size}")
+        elif e["kind"] == "footprint":
+            print(f"ems run, {e['case'][10:]:<12} start-up to the first tick {e['startup_s']:.2f} s, "
+                  f"CPU {e['cpu_pct']:.1f} % of one core, RSS {e['rss_mb']:.0f} MB (peak {e['rss_peak_mb']:.0f} MB)")
         elif e["kind"] == "throughput":
             print(f"Modbus engine poll throughput (loopback, 22-register reads): {e['requests_per_s']:.0f} requests/s")
         else:
-            print(f"real-time fast loop (10 ms, {e['ticks']} ticks): period error p50 {e['jitter_p50_ms']:.3f} ms, "
+            print(f"real-time fast loop{' ' + e['rt'] if e.get('rt') else ''} (10 ms, {e['ticks']} ticks): period error p50 {e['jitter_p50_ms']:.3f} ms, "
                   f"p99 {e['jitter_p99_ms']:.3f} ms, p99.9 {e['jitter_p999_ms']:.3f} ms, max {e['jitter_max_ms']:.2f} ms; "
                   f"slow loop p50 {e['slow_loop_p50_ms']:.2f} ms, p99 {e['slow_loop_p99_ms']:.2f} ms")
     return 0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ems import __version__
+from ems.board import cli as board_cli
 from ems.records import cli as records_cli
 
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, default=Path(".ems-state/history.sqlite"),
                      help="history database (alarms, logs, samples; fault recordings in faults/ beside it)")
     run.add_argument("--no-history", action="store_true", help="record nothing (and no HTTP API)")
+    run.add_argument("--board-root", type=Path, help="the board layout whose pending update this run confirms once "
+                     "healthy (the service passes /; docs/board.md)")
 
     simp = sub.add_parser("simulate", help="run a scenario on a virtual clock, as fast as possible")
     simp.add_argument("scenario", type=Path, help="site file with a [simulation] section")
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--initial-soc", type=_number(0.0, 100.0), help="SOC at the first row, %% (default: from the first "
                      "row's voltage through the OCV table)")
     records_cli.add_parsers(sub)
+    board_cli.add_parsers(sub)
     return p
 
 
@@ -159,7 +163,8 @@ def _run(args) -> int:
         return 1
     return run_live(cfg, args.duration, args.speed, state_path=args.state,
                     protocols=args.speed == 1.0 and not args.direct,
-                    db_path=None if args.no_history else args.db, config_path=args.config)
+                    db_path=None if args.no_history else args.db, config_path=args.config,
+                    board_root=args.board_root)
 
 
 def _devices(args) -> int:
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return replay_main(args)
     if args.command in ("status", "alarms", "log", "report", "stats", "reset-faults"):
         return records_cli.run(args)
+    if args.command in ("bundle", "update", "factory-reset", "clock", "restart"):
+        return board_cli.run(args)
     build_parser().print_help()
     return 0
 

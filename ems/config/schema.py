@@ -10,10 +10,14 @@ from dataclasses import dataclass
 
 from ems.config.fields import section, spec
 
+CONFIG_VERSION = 1          # the site file schema this program reads; firmware/migrations/vNNNN.py lead to it
+
 
 @dataclass
 class Site:
     name: str = spec("demo", doc="site name shown in the status view")
+    config_version: int = spec(CONFIG_VERSION, 1, CONFIG_VERSION, "", "schema version of this file: `ems update` migrates older files "
+                               "forward (firmware/migrations)")
     timezone: str = spec("Europe/Berlin", doc="IANA time zone of the site; schedules are local time")
     latitude_deg: float = spec(48.1, -90.0, 90.0, "deg", "for the simulated PV day curve")
 
@@ -427,6 +431,22 @@ class Api:
 
 
 @dataclass
+class Board:
+    lock_memory: bool = spec(False, doc="mlockall: no page of the controller is swapped or faulted out (needs "
+                             "CAP_IPC_LOCK; docs/board.md)")
+    rt_priority: int = spec(0, 0, 99, "", "SCHED_FIFO priority of the fast-loop thread (0: the normal scheduler; "
+                            "needs CAP_SYS_NICE)")
+    cpu: int = spec(-1, -1, 1023, "", "pin the fast-loop thread to this CPU (-1: any)")
+    absolute_deadlines: bool = spec(True, doc="sleep to absolute deadlines (clock_nanosleep TIMER_ABSTIME) instead "
+                                    "of relative sleeps")
+    watchdog_tick_age_ms: float = spec(1000.0, 50.0, 60000.0, "ms", "systemd's watchdog is fed only while the "
+                                       "last fast tick is at most this old")
+    watchdog_overrun_ms: float = spec(500.0, 10.0, 60000.0, "ms", "... and no tick took longer than this")
+    health_confirm_s: float = spec(60.0, 5.0, 3600.0, "s", "after an update the new version confirms itself "
+                                   "once its fast loop has run healthy this long (else it is rolled back)")
+
+
+@dataclass
 class SiteConfig:
     site: Site = section(Site)
     loops: Loops = section(Loops)
@@ -457,3 +477,4 @@ class SiteConfig:
     devices: Devices = section(Devices)
     records: Records = section(Records)
     api: Api = section(Api)
+    board: Board = section(Board)

@@ -198,12 +198,19 @@ class FastPeriod:
 def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.0, out=None,
              state_path: Path | None = None, pv_profile: str = "cloudy", load_profile: str = "commercial",
              load_peak_w: float = 80_000.0, probe: dict | None = None, protocols: bool = True,
-             db_path: Path | None = None, config_path: Path | None = None) -> int:
+             db_path: Path | None = None, config_path: Path | None = None, board_root: Path | None = None,
+             watchdog=None) -> int:
     """probe (benchmarks): a dict that receives 'tick_start_s' and 'slow_s' arrays (monotonic seconds).
     db_path: the history database (alarms, logs, samples, fault recordings beside it); None: no history.
     config_path: the site file the HTTP API saves parameter changes to (None: the API cannot change them).
     protocols: reach the simulated devices over loopback Modbus TCP and virtual CAN (the board's code
-    path); False keeps the in-process device path of `ems simulate`."""
+    path); False keeps the in-process device path of `ems simulate`.
+    board_root: the board layout (ems.board.slots) whose update trial this run confirms once healthy.
+    watchdog: a LoopWatchdog (default: systemd's, from $NOTIFY_SOCKET / $WATCHDOG_USEC; inert on a desk)."""
+    from ems.board.rt import DeadlineSleeper, apply_realtime
+    from ems.board.slots import BoardPaths
+    from ems.board.update import HealthConfirm
+    from ems.board.watchdog import LoopWatchdog
     out = out or sys.stdout
     tty = out.isatty()
     clock = ScaledClock(speed)
@@ -236,6 +243,15 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     fast_s = cfg.loops.fast_period_ms / 1000.0
     slow_every = loop.slow_every
+    bc = cfg.board
+    rt = None
+    if bc.lock_memory or bc.rt_priority or bc.cpu >= 0:       # this thread is the fast loop's
+        rt = apply_realtime(bc.lock_memory, bc.rt_priority, bc.cpu if bc.cpu >= 0 else None)
+        out.write(rt.text() + "\n")
+    sleeper = DeadlineSleeper(bc.absolute_deadlines)
+    wd = watchdog or LoopWatchdog.from_env(max_tick_age_s=bc.watchdog_tick_age_ms / 1000.0,
+                                          max_overrun_s=bc.watchdog_overrun_ms / 1000.0)
+    health = HealthConfirm(BoardPaths(board_root) if board_root is not None else None, bc.health_confirm_s)
     start = time.monotonic()
     deadline = start
     next_view = start
@@ -247,9 +263,19 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         while not stop["flag"]:
             if n < capacity:
                 tick_start[n] = time.monotonic()
+            t_tick = time.monotonic()
             t_slow = loop.period(n)
-            if t_slow is not None and n // slow_every < len(slow_s):
-                slow_s[n // slow_every] = t_slow
+            wd.tick_done(time.monotonic() - t_tick)
+            if n == 0:
+                wd.ready(f"controlling {cfg.site.name}")
+            wd.poll()
+            if t_slow is not None:
+                if n // slow_every < len(slow_s):
+                    slow_s[n // slow_every] = t_slow
+                health.observe(wd.healthy()[0])
+                if health.result:
+                    out.write(f"update: {health.result}\n")
+                    health.result = None
             local = loop.local
             n += 1
             now = time.monotonic()
@@ -262,10 +288,13 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
             deadline += fast_s
             delay = deadline - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                sleeper.sleep_until(deadline)
             elif delay < -1.0:
                 deadline = time.monotonic()      # far behind (suspended?): resynchronise, do not burst
     finally:
+        wd.stopping()
+        if rt is not None:
+            rt.restore()
         # clean stop: PCS to zero at once, state saved
         link.actuate(Commands(pcs_setpoint_w=0.0, pcs_run=False), clock.now().astimezone(tz), fast_s)
         if io is not None:
