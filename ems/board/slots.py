@@ -214,7 +214,7 @@ def begin(paths: BoardPaths, manifest: dict, deadline_s: float, now: float | Non
 
 def migrate_config(paths: BoardPaths, migrations: list[Path], target_version: int) -> list[str]:
     """Step 3: keep a copy of the site file for the rollback, then migrate it forward."""
-    from ems.board.migrate import migrate_file
+    from ems.board.migrate import migrate_file      # here, not at the top: the boot guard stays stdlib-only
     st = read_state(paths)
     if not paths.config.exists():
         return []

@@ -30,8 +30,7 @@ def apply(paths: BoardPaths, bundle: Path, deadline_s: float = 300.0, restart=No
     staging = Path(tempfile.mkdtemp(prefix="staging-", dir=paths.update))
     try:
         v = verify(bundle, load_trusted(paths.keys), staging)
-        steps = load_steps(v.migrations)         # a broken migration refuses the update before anything changes
-        del steps
+        load_steps(v.migrations)                  # a broken migration refuses the update before anything changes
         trial = slots.begin(paths, v.manifest, deadline_s, now=clock())
         try:
             slots.install_slot(paths, trial["slot"], v.wheels, v.manifest, installer)

@@ -9,7 +9,7 @@ sent at half the watchdog period, as sd_watchdog_enabled(3) recommends.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ems.board.sdnotify import Notifier, watchdog_interval_s
 
@@ -25,7 +25,7 @@ class LoopWatchdog:
     last_ping_s: float = -1e18
     sick_reason: str = ""
     pings: int = 0
-    missed: int = field(default=0)         # pings withheld because the loop was not healthy
+    missed: int = 0                        # pings withheld because the loop was not healthy
 
     @classmethod
     def from_env(cls, **kw) -> "LoopWatchdog":
