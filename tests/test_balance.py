@@ -9,7 +9,7 @@ from ems._core import layout as L
 from ems.control.fastpath import BypassParams, FastPathParams, bypass_vector
 from ems.control.protection_table import BatteryRatings, ProtectionTable, default_rows
 from tests import reference as ref
-from tests.helpers import T_RANGE, V_RANGE, run_aggregate
+from tests.helpers import V_RANGE, run_aggregate
 from tests.generators import stacks
 
 TABLE = ProtectionTable(default_rows(BatteryRatings(cells_per_cluster=16)))

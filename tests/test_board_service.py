@@ -152,3 +152,95 @@ def test_a_clock_outside_the_plausible_range_or_without_zone_is_refused(capsys):
         maintenance.set_clock(datetime(2027, 1, 1))
     assert main(["clock", "set", "2026-11-21T10:00:00"]) == 1
     assert "no time zone" in capsys.readouterr().err
+
+
+def _board_with_factory_file(root):
+    paths = slots.BoardPaths(root)
+    paths.etc.mkdir(parents=True)
+    paths.data.mkdir(parents=True)
+    (paths.etc / "factory-site.toml").write_text('[site]\nname = "factory"\n')
+    paths.config.write_text('[site]\nname = "changed"\n')
+    return paths
+
+
+def test_maintenance_over_the_api_is_for_installers_and_admins_and_refuses_bad_input(tmp_path):
+    from datetime import timedelta
+    from ems.control.clock import VirtualClock
+    from ems.records.api import Api, ApiServer
+    from ems.records.auth import Users
+    from ems.records.recorder import Recorder
+    from tests.records.test_api import PW, Client
+    paths = _board_with_factory_file(tmp_path / "root")
+    Recorder(paths.data / "history.sqlite", timezone="UTC").stop()
+    t0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    clock, stops = VirtualClock(t0), []
+    m = maintenance.RemoteMaintenance(clock, stops.append, paths)
+    server = ApiServer(Api(paths.data / "history.sqlite", paths.config, Users(tmp_path / "auth.sqlite"), None, m),
+                       "127.0.0.1", 0)
+    try:
+        admin = Client(server.port)
+        assert admin.call("POST", "/setup", {"username": "admin", "password": PW})[0] == 201
+        admin.login("admin")
+        for name, role in (("inst", "installer"), ("ops", "operator")):
+            assert admin.call("POST", "/users", {"username": name, "role": role, "password": PW})[0] == 201
+        ops, inst = Client(server.port).login("ops"), Client(server.port).login("inst")
+        assert ops.call("GET", "/maintenance/clock")[1]["utc"] == t0.isoformat()
+        for path, body in (("/maintenance/restart", None), ("/maintenance/factory-reset", {"confirm": True}),
+                           ("/maintenance/clock", {"time": "2026-06-01T15:00:00+00:00"})):
+            assert ops.call("POST", path, body)[0] == 403                  # an operator dispatches, not maintains
+        assert stops == [] and clock.now() == t0 and "changed" in paths.config.read_text()
+        for bad in ("2026-06-01T15:00:00", "2001-01-01T00:00:00+00:00", "yesterday", 7):
+            status, body = inst.call("POST", "/maintenance/clock", {"time": bad})
+            assert status == 400 and "zone" in body["error"] and clock.now() == t0
+        status, body = inst.call("POST", "/maintenance/clock", {"time": "2026-06-01T14:30:00+02:00"})
+        assert status == 200 and body["step_s"] == 1800.0 and clock.now() == t0 + timedelta(minutes=30)
+        assert inst.call("POST", "/maintenance/factory-reset", {})[0] == 400          # must confirm
+        assert inst.call("POST", "/maintenance/factory-reset", {"confirm": True, "wipe_history": True})[0] == 400
+        assert "changed" in paths.config.read_text() and stops == []
+        status, body = inst.call("POST", "/maintenance/factory-reset", {"confirm": True})
+        assert status == 202 and "factory" in paths.config.read_text() and "history kept" in body["done"]
+        assert inst.call("POST", "/maintenance/restart")[0] == 202
+        assert stops == ["factory reset by api:inst", "remote restart by api:inst"]
+        log = admin.call("GET", "/log?kind=operation")[1]
+        assert {"clock_set", "factory_reset", "restart"} <= {e["action"] for e in log if e["user"] == "inst"}
+    finally:
+        server.stop()
+
+
+def test_a_factory_reset_over_the_api_stops_ems_run_cleanly_for_the_service_manager_to_restart(tmp_path):
+    import json
+    import time
+    import urllib.request
+    from ems.config import site_from_dict
+    from ems.sim.devices import free_port
+    from ems.sim.live import run_live
+    from tests.records.test_api import PW, Client
+    paths = _board_with_factory_file(tmp_path)
+    port = free_port()
+    cfg = site_from_dict({"api": {"port": port}, "dispatch": {"server_enabled": False}})
+    answers = {}
+
+    def operator():                            # the installer at the SCADA's maintenance page
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        c = Client(port)
+        c.call("POST", "/setup", {"username": "admin", "password": PW})
+        c.login("admin")
+        answers["reset"] = c.call("POST", "/maintenance/factory-reset", {"confirm": True})
+    t = threading.Thread(target=operator, daemon=True)
+    t.start()
+    out = io.StringIO()
+    started = time.monotonic()
+    assert run_live(cfg, 60.0, speed=2.0, out=out, protocols=False, db_path=paths.data / "history.sqlite",
+                    config_path=paths.config, board_root=tmp_path, state_path=paths.state_file) == 0
+    t.join(5)
+    assert time.monotonic() - started < 30                  # stopped by the request, not by the 60 s
+    assert answers["reset"][0] == 202 and "factory" in paths.config.read_text()
+    text = out.getvalue()
+    assert "factory reset by api:admin: stopping" in text and "stopped: PCS at 0 W" in text
+    assert json.loads(paths.state_file.read_text())["version"] == 2       # the clean stop saved the state

@@ -110,6 +110,38 @@ def test_a_healthy_update_switches_slot_migrates_the_config_and_keeps_history(bo
     assert slots.active_slot(paths) == "a" and running_version(paths) == "0.3.0"
 
 
+GUARD = b"import sys\n# the boot guard of %s\ndef main():\n    return 0\n"
+
+
+def guard_wheel(folder: Path, version: str, guard: bytes) -> Path:
+    (folder / version).mkdir(exist_ok=True)
+    return write_wheel(folder / version, "emsfake_app", version, {
+        "emsfake_app.py": f"VERSION = {version!r}\nHEALTHY = True\n".encode(), "ems/board/slots.py": guard})
+
+
+def test_the_boot_guard_is_refreshed_only_from_a_confirmed_version_and_only_when_it_compiles(board):
+    paths, key, work = board
+    paths.guard.parent.mkdir(parents=True)
+    paths.guard.write_bytes(GUARD % b"0.1.0")
+    for version, guard in (("0.2.0", GUARD % b"0.2.0"), ("0.3.0", b"def broken(:\n")):
+        out = work / f"ems-{version}.bundle"
+        bundle.build(out, key, [guard_wheel(work, version, guard)], [], "ems-controller", version, 1)
+        assert not slots.refresh_guard(paths) or version == "0.2.0"
+        result = update.apply(paths, out, deadline_s=60, restart=service(paths), poll_s=0.01)
+        assert running_version(paths) == version
+        if version == "0.2.0":               # confirmed: the new guard replaces the old
+            assert "boot guard refreshed" in result and paths.guard.read_bytes() == GUARD % b"0.2.0"
+            assert os.access(paths.guard, os.X_OK)
+        else:                                # a guard that does not compile never replaces a working one
+            assert "boot guard refreshed" not in result and paths.guard.read_bytes() == GUARD % b"0.2.0"
+    # during a trial the guard stays what it was, even at a start
+    slots.begin(paths, {"version": "0.4.0", "config_version": 1}, 60)
+    (paths.current / "site-packages/ems/board/slots.py").write_bytes(GUARD % b"0.4.0")
+    assert not slots.refresh_guard(paths) and paths.guard.read_bytes() == GUARD % b"0.2.0"
+    slots.rollback(paths, "test")
+    assert "refreshed" in slots.boot_guard(paths) and paths.guard.read_bytes() == GUARD % b"0.4.0"
+
+
 def test_a_version_that_never_reports_healthy_is_rolled_back_with_its_config(board):
     paths, key, work = board
     before = paths.config.read_text()

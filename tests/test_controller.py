@@ -1,8 +1,7 @@
 """The controller on the virtual clock against the simulated plant: loops, faults, leases, combinations."""
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pytest
 
 from ems._core import layout as L

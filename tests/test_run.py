@@ -1,4 +1,3 @@
-import os
 import signal
 import subprocess
 import sys
@@ -69,3 +68,26 @@ def test_saved_state_is_restored_on_the_next_start(tmp_path):
     assert {a for (a,) in con.execute("SELECT action FROM log")} >= {"start", "stop"}
     assert con.execute("SELECT count(*) FROM devices WHERE protocol LIKE 'modbus%'").fetchone()[0] >= 3
     assert con.execute("SELECT count(*) FROM live").fetchone()[0] == 1
+
+
+def test_the_sped_up_clock_steps_its_simulated_wall_time_and_not_its_periods():
+    from datetime import datetime, timedelta, timezone
+    from ems.sim.live import ScaledClock
+    start = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    clock = ScaledClock(60.0, start=start, set_system=lambda when: (_ for _ in ()).throw(AssertionError("system")))
+    mono = clock.monotonic_s()
+    clock.set_wall(start + timedelta(hours=5))
+    assert abs((clock.now() - (start + timedelta(hours=5))).total_seconds()) < 5.0
+    assert clock.monotonic_s() - mono < 5.0
+
+
+def test_the_real_time_clock_follows_the_system_clock_and_sets_it_through_the_board():
+    from datetime import datetime, timedelta, timezone
+    from ems.sim.live import ScaledClock
+    asked = []
+    clock = ScaledClock(set_system=asked.append)
+    assert clock.follows_system
+    assert abs((clock.now() - datetime.now(timezone.utc)).total_seconds()) < 0.5
+    when = datetime.now(timezone.utc) + timedelta(minutes=3)
+    clock.set_wall(when)
+    assert asked == [when]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,16 +45,30 @@ def factory_reset(paths: BoardPaths, wipe_history: bool = False) -> list[str]:
     return done
 
 
-def set_clock(when: datetime) -> None:
-    """Set the system clock (CLOCK_REALTIME): the SCADA → EMS timing of the manual. Needs CAP_SYS_TIME
-    (firmware/ems.service grants it). Refuses times outside 2024–2100: a wrong master clock must not take
-    the schedules with it. The control loops run on the monotonic clock and do not jump."""
+def check_clock(when: datetime) -> None:
+    """ValueError unless `when` is a time with a zone between 2024 and 2100."""
     if when.tzinfo is None:
         raise ValueError("the time needs a time zone")
     if not CLOCK_MIN <= when <= CLOCK_MAX:
         raise ValueError(f"refusing to set the clock to {when.isoformat()}: outside {CLOCK_MIN:%Y}–{CLOCK_MAX:%Y}")
+
+
+def set_clock(when: datetime, wait_rtc: bool = True) -> None:
+    """Set the system clock (CLOCK_REALTIME): the SCADA → EMS timing of the manual. Needs CAP_SYS_TIME
+    (firmware/ems.service grants it). Refuses times outside 2024–2100: a wrong master clock must not take
+    the schedules with it. The control loops run on the monotonic clock and do not jump.
+    wait_rtc=False (the controller's own threads): the hardware clock is written in the background, so
+    the caller does not wait on hwclock."""
+    check_clock(when)
     time.clock_settime(time.CLOCK_REALTIME, when.timestamp())
-    # keep the hardware clock in step where there is one (the board keeps time across power cuts)
+    if wait_rtc:
+        _sync_rtc()
+    else:
+        threading.Thread(target=_sync_rtc, name="ems-rtc", daemon=True).start()
+
+
+def _sync_rtc() -> None:
+    """Keep the hardware clock in step where there is one (the board keeps time across power cuts)."""
     if shutil.which("hwclock") and Path("/dev/rtc0").exists():
         subprocess.run(["hwclock", "--systohc", "--utc"], check=False, capture_output=True)
 
@@ -64,3 +79,37 @@ def restart_service(unit: str = "ems.service") -> str:
     if r.returncode != 0:
         raise OSError(r.stderr.strip() or f"systemctl exited {r.returncode}")
     return f"{unit} restarting"
+
+
+class RemoteMaintenance:
+    """The manual's maintenance page for the running service, behind the HTTP API: remote restart,
+    restoration of factory settings, the clock.
+
+    clock: the controller's (now(), set_wall(when)); request_stop(reason): asks the run loop for its clean
+    stop (PCS to zero, state saved), after which systemd starts the service again (Restart=always); on a
+    desk the run simply ends. paths: the board layout, None off a board (factory reset refused)."""
+
+    def __init__(self, clock, request_stop, paths: BoardPaths | None):
+        self.clock, self.request_stop, self.paths = clock, request_stop, paths
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def set_clock(self, when: datetime) -> float:
+        """Step the wall clock; returns the step in s. ValueError for a bad time, OSError when refused."""
+        check_clock(when)
+        step_s = (when - self.clock.now()).total_seconds()
+        self.clock.set_wall(when)
+        return step_s
+
+    def restart(self, reason: str) -> None:
+        self.request_stop(reason)
+
+    def factory_reset(self, reason: str) -> list[str]:
+        """factory_reset() keeping the history (a wipe is only offered on the board's command line, with
+        the service stopped: the recorder holds the database open), then the restart that applies it."""
+        if self.paths is None:
+            raise FileNotFoundError("not running as the board's service (ems run --board-root): no factory file")
+        done = factory_reset(self.paths, wipe_history=False)
+        self.request_stop(reason)
+        return done

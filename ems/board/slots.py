@@ -21,7 +21,10 @@ The transaction, in an order where a power cut at any point leaves a working ver
 
 The boot guard (`ems-slot-guard`, ExecStartPre= of the service) runs before every start: an interrupted
 install (phase "installing") is undone, a trial past its deadline or boot budget is rolled back. It uses
-the standard library only and lives outside the slots, so a broken new version cannot break it.
+the standard library only and lives outside the slots, so a broken new version cannot break it. It is
+refreshed from the running version (this file in its slot) only once that version has confirmed itself
+and no update is in progress: by `ems update apply` after the confirmation, and by the guard itself at a
+start; a copy that does not compile is never installed.
 """
 from __future__ import annotations
 
@@ -52,6 +55,10 @@ class BoardPaths:
     @property
     def slots(self) -> Path:
         return self.opt / "slots"
+
+    @property
+    def guard(self) -> Path:
+        return self.opt / "bin" / "ems-slot-guard"
 
     @property
     def current(self) -> Path:
@@ -273,13 +280,40 @@ def rollback(paths: BoardPaths, reason: str, restart=None) -> bool:
     return True
 
 
+def refresh_guard(paths: BoardPaths) -> bool:
+    """Install the confirmed version's boot guard (its ems/board/slots.py) as opt/ems/bin/ems-slot-guard
+    when it differs; True when it was replaced. Only between updates: a version in trial has not earned
+    it. A copy that does not compile is refused (the old guard stays). Root's job: the service's user
+    cannot write /opt."""
+    if read_state(paths).get("trial") or not paths.guard.parent.is_dir():
+        return False
+    src = paths.current / "site-packages" / "ems" / "board" / "slots.py"
+    try:
+        new = src.read_bytes()
+        if paths.guard.exists() and paths.guard.read_bytes() == new:
+            return False
+        compile(new, str(src), "exec")
+    except (OSError, SyntaxError, ValueError):
+        return False
+    tmp = paths.guard.with_name(paths.guard.name + ".new")
+    with open(tmp, "wb") as fh:
+        fh.write(new)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, paths.guard)
+    _fsync_dir(paths.guard.parent)
+    return True
+
+
 def boot_guard(paths: BoardPaths, now: float | None = None) -> str:
     """Before every service start. Returns what it did (for the journal)."""
     now = time.time() if now is None else now
     st = read_state(paths)
     trial = st.get("trial")
     if not trial:
-        return "no update in progress"
+        return "no update in progress" + ("; boot guard refreshed from the running version"
+                                          if refresh_guard(paths) else "")
     if trial.get("phase") != "switched":
         rollback(paths, "install interrupted before the switch")
         return f"install of {trial['version']} was interrupted: undone, running {trial.get('from_version')}"

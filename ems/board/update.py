@@ -51,7 +51,8 @@ def apply(paths: BoardPaths, bundle: Path, deadline_s: float = 300.0, restart=No
         if t is None:
             last = st["history"][-1] if st["history"] else {}
             if last.get("event") == "confirmed" and last.get("version") == trial["version"]:
-                return f"{trial['version']} is running and confirmed healthy{migrated}"
+                guard = "; boot guard refreshed" if slots.refresh_guard(paths) else ""
+                return f"{trial['version']} is running and confirmed healthy{migrated}{guard}"
             return f"{trial['version']} was rolled back: {last.get('reason', 'unknown')}"
         if clock() > t["deadline"]:
             slots.rollback(paths, "health deadline passed", restart)

@@ -6,10 +6,11 @@ It serves two maps from one register image:
   SOH, energy) and 715 (DER control: local/remote state, start/stop, alarm reset, heartbeats). The layout
   comes from the SunSpec Alliance's model definitions shipped with pysunspec2, never retyped here.
 - the native map (`drivers/modbus/ems/ems_dispatch.toml`): the manual's PCS active/reactive setpoints,
-  PCS on/off, fault clear, local/remote mode and data queries.
+  PCS on/off, fault clear, local/remote mode, data queries and the clock (read: EMS → SCADA timing, the
+  time at the moment of the read; write: SCADA → EMS timing, when [dispatch] clock_from_scada).
 
 Rules for every write (DESIGN.md, bad input): only from an allowed client address (else ILLEGAL_FUNCTION),
-only in remote mode except the mode switch itself and heartbeats (else ILLEGAL_FUNCTION), only to
+only in remote mode except the mode switch, heartbeats and the clock (else ILLEGAL_FUNCTION), only to
 writable points (else ILLEGAL_ADDRESS), only within range (else ILLEGAL_VALUE). A refused write changes
 nothing. Accepted writes become commands for the controller, queued here and applied by the control
 thread at its next fast tick; setpoints are leases (704's reversion timer when set, else [dispatch]
@@ -23,6 +24,9 @@ import logging
 import math
 import queue
 import struct
+import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from pymodbus.constants import ExcCodes
 
@@ -137,8 +141,15 @@ class DispatchServer:
     """The dispatch server's state and write rules. `apply(ctrl)` (fast loop) hands accepted commands to
     the controller; `publish(ctrl)` (slow loop) refreshes the data both maps serve."""
 
-    def __init__(self, cfg, rated_power_w: float | None = None, battery_wh: float | None = None):
+    # native holding registers a client may write in local mode too: they are not dispatch
+    LOCAL_MODE_WRITABLE = frozenset({"control_mode", "clock_utc_s"})
+
+    def __init__(self, cfg, rated_power_w: float | None = None, battery_wh: float | None = None, clock=None):
+        """clock: the controller's (now(), and set_wall(when) to take SCADA → EMS timing); None: the
+        system's wall time, read only (clock writes refused)."""
         self.cfg = cfg
+        self.clock = clock
+        self.tz = ZoneInfo(cfg.site.timezone)
         d = cfg.dispatch
         self.allowed = set(d.allowed_clients)
         self.unit_id = d.unit_id
@@ -152,6 +163,8 @@ class DispatchServer:
         self._native_img = ProfileImage(self.native)
         spans = [(t, a, n) for t, a, n in self._native_img.spans] + [(HOLDING, SUNSPEC_BASE, len(self.ss.words))]
         self.image = RegisterImage(spans, self._validate)
+        self._clock_reg = self.native.registers["clock_utc_s"]
+        self.image.on_read = self._fresh_clock
         self._init_static()
         self._sync_native_holding()
         self._sync_sunspec()
@@ -207,8 +220,13 @@ class DispatchServer:
 
     def _native_write(self, address: int, words: list[int]):
         decoded = decode_write(self._native_img._by_address, HOLDING, address, words)
-        if not self.remote and any(r.name != "control_mode" for r, _ in decoded):
+        if not self.remote and any(r.name not in self.LOCAL_MODE_WRITABLE for r, _ in decoded):
             raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "local mode: switch control_mode to 1 (remote) first")
+        if any(r.name == "clock_utc_s" for r, _ in decoded):
+            if not self.cfg.dispatch.clock_from_scada:
+                raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "SCADA → EMS timing is off ([dispatch] clock_from_scada)")
+            if self.clock is None or not hasattr(self.clock, "set_wall"):
+                raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "this EMS cannot set its clock")
         out = []
         for r, value in decoded:        # all checked: now apply
             out.append((r.name, value, self._native_command(r.name, value)))
@@ -231,7 +249,19 @@ class DispatchServer:
             return ("fault_reset", True, None)
         if name == "setpoint_release":
             return ("release", None, None)
+        if name == "clock_utc_s":         # applied by the control thread; the queue's delay is made up there
+            return ("clock", (value, time.monotonic()), None)
         return None
+
+    # ------------------------------------------------------------------ the clock (I/O thread)
+    def _now(self) -> datetime:
+        return self.clock.now() if self.clock is not None else datetime.now(timezone.utc)
+
+    def _fresh_clock(self, table: int, address: int, count: int) -> None:
+        """Before a read that covers clock_utc_s: the EMS time at this moment (EMS → SCADA timing)."""
+        r = self._clock_reg
+        if table == HOLDING and address < r.address + r.count and address + count > r.address:
+            self.image.set_words(HOLDING, r.address, r.to_words(int(self._now().timestamp())))
 
     def _set_remote(self, remote: bool):
         changed = remote != self.remote
@@ -321,6 +351,9 @@ class DispatchServer:
             name, value, lease_s = item
             if name == "mode":
                 continue
+            if name == "clock":
+                self._apply_clock(ctrl, *value)
+                continue
             if name == "release":
                 ctrl.command("dispatch_w", None, source="remote")
                 ctrl.command("reactive_var", None, source="remote")
@@ -328,6 +361,27 @@ class DispatchServer:
                 ctrl.command(name, value, lease_s=lease_s, source="remote")
             else:
                 ctrl.command(name, value, source="remote")
+
+    def _apply_clock(self, ctrl, utc_s: float, received_mono_s: float) -> None:
+        """SCADA → EMS timing: step the wall clock to the SCADA's time (plus the time the write waited in
+        the queue) unless it is already within [dispatch] clock_step_min_s. A refusal (no CAP_SYS_TIME) is
+        logged and kept as an event; the controller runs on."""
+        now = self.clock.now()
+        when = datetime.fromtimestamp(utc_s + (time.monotonic() - received_mono_s), timezone.utc)
+        step_s = (when - now).total_seconds()
+        if abs(step_s) < self.cfg.dispatch.clock_step_min_s:
+            ctrl.events.emit(now, "clock_sync", None, "clock", detail=f"within {self.cfg.dispatch.clock_step_min_s:g} s "
+                             f"of the SCADA time ({step_s:+.1f} s): not stepped")
+            return
+        try:
+            self.clock.set_wall(when)
+        except (OSError, ValueError) as exc:
+            log.error("SCADA → EMS timing: cannot set the clock to %s: %s", when.isoformat(), exc)
+            ctrl.events.emit(now, "clock_set_failed", None, "clock", detail=f"{when.isoformat()}: {exc}")
+            return
+        log.warning("clock stepped %+.1f s by SCADA timing: %s → %s", step_s, now.isoformat(), when.isoformat())
+        ctrl.events.emit(self.clock.now(), "clock_set", None, "clock",
+                         detail=f"{now.isoformat()} → {when.isoformat()} ({step_s:+.1f} s)", user="remote")
 
     def publish(self, ctrl) -> None:
         """The site's data into both maps (slow loop, or faster)."""
@@ -349,7 +403,8 @@ class DispatchServer:
             "discharge_limit_w": clip(float(b.results[L.TO_DCHG_LIMIT_W])), "pcs_setpoint_w": clip(c.pcs_setpoint_w),
             "remote_mode": int(self.remote), "dispatch_active": int(disp is not None and remaining > 0),
             "lease_remaining_s": min(round(remaining), 65535), "active_alarms": min(len(alarms), 65535),
-            "first_alarm_code": alarms[0] if alarms else 0, "pcs_running": int(c.pcs_run)})
+            "first_alarm_code": alarms[0] if alarms else 0, "pcs_running": int(c.pcs_run),
+            "utc_offset_min": self._now().astimezone(self.tz).utcoffset().total_seconds() / 60.0})
         for table, first, count in self._native_img.spans:
             if table == INPUT:
                 self.image.set_words(table, first, self._native_img.get_words(table, first, count))
@@ -378,7 +433,7 @@ def register_map_markdown() -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(native.registers.values(), key=lambda r: (r.function, r.address)):
         table = "holding (03/06/16)" if r.function == 3 else "input (04)"
-        rng = f"{r.min:g} … {r.max:g}" if r.writable else ""
+        rng = f"{r.min:.10g} … {r.max:.10g}" if r.writable else ""
         desc = r.description.replace("|", "/")
         lines.append(f"| {table} | {r.address} | `{r.name}` | {r.type} | {r.scale:g} | {r.unit} | "
                      f"{'RW' if r.writable else 'R'} | {rng} | {desc} |")

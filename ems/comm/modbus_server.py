@@ -59,6 +59,9 @@ class RegisterImage:
             for a in range(first, first + count):
                 self.words[table][a] = 0
         self.validate = validate
+        # called with (table, address, count) before a read is served: words computed at read time (the
+        # dispatch server's clock) are fresh to the request, not to the last slow tick
+        self.on_read: Callable[[int, int, int], None] | None = None
         self.lock = threading.Lock()
         self.refused = 0            # writes refused (counted for the equipment list / tests)
         self.accepted = 0
@@ -95,6 +98,11 @@ class RegisterImage:
         if table is None:
             return None                      # coils / discrete inputs: not used by our devices
         if set_values is None:               # read: serve the latest words
+            if self.on_read is not None:
+                try:
+                    self.on_read(table, address, count)
+                except Exception:            # a broken hook must not kill the server: serve what is there
+                    log.exception("read hook failed")
             fresh = self.get_words(table, address, count)
             registers[address - start_address:address - start_address + count] = fresh
             return None

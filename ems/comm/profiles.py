@@ -32,7 +32,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 UNITS = {"", "W", "kW", "var", "kvar", "VA", "kVA", "V", "A", "Hz", "Wh", "kWh", "varh", "kvarh", "%", "degC", "s",
-         "ms", "Ah", "kOhm", "pf"}
+         "ms", "min", "Ah", "kOhm", "pf"}
 KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts", "ems")
 REGISTER_KEYS = {"name", "address", "function", "type", "unit", "scale", "offset", "word_order", "group",
                  "max_age_s", "invalid", "writable", "min", "max", "description", "point", "scale_factor"}

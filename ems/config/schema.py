@@ -377,6 +377,10 @@ class Dispatch:
     rtu_baudrate: int = spec(9600, 1200, 230400, "baud", "RTU baud rate")
     rtu_parity: str = spec("N", choices=("N", "E", "O"), doc="RTU parity: none, even, odd")
     rtu_stopbits: int = spec(1, 1, 2, "", "RTU stop bits")
+    clock_from_scada: bool = spec(False, doc="SCADA → EMS timing: a write of the native clock_utc_s register sets "
+                                  "the EMS clock (off: refused; leave off where the board has NTP)")
+    clock_step_min_s: float = spec(2.0, 0.0, 3600.0, "s", "a SCADA time closer than this to the EMS clock "
+                                   "changes nothing (no needless steps of the wall clock)")
 
 
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner")

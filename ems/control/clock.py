@@ -30,6 +30,10 @@ class VirtualClock:
     def monotonic_s(self) -> float:
         return self._elapsed_s
 
+    def set_wall(self, when: datetime) -> None:
+        """Step the wall clock to `when` (SCADA → EMS timing in a simulation); the periods do not move."""
+        self._start += when.astimezone(timezone.utc) - self.now()
+
     def advance(self, seconds: float) -> None:
         if not seconds >= 0:
             raise ValueError(f"time only moves forward (got {seconds} s)")

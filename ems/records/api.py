@@ -1,5 +1,6 @@
 """The local HTTP JSON API (aiohttp, in a thread of its own): the history, alarms, logs, reports and
-equipment list the CLI shows; parameters read and changed; operator commands; users and roles.
+equipment list the CLI shows; parameters read and changed; operator commands; users and roles; the
+maintenance page (remote restart, factory settings, clock).
 
 Why aiohttp: a maintained HTTP server with request-size limits, keep-alive and proper parsing
 (http.server in the standard library is documented as not for production), wheels for aarch64, and it runs
@@ -16,6 +17,7 @@ import json
 import sqlite3
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -50,8 +52,10 @@ def _csv(rows, columns, name: str) -> web.Response:
 
 
 class Api:
-    def __init__(self, db_path: Path, config_path: Path | None, users: Users, commands: CommandBridge | None = None):
+    def __init__(self, db_path: Path, config_path: Path | None, users: Users, commands: CommandBridge | None = None,
+                 maintenance=None):
         self.db_path, self.config_path, self.users, self.commands = Path(db_path), config_path, users, commands
+        self.maintenance = maintenance      # ems.board.maintenance.RemoteMaintenance, None: not offered
 
     # ------------------------------------------------------------------ plumbing
     def _db(self) -> sqlite3.Connection:
@@ -132,6 +136,10 @@ class Api:
         r.add_patch("/api/users/{name}", self.modify_user)
         r.add_delete("/api/users/{name}", self.delete_user)
         r.add_post("/api/password", self.own_password)
+        r.add_get("/api/maintenance/clock", self.clock)
+        r.add_post("/api/maintenance/clock", self.set_clock)
+        r.add_post("/api/maintenance/restart", self.restart)
+        r.add_post("/api/maintenance/factory-reset", self.factory_reset)
         return app
 
     # ------------------------------------------------------------------ open routes
@@ -315,6 +323,53 @@ class Api:
         return _json({"modified": user, "changed": ["password"]})
 
 
+    # ------------------------------------------------------------------ maintenance (000_… 3.3.4.2)
+    def _maint(self, request, permission: str):
+        user, _ = self._who(request, permission)
+        if self.maintenance is None:
+            raise AuthError(409, "no controller is running with this API")
+        return user, self.maintenance
+
+    async def clock(self, request):
+        _, m = self._maint(request, "read")
+        now = m.now()
+        return _json({"utc": now.isoformat(), "unix_s": now.timestamp()})
+
+    async def set_clock(self, request):
+        user, m = self._maint(request, "maintenance")
+        body = await self._body(request)
+        try:
+            when = datetime.fromisoformat(str(body.get("time", "")))
+            step_s = m.set_clock(when)
+        except ValueError as exc:
+            raise AuthError(400, f"time: {exc}; give ISO 8601 with a zone, e.g. 2026-11-21T10:00:00+01:00") from None
+        except OSError as exc:
+            raise AuthError(409, f"the board refused to set the clock: {exc}") from None
+        self._log(user, "clock_set", f"{when.isoformat()} ({step_s:+.1f} s)")
+        return _json({"set": when.isoformat(), "step_s": round(step_s, 3)})
+
+    async def restart(self, request):
+        user, m = self._maint(request, "maintenance")
+        self._log(user, "restart", "remote restart of the EMS")
+        m.restart(f"remote restart by api:{user}")
+        return _json({"restarting": True}, 202)
+
+    async def factory_reset(self, request):
+        user, m = self._maint(request, "maintenance")
+        body = await self._body(request)
+        if body.get("confirm") is not True:
+            raise AuthError(400, 'factory reset: send {"confirm": true}')
+        if body.get("wipe_history"):
+            raise AuthError(400, "history is wiped only on the board: `ems factory-reset --wipe-history --yes` "
+                                 "with the service stopped")
+        try:
+            done = m.factory_reset(f"factory reset by api:{user}")
+        except OSError as exc:
+            raise AuthError(409, f"factory reset: {exc}") from None
+        self._log(user, "factory_reset", "; ".join(done))
+        return _json({"done": done, "restarting": True}, 202)
+
+
 class ApiServer:
     """The API on its own thread and event loop. `port` 0 picks a free port (tests); `.port` is the real one."""
 
@@ -352,12 +407,13 @@ class ApiServer:
             self._thread.join(5.0)
 
 
-def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: CommandBridge | None) -> ApiServer | None:
+def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: CommandBridge | None,
+              maintenance=None) -> ApiServer | None:
     """`ems run`'s API; a port that cannot be opened is reported and the site runs on without it."""
     a = cfg.api
     users = Users(Path(db_path).with_name("auth.sqlite"), a.session_ttl_min * 60.0)
     try:
-        server = ApiServer(Api(db_path, config_path, users, commands), a.host, a.port)
+        server = ApiServer(Api(db_path, config_path, users, commands, maintenance), a.host, a.port)
     except OSError as exc:
         import sys
         print(f"ems run: HTTP API on {a.host}:{a.port} not started ({exc})", file=sys.stderr)

@@ -36,6 +36,7 @@ PERMISSIONS = {
     "parameters_operational": ("admin", "installer", "operator"),
     "parameters_installation": ("admin", "installer"),
     "users": ("admin", "installer"),                                  # within manage_rule() below
+    "maintenance": ("admin", "installer"),                            # restart, factory reset, clock (000_… 3.3.4.2)
 }
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 MIN_PASSWORD = 8

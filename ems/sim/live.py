@@ -28,18 +28,36 @@ from ems.sim.runner import SiteLink
 
 
 class ScaledClock:
-    """Real time, optionally sped up (speed 60: one simulated minute per second) for desk demos."""
+    """Real time, optionally sped up (speed 60: one simulated minute per second) for desk demos.
 
-    def __init__(self, speed: float = 1.0, start: datetime | None = None):
+    In real time (speed 1, no start given) the wall time is the system's, so a step of the system clock
+    (NTP, `ems clock set`, SCADA → EMS timing) reaches the schedules; `set_wall` then sets the system clock
+    through `set_system` (ems.board.maintenance.set_clock). Sped up, the wall time is simulated and
+    `set_wall` only steps it. The periods run on the monotonic clock either way and never jump."""
+
+    def __init__(self, speed: float = 1.0, start: datetime | None = None, set_system=None):
         self.speed = speed
         self._t0 = time.monotonic()
         self._start = (start or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        self.follows_system = speed == 1.0 and start is None
+        self._set_system = set_system
 
     def monotonic_s(self) -> float:
         return (time.monotonic() - self._t0) * self.speed
 
     def now(self) -> datetime:
+        if self.follows_system:
+            return datetime.now(timezone.utc)
         return self._start + timedelta(seconds=self.monotonic_s())
+
+    def set_wall(self, when: datetime) -> None:
+        """Step the wall clock to `when`; raises (PermissionError, ValueError) when the system refuses."""
+        if not self.follows_system:
+            self._start += when.astimezone(timezone.utc) - self.now()
+        elif self._set_system is None:
+            raise PermissionError("this run does not set the system clock")
+        else:
+            self._set_system(when)
 
 
 def save_state(ctrl: Controller, path: Path) -> None:
@@ -128,14 +146,14 @@ def panel(ctrl: Controller, plant: Plant, local: datetime, site: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_dispatch(cfg: SiteConfig, io: IoThread, out) -> DispatchServer | None:
+def start_dispatch(cfg: SiteConfig, io: IoThread, out, clock=None) -> DispatchServer | None:
     """The SCADA / cloud dispatch server, when enabled: Modbus TCP, and RTU too when a serial port is set,
     both serving one register image. A port that cannot be opened is reported and the site runs on without
     it (safe: nobody can dispatch through it); with neither open, under local control only."""
     d = cfg.dispatch
     if not d.server_enabled:
         return None
-    server = DispatchServer(cfg)
+    server = DispatchServer(cfg, clock=clock)
     listening = 0
     try:
         io.serve_tcp({d.unit_id: server.image}, d.host, d.port)
@@ -213,7 +231,9 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     from ems.board.watchdog import LoopWatchdog
     out = out or sys.stdout
     tty = out.isatty()
-    clock = ScaledClock(speed)
+    from ems.board.maintenance import set_clock
+    # SCADA → EMS timing sets the system clock in real time (the hardware clock written in the background)
+    clock = ScaledClock(speed, set_system=lambda when: set_clock(when, wait_rtc=False))
     ctrl = Controller(cfg, clock, EventLog())
     restored = state_path is not None and load_state(ctrl, state_path)
     plant = Plant(cfg, pv_profile, load_profile, load_peak_w)
@@ -223,9 +243,17 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         plant.stack.set_soc(plant.stack.soc + soc - plant.stack.soc.mean())
     io = IoThread() if protocols else None
     link = ProtocolSiteLink(plant, ctrl, io) if protocols else SiteLink(plant, ctrl)
-    dispatch = start_dispatch(cfg, io, out) if io is not None else None
+    dispatch = start_dispatch(cfg, io, out, clock) if io is not None else None
     tz = ZoneInfo(cfg.site.timezone)
     records = api = None
+    stop = {"flag": False, "at": None}
+
+    def request_stop(reason: str) -> None:
+        """The API's remote restart / factory reset: a clean stop half a second from now (the answer
+        reaches the client first); systemd starts the service again."""
+        out.write(f"{reason}: stopping (the service manager starts the EMS again)\n")
+        stop["at"] = time.monotonic() + 0.5
+
     if db_path is not None:
         from ems.records.site import SiteRecords
         records = SiteRecords(cfg, ctrl, db_path, wall_clock=time.time,
@@ -233,9 +261,10 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         records.start()
         if cfg.api.enabled:
             from ems.records.api import start_api
-            api = start_api(cfg, db_path, config_path, out, commands=records.commands)
+            from ems.board.maintenance import RemoteMaintenance
+            maint = RemoteMaintenance(clock, request_stop, BoardPaths(board_root) if board_root is not None else None)
+            api = start_api(cfg, db_path, config_path, out, commands=records.commands, maintenance=maint)
     loop = FastPeriod(cfg, ctrl, link, dispatch, clock, speed, records)
-    stop = {"flag": False}
 
     def _stop(signum, frame):
         stop["flag"] = True
@@ -284,6 +313,8 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
                 out.flush()
                 next_view += 1.0
             if duration_s is not None and now - start >= duration_s:
+                break
+            if stop["at"] is not None and now >= stop["at"]:
                 break
             deadline += fast_s
             delay = deadline - time.monotonic()

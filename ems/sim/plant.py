@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 
 from ems.config.schema import SiteConfig
 from ems.sim.cells import StackPlant

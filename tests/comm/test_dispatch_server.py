@@ -1,6 +1,6 @@
 """The dispatch server with real clients: pysunspec2 (SunSpec scan, read, write WSet) and pymodbus."""
 import dataclasses
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,16 +15,17 @@ from ems.config.schema import SiteConfig
 from ems.control.clock import VirtualClock
 from ems.control.controller import Controller
 from ems.sim.devices import free_port
+from ems.sim.live import ScaledClock
 from ems.sim.plant import Plant
 from ems.sim.runner import SiteLink
 
 
 @pytest.fixture
 def served():
-    def make(**dispatch):
+    def make(clock=None, **dispatch):
         cfg = SiteConfig()
         cfg = dataclasses.replace(cfg, dispatch=dataclasses.replace(cfg.dispatch, **dispatch))
-        srv = DispatchServer(cfg)
+        srv = DispatchServer(cfg, clock=clock)
         port = free_port()
         io.serve_tcp({1: srv.image}, "127.0.0.1", port)
         return cfg, srv, port
@@ -129,6 +130,100 @@ def test_native_setpoint_and_release(served):
     assert drain(srv) == [("release", None, None)]
     assert not m.write_register(0, 0, device_id=1).isError()                       # back to local
     assert drain(srv) == [("release", None, None)] and not srv.remote
+    m.close()
+
+
+T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+
+
+def words_of(t: datetime) -> list[int]:
+    s = int(t.timestamp())
+    return [s >> 16, s & 0xFFFF]
+
+
+def utc_s(words) -> int:
+    return words[0] << 16 | words[1]
+
+
+def test_the_clock_register_reads_the_ems_time_at_the_moment_of_the_read(served):
+    clock = VirtualClock(T0)
+    _, srv, port = served(clock)
+    m = modbus(port)
+    assert utc_s(m.read_holding_registers(8, count=2, device_id=1).registers) == int(T0.timestamp())
+    clock.advance(30.0)                       # no publish in between: the read itself is fresh
+    assert utc_s(m.read_holding_registers(0, count=10, device_id=1).registers[8:]) == int(T0.timestamp()) + 30
+    m.close()
+
+
+def test_the_time_zone_offset_is_served_with_daylight_saving(served):
+    clock = VirtualClock(T0)                  # June: Europe/Berlin is UTC+2
+    cfg, srv, port = served(clock)
+    srv.publish(Controller(cfg, clock))
+    m = modbus(port)
+    assert m.read_input_registers(24, count=1, device_id=1).registers == [120]
+    clock.set_wall(datetime(2026, 12, 1, 12, tzinfo=timezone.utc))
+    srv.publish(Controller(cfg, clock))
+    assert m.read_input_registers(24, count=1, device_id=1).registers == [60]
+    m.close()
+
+
+def test_scada_sets_the_ems_clock_in_local_mode_when_allowed(served):
+    clock = VirtualClock(T0)
+    cfg, srv, port = served(clock, clock_from_scada=True)
+    ctrl = Controller(cfg, clock)
+    m = modbus(port)
+    scada_time = T0 + timedelta(hours=1, seconds=7)
+    assert not m.write_registers(8, words_of(scada_time), device_id=1).isError()
+    assert not srv.remote                     # the clock is not dispatch: local mode takes it
+    srv.apply(ctrl)
+    assert abs((clock.now() - scada_time).total_seconds()) < 1.0
+    assert clock.monotonic_s() == 0.0         # the periods did not jump
+    ev = [e for e in ctrl.events.recent if e["kind"] == "clock_set"]
+    assert len(ev) == 1 and "+3607" in ev[0]["detail"]
+    assert utc_s(m.read_holding_registers(8, count=2, device_id=1).registers) == int(scada_time.timestamp())
+    m.close()
+
+
+def test_a_scada_time_within_the_tolerance_does_not_step_the_clock(served):
+    clock = VirtualClock(T0)
+    cfg, srv, port = served(clock, clock_from_scada=True, clock_step_min_s=2.0)
+    ctrl = Controller(cfg, clock)
+    m = modbus(port)
+    clock.advance(0.9)                        # SCADA is 0.9 s behind the EMS
+    assert not m.write_registers(8, words_of(T0), device_id=1).isError()
+    srv.apply(ctrl)
+    assert clock.now() == T0 + timedelta(seconds=0.9)
+    assert [e["kind"] for e in ctrl.events.recent if e["name"] == "clock"] == ["clock_sync"]
+    m.close()
+
+
+@pytest.mark.parametrize("words, allowed, clients, code", [
+    (words_of(T0), False, ["127.0.0.1"], 1),                                         # timing from SCADA off
+    (words_of(datetime(2023, 12, 31, tzinfo=timezone.utc)), True, ["127.0.0.1"], 3),  # before 2024
+    (words_of(T0)[:1], True, ["127.0.0.1"], 2),                                      # half of the u32
+    (words_of(T0), True, ["10.9.9.9"], 1),                                           # client not allowed
+], ids=["off", "before-2024", "partial", "not-allowed"])
+def test_bad_clock_writes_are_refused_and_change_nothing(served, words, allowed, clients, code):
+    clock = VirtualClock(T0 + timedelta(days=3))
+    _, srv, port = served(clock, clock_from_scada=allowed, allowed_clients=clients)
+    m = modbus(port)
+    r = m.write_registers(8, words, device_id=1)
+    assert r.isError() and r.exception_code == code
+    assert drain(srv) == [] and clock.now() == T0 + timedelta(days=3)
+    m.close()
+
+
+def test_a_clock_the_system_refuses_to_set_is_an_event_and_the_controller_runs_on(served):
+    clock = ScaledClock()                     # real time, no permission to set the system clock given
+    cfg, srv, port = served(clock, clock_from_scada=True)
+    ctrl = Controller(cfg, clock)
+    m = modbus(port)
+    assert not m.write_registers(8, words_of(datetime.now(timezone.utc) + timedelta(hours=2)), device_id=1).isError()
+    srv.apply(ctrl)
+    ev = [e for e in ctrl.events.recent if e["name"] == "clock"]
+    assert [e["kind"] for e in ev] == ["clock_set_failed"] and "system clock" in ev[0]["detail"]
+    assert abs((clock.now() - datetime.now(timezone.utc)).total_seconds()) < 1.0
+    ctrl.fast_tick(10.0)
     m.close()
 
 

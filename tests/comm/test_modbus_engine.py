@@ -37,7 +37,7 @@ def test_blocks_merge_adjacent_registers_per_group_and_function(tmp_path):
     f = tmp_path / "m.toml"
     regs = "".join(f'[[register]]\nname = "r{a}"\naddress = {a}\nfunction = 3\ntype = "u16"\ngroup = "fast"\n'
                    for a in (0, 1, 2, 10, 11, 200))
-    f.write_text(f'[device]\nkind = "meter"\nmerge_gap = 8\nmax_block = 12\n[groups]\nfast = {{ interval_ms = 100 }}\n'
+    f.write_text('[device]\nkind = "meter"\nmerge_gap = 8\nmax_block = 12\n[groups]\nfast = { interval_ms = 100 }\n'
                  + regs)
     blocks = [(b.address, b.count) for b in plan_blocks(load_profile(f))]
     assert blocks == [(0, 12), (200, 1)]          # 0–2 and 10–11 merged across a gap of 7; 200 alone
