@@ -55,7 +55,8 @@ def main(raw_path: str, out_path: str) -> int:
             print(f"history {e['case']:<26} {e['wall_s'] * 1e3:8.2f} ms{size}")
         elif e["kind"] == "footprint":
             print(f"ems run, {e['case'][10:]:<12} start-up to the first tick {e['startup_s']:.2f} s, "
-                  f"CPU {e['cpu_pct']:.1f} % of one core, RSS {e['rss_mb']:.0f} MB (peak {e['rss_peak_mb']:.0f} MB)")
+                  f"CPU {e['cpu_pct']:.1f} % of one core (simulated site {e['sim_cpu_pct']:.1f} %, controller "
+                  f"≤ {e['controller_cpu_pct']:.1f} %), RSS {e['rss_mb']:.0f} MB (peak {e['rss_peak_mb']:.0f} MB)")
         elif e["kind"] == "throughput":
             print(f"Modbus engine poll throughput (loopback, 22-register reads): {e['requests_per_s']:.0f} requests/s")
         else:

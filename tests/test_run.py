@@ -16,6 +16,16 @@ def test_ems_run_prints_a_status_line_per_second_when_not_a_terminal(tmp_path):
     assert (tmp_path / "state.json").is_file()
 
 
+def test_ems_run_in_real_time_reports_the_cpu_time_of_the_simulated_site(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ems", "run", "--duration", "2", "--no-history", "--state",
+                           str(tmp_path / "state.json")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # real protocols (speed 1): the footprint benchmark subtracts this from the process's CPU time
+    sim = next(line for line in proc.stdout.splitlines() if line.startswith("simulated site:"))
+    cpu_s, over_s = float(sim.split()[2]), float(sim.split()[-2])
+    assert 0 < cpu_s < over_s and 2.0 <= over_s < 10.0
+
+
 def test_sigterm_stops_cleanly_with_pcs_at_zero_and_exit_code_0(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ems", "run", "--speed", "10", "--state",
                              str(tmp_path / "state.json"), "--db", str(tmp_path / "h.sqlite")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

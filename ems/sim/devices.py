@@ -191,19 +191,27 @@ class ProtocolSiteLink(SiteLink):
         self.site_io = SiteIo(cfg, self.engine, roles, BmsCanLink(self.bms_bus, b.cell_v, b.cell_t, b.fresh,
                                                                        alarm_encoding=devices.can_alarm_encoding))
         self.engine.start()
+        # CPU time the simulated site (plant model, device images, BMS frames) takes in the control thread:
+        # the footprint benchmark subtracts it to estimate the controller's own share
+        self.sim_cpu_s = 0.0
 
     def _read_devices(self) -> None:
         now = time.monotonic()
+        t_cpu = time.thread_time()
         if "bms" not in self.lost:
             self.sim.publish_bms(now, self.sensor_faults)
         self.sim.publish(now)
+        self.sim_cpu_s += time.thread_time() - t_cpu
         self.site_io.read(self.ctrl, now)
 
     def actuate(self, cmd, local, dt_s: float):
         self._outputs(cmd)
         self.site_io.actuate(cmd, time.monotonic())
+        t_cpu = time.thread_time()
         sp, run, pv_limit, opened = self.sim.commands()
-        return self.plant.step(local, dt_s, sp, run, pv_limit, opened)
+        flows = self.plant.step(local, dt_s, sp, run, pv_limit, opened)
+        self.sim_cpu_s += time.thread_time() - t_cpu
+        return flows
 
     def apply(self, ev) -> None:
         super().apply(ev)

@@ -346,5 +346,8 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
             probe["slow_s"] = slow_s[:min(n // slow_every + 1, len(slow_s))]
         out.write(f"stopped: PCS at {plant.flows.pcs_w:.0f} W" + (f", state saved to {state_path}" if state_path else "")
                   + "\n")
+        if io is not None:         # how much of this process was the simulated site, not the controller
+            out.write(f"simulated site: {link.sim_cpu_s:.2f} s CPU in the control thread over "
+                      f"{time.monotonic() - start:.1f} s\n")
         out.flush()
     return 0
