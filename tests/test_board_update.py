@@ -282,8 +282,8 @@ def test_the_program_reads_the_site_file_version_it_knows_and_refuses_a_newer_on
 def test_reserved_upgrades_wait_for_their_time_and_bad_bundles_are_refused_when_reserved(board):
     paths, key, work = board
     now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
-    task = update.schedule(paths, build(work, key, "0.2.0"), now + timedelta(hours=14))
-    assert [t["id"] for t in update.scheduled(paths)] == [task]
+    task = update.schedule(paths, build(work, key, "0.2.0"), now + timedelta(hours=14), 120, creator="api:inst")
+    assert [(t["id"], t["deadline_s"], t["creator"]) for t in update.scheduled(paths)] == [(task, 120, "api:inst")]
     assert update.run_due(paths, now=now, restart=service(paths), poll_s=0.01) == []
     assert slots.active_slot(paths) == "a"
     out = update.run_due(paths, now=now + timedelta(hours=14, minutes=1), restart=service(paths), poll_s=0.01)

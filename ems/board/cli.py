@@ -83,7 +83,7 @@ def run(args) -> int:
                 if not 30.0 <= args.deadline <= 3600.0:
                     raise ValueError(f"--deadline must be 30 … 3600 s, got {args.deadline:g}")
                 if args.at:
-                    task = update.schedule(paths, args.bundle, _iso(args.at))
+                    task = update.schedule(paths, args.bundle, _iso(args.at), args.deadline)
                     print(f"reserved: task {task} at {args.at}")
                     return 0
                 print(update.apply(paths, args.bundle, args.deadline, restart=slots.systemctl_restart(),
@@ -102,7 +102,8 @@ def run(args) -> int:
                 return 0 if ok else 1
             if cmd == "list":
                 for t in update.scheduled(paths):
-                    print(f"{t['id']}  {t['at']}  {t['version']}")
+                    print(f"{t['id']}  {t['at']}  {t['version']}  deadline {t.get('deadline_s', 300):g} s  "
+                          f"by {t.get('creator', '?')}")
                 return 0
             if cmd == "cancel":
                 ok = update.cancel(paths, args.task)

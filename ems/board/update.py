@@ -10,6 +10,7 @@ minute) once their time has come.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -61,8 +62,9 @@ def apply(paths: BoardPaths, bundle: Path, deadline_s: float = 300.0, restart=No
 
 
 # ---------------------------------------------------------------- reserved-time upgrades
-def schedule(paths: BoardPaths, bundle: Path, at: datetime) -> str:
-    """Verify the bundle now (a bad one is refused at once, not at night) and keep it for `at`."""
+def schedule(paths: BoardPaths, bundle: Path, at: datetime, deadline_s: float = 300.0, creator: str | None = None) -> str:
+    """Verify the bundle now (a bad one is refused at once, not at night) and keep it for `at`, with its
+    health deadline and who reserved it (the cloud manual's task list: number, creator, firmware, time)."""
     if at.tzinfo is None:
         raise UpdateError("the reservation time needs a time zone (e.g. 2026-11-22T02:00+01:00)")
     probe = Path(tempfile.mkdtemp(prefix="check-", dir=_mk(paths.update)))
@@ -75,6 +77,7 @@ def schedule(paths: BoardPaths, bundle: Path, at: datetime) -> str:
     d = _mk(paths.scheduled / task_id)
     shutil.copy2(bundle, d / "bundle.tar")
     slots.write_json(d / "task.json", {"id": task_id, "at": at.isoformat(), "version": v.manifest["version"],
+                                       "deadline_s": deadline_s, "creator": creator or _os_user(),
                                        "created": datetime.now(timezone.utc).isoformat()})
     return task_id
 
@@ -107,11 +110,18 @@ def run_due(paths: BoardPaths, now: datetime | None = None, **apply_kw) -> list[
             continue
         d = paths.scheduled / task["id"]
         try:
-            results.append(f"{task['id']}: " + apply(paths, d / "bundle.tar", **apply_kw))
+            kw = {"deadline_s": float(task.get("deadline_s", 300.0)), **apply_kw}
+            results.append(f"{task['id']}: " + apply(paths, d / "bundle.tar", **kw))
         except (UpdateError, BundleError, MigrationError) as exc:
             results.append(f"{task['id']}: refused: {exc}")
         shutil.rmtree(d, ignore_errors=True)
     return results
+
+
+def _os_user() -> str:
+    """Who ran the command: the sudo caller when there is one, else the OS user."""
+    import getpass
+    return "cli:" + (os.environ.get("SUDO_USER") or getpass.getuser())
 
 
 def _mk(p: Path) -> Path:
