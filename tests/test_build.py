@@ -48,3 +48,18 @@ def test_ems_core_self_check_runs_a_tick():
 def test_ems_core_refuses_a_bad_cluster_count():
     proc = subprocess.run([sys.executable, "-m", "ems", "core", "--clusters", "40"], capture_output=True, text=True)
     assert proc.returncode == 2 and "1..32" in proc.stderr
+
+
+def test_every_folder_of_drivers_and_ems_is_a_package_the_wheel_ships():
+    import tomllib
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    folders = {"ems.drivers." + ".".join(d.relative_to(ROOT / "drivers").parts)
+               for d in (ROOT / "drivers").rglob("*") if d.is_dir() and "__pycache__" not in d.parts}
+    folders |= {".".join(d.relative_to(ROOT).parts) for d in (ROOT / "ems").rglob("*")
+                if d.is_dir() and "__pycache__" not in d.parts and any(d.glob("*.py"))}
+    assert folders - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    data = tool["package-data"]
+    for pkg in folders:
+        if pkg.startswith("ems.drivers.") and any((ROOT / "drivers" / pkg[12:].replace(".", "/")).glob("*.*")):
+            assert pkg in data, f"{pkg}: its profiles are not in [tool.setuptools.package-data]"
