@@ -166,24 +166,15 @@ def _board_with_factory_file(root):
 def test_maintenance_over_the_api_is_for_installers_and_admins_and_refuses_bad_input(tmp_path):
     from datetime import timedelta
     from ems.control.clock import VirtualClock
-    from ems.records.api import Api, ApiServer
-    from ems.records.auth import Users
-    from ems.records.recorder import Recorder
-    from tests.records.test_api import PW, Client
+    from tests.records.test_api import maintenance_api
     paths = _board_with_factory_file(tmp_path / "root")
-    Recorder(paths.data / "history.sqlite", timezone="UTC").stop()
     t0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
     clock, stops = VirtualClock(t0), []
     m = maintenance.RemoteMaintenance(clock, stops.append, paths)
-    server = ApiServer(Api(paths.data / "history.sqlite", paths.config, Users(tmp_path / "auth.sqlite"), None, m),
-                       "127.0.0.1", 0)
+    server, c = maintenance_api(paths.data / "history.sqlite", paths.config, tmp_path / "auth.sqlite", m,
+                                inst="installer", ops="operator")
+    admin, ops, inst = c["admin"], c["ops"], c["inst"]
     try:
-        admin = Client(server.port)
-        assert admin.call("POST", "/setup", {"username": "admin", "password": PW})[0] == 201
-        admin.login("admin")
-        for name, role in (("inst", "installer"), ("ops", "operator")):
-            assert admin.call("POST", "/users", {"username": name, "role": role, "password": PW})[0] == 201
-        ops, inst = Client(server.port).login("ops"), Client(server.port).login("inst")
         assert ops.call("GET", "/maintenance/clock")[1]["utc"] == t0.isoformat()
         for path, body in (("/maintenance/restart", None), ("/maintenance/factory-reset", {"confirm": True}),
                            ("/maintenance/clock", {"time": "2026-06-01T15:00:00+00:00"})):

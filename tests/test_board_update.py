@@ -316,3 +316,39 @@ def test_the_cli_builds_verifies_and_refuses(tmp_path, board, capsys):
     assert main(["update", "status", "--root", str(paths.root)]) == 0
     assert json.loads(capsys.readouterr().out)["active_version"] == "0.1.0"
     assert main(["update", "apply", str(out), "--root", str(paths.root), "--at", "tomorrow"]) == 1
+
+
+def test_upgrade_tasks_over_the_api_are_verified_at_once_and_applied_by_the_timer(board):
+    """The cloud manual's upgrade task (002_… 7.2): a bundle uploaded with or without a reservation time,
+    listed, deleted; ems-update.timer (run_due, as root) applies it when due."""
+    from ems.board.maintenance import RemoteMaintenance
+    from ems.control.clock import VirtualClock
+    from tests.records.test_api import maintenance_api
+    paths, key, work = board
+    m = RemoteMaintenance(VirtualClock(datetime(2026, 11, 21, tzinfo=timezone.utc)), lambda reason: None, paths)
+    server, c = maintenance_api(paths.data / "records.sqlite", paths.config, work / "auth.sqlite", m,
+                                ops="operator", owner="end_user")
+    admin, ops, owner = c["admin"], c["ops"], c["owner"]
+    try:
+        good = build(work, key, "0.2.0").read_bytes()
+        assert owner.call("POST", "/maintenance/updates", good)[0] == 403
+        status, body = ops.call("POST", "/maintenance/updates", b"junk")
+        assert status == 400 and "nothing reserved" in body["error"]
+        assert ops.call("POST", "/maintenance/updates?at=2026-11-22T02:00:00", good)[0] == 400       # no zone
+        assert ops.call("POST", "/maintenance/updates?deadline_s=5", good)[0] == 400
+        assert update.scheduled(paths) == [] and not list(paths.update.glob("upload-*"))
+        at = datetime.now(timezone.utc) + timedelta(hours=1)
+        status, task = ops.call("POST", f"/maintenance/updates?at={at.isoformat().replace('+', '%2B')}", good)
+        assert status == 201 and task["version"] == "0.2.0" and task["creator"] == "api:ops"
+        listed = owner.call("GET", "/maintenance/updates")[1]
+        assert [t["id"] for t in listed["reserved"]] == [task["id"]] and listed["board"]["active_slot"] == "a"
+        assert update.run_due(paths, now=at - timedelta(minutes=1), restart=service(paths), poll_s=0.01) == []
+        out = update.run_due(paths, now=at + timedelta(minutes=1), restart=service(paths), poll_s=0.01)
+        assert "confirmed" in out[0] and running_version(paths) == "0.2.0"
+        status, again = ops.call("POST", "/maintenance/updates", build(work, key, "0.3.0").read_bytes())
+        assert status == 201 and ops.call("DELETE", f"/maintenance/updates/{again['id']}")[0] == 200
+        assert ops.call("DELETE", "/maintenance/updates/nope")[0] == 404 and update.scheduled(paths) == []
+        actions = {e["action"] for e in admin.call("GET", "/log?kind=operation")[1] if e["user"] == "ops"}
+        assert {"update_reserved", "update_cancelled"} <= actions
+    finally:
+        server.stop()

@@ -105,6 +105,35 @@ class RemoteMaintenance:
     def restart(self, reason: str) -> None:
         self.request_stop(reason)
 
+    def _board(self) -> BoardPaths:
+        if self.paths is None:
+            raise FileNotFoundError("not running as the board's service (ems run --board-root)")
+        return self.paths
+
+    def reserve_update(self, bundle: Path, at: datetime, deadline_s: float, creator: str) -> dict:
+        """The cloud manual's upgrade task (Reservation yes: at a time; no: now). The bundle is verified now
+        and kept; ems-update.timer (root: the service's user cannot write the slots) applies it when due and
+        verifies it again. Raises BundleError / UpdateError / MigrationError for a bundle it refuses."""
+        from ems.board import update
+        paths = self._board()
+        task_id = update.schedule(paths, bundle, at, deadline_s, creator)
+        return next(t for t in update.scheduled(paths) if t["id"] == task_id)
+
+    def updates(self) -> dict:
+        from ems.board import update
+        from ems.board.slots import status
+        paths = self._board()
+        return {"board": status(paths), "reserved": update.scheduled(paths)}
+
+    def cancel_update(self, task_id: str) -> bool:
+        from ems.board import update
+        return update.cancel(self._board(), task_id)
+
+    def upload_dir(self) -> Path:
+        d = self._board().update
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     def factory_reset(self, reason: str) -> list[str]:
         """factory_reset() keeping the history (a wipe is only offered on the board's command line, with
         the service stopped: the recorder holds the database open), then the restart that applies it."""

@@ -16,8 +16,10 @@ import asyncio
 import json
 import sqlite3
 import threading
+import os
+import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from aiohttp import web
@@ -40,6 +42,7 @@ COMMANDS = {   # API command → (controller command, value type)
     "generator": ("generator", bool),
 }
 MAX_BODY = 64 * 1024
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024     # an update bundle (every wheel for the board): streamed, not buffered
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -140,6 +143,9 @@ class Api:
         r.add_post("/api/maintenance/clock", self.set_clock)
         r.add_post("/api/maintenance/restart", self.restart)
         r.add_post("/api/maintenance/factory-reset", self.factory_reset)
+        r.add_get("/api/maintenance/updates", self.updates)
+        r.add_post("/api/maintenance/updates", self.reserve_update)
+        r.add_delete("/api/maintenance/updates/{task}", self.cancel_update)
         return app
 
     # ------------------------------------------------------------------ open routes
@@ -368,6 +374,66 @@ class Api:
             raise AuthError(409, f"factory reset: {exc}") from None
         self._log(user, "factory_reset", "; ".join(done))
         return _json({"done": done, "restarting": True}, 202)
+
+
+    async def updates(self, request):
+        _, m = self._maint(request, "read")
+        try:
+            return _json(m.updates())
+        except OSError as exc:
+            raise AuthError(409, str(exc)) from None
+
+    async def reserve_update(self, request):
+        """The bundle is the request body (application/octet-stream), streamed to a file under the update
+        folder with a size cap; ?at=ISO time with zone (absent: now), ?deadline_s= (30 … 3600, 300)."""
+        from ems.board.bundle import BundleError
+        from ems.board.migrate import MigrationError
+        from ems.board.slots import UpdateError
+        user, m = self._maint(request, "upgrade")
+        try:
+            at = datetime.fromisoformat(request.query["at"]) if "at" in request.query else datetime.now(timezone.utc)
+            deadline_s = float(request.query.get("deadline_s", 300))
+        except ValueError as exc:
+            raise AuthError(400, f"at / deadline_s: {exc}") from None
+        if at.tzinfo is None:
+            raise AuthError(400, "at needs a time zone, e.g. 2026-11-22T02:00:00+01:00")
+        if not 30.0 <= deadline_s <= 3600.0:
+            raise AuthError(400, f"deadline_s must be 30 … 3600, got {deadline_s:g}")
+        try:
+            folder = m.upload_dir()
+        except OSError as exc:
+            raise AuthError(409, str(exc)) from None
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".bundle", dir=folder)
+        upload = Path(name)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in request.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_BUNDLE_BYTES:
+                        raise AuthError(413, f"bundle larger than {MAX_BUNDLE_BYTES >> 20} MB")
+                    fh.write(chunk)
+            loop = asyncio.get_running_loop()
+            try:
+                task = await loop.run_in_executor(None, m.reserve_update, upload, at, deadline_s, f"api:{user}")
+            except (BundleError, UpdateError, MigrationError) as exc:
+                raise AuthError(400, f"bundle refused, nothing reserved: {exc}") from None
+        finally:
+            upload.unlink(missing_ok=True)
+        self._log(user, "update_reserved", f"{task['version']} at {task['at']} (task {task['id']})")
+        return _json(task, 201)
+
+    async def cancel_update(self, request):
+        user, m = self._maint(request, "upgrade")
+        task_id = request.match_info["task"]
+        try:
+            ok = m.cancel_update(task_id)
+        except OSError as exc:
+            raise AuthError(409, str(exc)) from None
+        if not ok:
+            raise AuthError(404, f"no reserved upgrade {task_id!r}")
+        self._log(user, "update_cancelled", task_id)
+        return _json({"cancelled": task_id})
 
 
 class ApiServer:

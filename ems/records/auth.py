@@ -37,6 +37,7 @@ PERMISSIONS = {
     "parameters_installation": ("admin", "installer"),
     "users": ("admin", "installer"),                                  # within manage_rule() below
     "maintenance": ("admin", "installer"),                            # restart, factory reset, clock (000_… 3.3.4.2)
+    "upgrade": ("admin", "installer", "operator"),                    # the cloud's Upgrade Management (002_… 2.1)
 }
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 MIN_PASSWORD = 8

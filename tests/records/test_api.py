@@ -43,6 +43,21 @@ class Client:
         return self
 
 
+def maintenance_api(db, config, auth, maintenance, **roles):
+    """An API with a maintenance page over a fresh history database (Recorder's schema), its admin made by
+    first-run setup and one user per role given (name=role); returns the server and logged-in clients."""
+    from ems.records.recorder import Recorder
+    Recorder(db, timezone="UTC").stop()
+    server = ApiServer(Api(db, config, Users(auth), None, maintenance), "127.0.0.1", 0)
+    admin = Client(server.port)
+    assert admin.call("POST", "/setup", {"username": "admin", "password": PW})[0] == 201
+    clients = {"admin": admin.login("admin")}
+    for name, role in roles.items():
+        assert admin.call("POST", "/users", {"username": name, "role": role, "password": PW})[0] == 201
+        clients[name] = Client(server.port).login(name)
+    return server, clients
+
+
 @pytest.fixture
 def site(tmp_path):
     cfg_path = tmp_path / "site.toml"
