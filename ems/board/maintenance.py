@@ -137,8 +137,6 @@ class RemoteMaintenance:
     def factory_reset(self, reason: str) -> list[str]:
         """factory_reset() keeping the history (a wipe is only offered on the board's command line, with
         the service stopped: the recorder holds the database open), then the restart that applies it."""
-        if self.paths is None:
-            raise FileNotFoundError("not running as the board's service (ems run --board-root): no factory file")
-        done = factory_reset(self.paths, wipe_history=False)
+        done = factory_reset(self._board(), wipe_history=False)
         self.request_stop(reason)
         return done

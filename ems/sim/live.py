@@ -246,7 +246,8 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     dispatch = start_dispatch(cfg, io, out, clock) if io is not None else None
     tz = ZoneInfo(cfg.site.timezone)
     records = api = None
-    stop = {"flag": False, "at": None}
+    stop = {"at": None}               # monotonic time to stop at (a signal: now; the API: shortly)
+    board = BoardPaths(board_root) if board_root is not None else None
 
     def request_stop(reason: str) -> None:
         """The API's remote restart / factory reset: a clean stop half a second from now (the answer
@@ -262,12 +263,12 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
         if cfg.api.enabled:
             from ems.records.api import start_api
             from ems.board.maintenance import RemoteMaintenance
-            maint = RemoteMaintenance(clock, request_stop, BoardPaths(board_root) if board_root is not None else None)
+            maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, out, commands=records.commands, maintenance=maint)
     loop = FastPeriod(cfg, ctrl, link, dispatch, clock, speed, records)
 
     def _stop(signum, frame):
-        stop["flag"] = True
+        stop["at"] = time.monotonic()
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     fast_s = cfg.loops.fast_period_ms / 1000.0
@@ -280,7 +281,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     sleeper = DeadlineSleeper(bc.absolute_deadlines)
     wd = watchdog or LoopWatchdog.from_env(max_tick_age_s=bc.watchdog_tick_age_ms / 1000.0,
                                           max_overrun_s=bc.watchdog_overrun_ms / 1000.0)
-    health = HealthConfirm(BoardPaths(board_root) if board_root is not None else None, bc.health_confirm_s)
+    health = HealthConfirm(board, bc.health_confirm_s)
     start = time.monotonic()
     deadline = start
     next_view = start
@@ -289,7 +290,7 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
     tick_start = np.zeros(capacity)
     slow_s = np.zeros(capacity // max(slow_every, 1) + 2)
     try:
-        while not stop["flag"]:
+        while stop["at"] is None or time.monotonic() < stop["at"]:
             if n < capacity:
                 tick_start[n] = time.monotonic()
             t_tick = time.monotonic()
@@ -313,8 +314,6 @@ def run_live(cfg: SiteConfig, duration_s: float | None = None, speed: float = 1.
                 out.flush()
                 next_view += 1.0
             if duration_s is not None and now - start >= duration_s:
-                break
-            if stop["at"] is not None and now >= stop["at"]:
                 break
             deadline += fast_s
             delay = deadline - time.monotonic()
