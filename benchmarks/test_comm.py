@@ -19,7 +19,7 @@ from ems.config.schema import SiteConfig
 from ems.control.clock import RealClock
 from ems.control.controller import Controller
 from ems.control.protection_table import BatteryRatings, default_rows
-from ems.sim.devices import ProtocolSiteLink, free_port
+from ems.comm.net import free_port
 from ems.sim.live import FastPeriod
 from ems.sim.plant import Plant
 

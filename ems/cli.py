@@ -15,13 +15,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ems {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the controller in real time (default: the built-in demo site)")
-    run.add_argument("--config", type=Path, help="site file (TOML); default: the built-in demo site")
+    run = sub.add_parser("run", help="run the controller on the devices a site file names (without one: the demo, "
+                                      "against a simulated site in a process of its own)")
+    run.add_argument("--config", type=Path, help="site file (TOML): the devices it names are the only ones the "
+                     "controller talks to; default: the built-in demo site, simulated")
+    run.add_argument("--with-sim", action="store_true", help="start `ems sim-site` for the site file first and run "
+                     "against it (a desk test of a site file; the view says SIMULATED)")
     run.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (1 … 3600); "
-                     "above 1 the devices are reached in-process (real protocols cannot run faster than real time)")
-    run.add_argument("--direct", action="store_true", help="reach the simulated devices in-process instead of over "
-                     "loopback Modbus TCP and virtual CAN")
     run.add_argument("--state", type=Path, default=Path(".ems-state/state.json"),
                      help="where SOC counters are saved on stop and restored on start")
     run.add_argument("--db", type=Path, default=Path(".ems-state/history.sqlite"),
@@ -29,6 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-history", action="store_true", help="record nothing (and no HTTP API)")
     run.add_argument("--board-root", type=Path, help="the board layout whose pending update this run confirms once "
                      "healthy (the service passes /; docs/board.md)")
+
+    ss = sub.add_parser("sim-site", help="serve a simulated site's devices on loopback (Modbus TCP, CAN over "
+                                         "socketcand) for a controller in another process")
+    ss.add_argument("--config", type=Path, help="site file whose devices to simulate (default: the demo site)")
+    ss.add_argument("--write-site", type=Path, help="write the site file with the simulated devices' addresses here "
+                    "(needed when the file names no devices: they are added on free loopback ports)")
+    ss.add_argument("--control-port", type=_port, default=0, help="control channel port on 127.0.0.1 (0: any free)")
+    ss.add_argument("--step-ms", type=_number(1.0, 1000.0), default=20.0, help="plant step, ms (1 … 1000)")
+    ss.add_argument("--duration", type=_number(0.0, 1e9, lo_open=True), help="stop after this many seconds")
+    ss.add_argument("--pv-profile", default="cloudy", choices=("clear", "cloudy", "none"))
+    ss.add_argument("--load-profile", default="commercial", choices=("commercial", "residential", "flat"))
+    ss.add_argument("--load-peak-w", type=_number(0.0, 1e8), default=80_000.0, help="load profile peak, W")
+    se = sub.add_parser("sim-event", help="send a scenario event to a running `ems sim-site` (its control channel)")
+    se.add_argument("--control", required=True, help="HOST:PORT the sim-site printed at start")
+    se.add_argument("event", help='JSON, e.g. \'{"kind": "grid_outage"}\' or \'{"kind": "di", "name": "epo", '
+                    '"closed": true}\' (the [[simulation.events]] kinds; "truth" answers the plant\'s state)')
 
     simp = sub.add_parser("simulate", help="run a scenario on a virtual clock, as fast as possible")
     simp.add_argument("scenario", type=Path, help="site file with a [simulation] section")
@@ -63,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     records_cli.add_parsers(sub)
     board_cli.add_parsers(sub)
     return p
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 … 65535, got {n}")
+    return n
 
 
 def _number(lo: float, hi: float, lo_open: bool = False):
@@ -150,21 +176,37 @@ def _site_or_none(path):
 
 
 def _run(args) -> int:
-    from ems.sim.live import run_live
-
-    if not 1.0 <= args.speed <= 3600.0:
-        print(f"ems run: --speed must be 1 … 3600, got {args.speed}", file=sys.stderr)
-        return 2
+    """`ems run --config FILE`: the board's program, on the file's devices (never the simulator). Without a
+    file (the demo) or with --with-sim: the simulated site in a child process, the same program against it."""
     if args.duration is not None and not args.duration > 0:
         print(f"ems run: --duration must be > 0 s, got {args.duration}", file=sys.stderr)
         return 2
+    run_args = dict(duration_s=args.duration, state_path=args.state, db_path=None if args.no_history else args.db,
+                    board_root=args.board_root)
+    if args.config is None or args.with_sim:
+        from ems.site.with_sim import run_with_sim
+        return run_with_sim(args.config, args.state.parent, **run_args)
+    from ems.site.runtime import run_site
     cfg = _site_or_none(args.config)
     if cfg is None:
         return 1
-    return run_live(cfg, args.duration, args.speed, state_path=args.state,
-                    protocols=args.speed == 1.0 and not args.direct,
-                    db_path=None if args.no_history else args.db, config_path=args.config,
-                    board_root=args.board_root)
+    return run_site(cfg, config_path=args.config, **run_args)
+
+
+def _sim_event(args) -> int:
+    import json
+    import socket
+    host, _, port = args.control.rpartition(":")
+    try:
+        json.loads(args.event)
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5.0) as s:
+            s.sendall(args.event.encode() + b"\n")
+            answer = s.makefile().readline()
+    except (ValueError, OSError) as exc:
+        print(f"ems sim-event: {exc}", file=sys.stderr)
+        return 2
+    print(answer.strip())
+    return 0 if json.loads(answer or "{}").get("ok") else 1
 
 
 def _devices(args) -> int:
@@ -198,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         return _simulate(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "sim-site":
+        from ems.sim.process import main as sim_site
+        return sim_site(args)
+    if args.command == "sim-event":
+        return _sim_event(args)
     if args.command == "dispatch-map":
         from ems.comm.dispatch import register_map_markdown
         sys.stdout.write(register_map_markdown())

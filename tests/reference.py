@@ -100,6 +100,10 @@ def sources(cl_f, cl_i, cl_in, soc_out):
     s[L.SRC_CURRENT_MISSING] = np.isnan(i)
     s[L.SRC_CLUSTER_V_MISSING] = np.isnan(cl_in[:, L.CL_V])
     s[L.SRC_INSULATION_MISSING] = np.isnan(cl_in[:, L.CL_INSULATION])
+    lost = cl_in[:, L.CL_LINK_LOST] > 0.5        # the BMS link is lost: the sensor rows hold
+    for k in (L.SRC_T_SENSOR_INVALID, L.SRC_V_SENSOR_INVALID, L.SRC_CURRENT_MISSING, L.SRC_CLUSTER_V_MISSING,
+              L.SRC_INSULATION_MISSING):
+        s[k] = np.where(lost, np.nan, s[k])
     s[L.SRC_SOC_MEAN] = soc_out[:, L.SOC_MEAN] if soc_out is not None else np.nan
     return s
 

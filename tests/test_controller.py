@@ -8,22 +8,22 @@ from ems._core import layout as L
 from ems.config import site_from_dict
 from ems.control.clock import VirtualClock
 from ems.control.controller import Controller
-from ems.sim.plant import Plant
-from ems.sim.runner import SiteLink
+from ems.sim.runner import SimLink
 from ems.sim.scenario import Event
 
 TZ = ZoneInfo("Europe/Berlin")
 
 
 class Site:
-    """A controller + plant pair stepped on a virtual clock, one fast tick per step."""
+    """A controller and the simulated site (through the device layer, SiteIo) stepped on a virtual clock, one
+    fast tick per step."""
 
     def __init__(self, start="2026-06-22T10:00:00+02:00", pv="clear", load="commercial", load_peak_w=80e3, **cfg):
         self.cfg = site_from_dict(cfg)
         self.clock = VirtualClock(datetime.fromisoformat(start))
         self.ctrl = Controller(self.cfg, self.clock)
-        self.plant = Plant(self.cfg, pv, load, load_peak_w)
-        self.link = SiteLink(self.plant, self.ctrl)
+        self.link = SimLink(self.cfg, self.ctrl, pv, load, load_peak_w)
+        self.plant = self.link.plant
         self.cmd = None
         self.n = 0
 
@@ -173,7 +173,7 @@ def test_a_contact_bounce_shorter_than_the_debounce_is_ignored():
 def test_a_normally_closed_epo_loop_that_opens_is_an_emergency_stop():
     s = Site(start="2026-06-22T22:00:00+02:00", dry_contacts={"inverted_inputs": ["epo"]}).run(5)
     assert not s.ctrl.di.get("epo"), "a healthy NC loop (closed) is not active"
-    s.link.contacts.set_input("epo", False)          # the wire is cut
+    s.event("di", name="epo", closed=True)           # the wire is cut: the NC loop opens, EPO is active
     s.run(2)
     assert s.ctrl.di.get("epo") and not s.cmd.pcs_run
 
@@ -357,7 +357,7 @@ def test_bad_readings_and_dispatch_values_are_refused_or_ignored():
         s.ctrl.command("dispatch_w", "fast")
     s.ctrl.update_meter("grid_w", 1000.0)
     s.ctrl.update_meter("grid_w", float("nan"))        # a NaN reading does not replace the last good one
-    assert s.ctrl._fresh("grid_w") == 1000.0
+    assert s.ctrl.fresh("grid_w") == 1000.0
 
 
 def test_devices_silent_from_start_count_as_lost_only_after_one_max_age():

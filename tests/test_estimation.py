@@ -164,7 +164,7 @@ def test_the_controller_reports_the_bound_and_asks_for_calibration_when_it_is_to
 
 
 def test_saved_estimate_and_soh_survive_a_restart(tmp_path):
-    from ems.sim.live import load_state, save_state
+    from ems.site.state import load_state, save_state
     from tests.test_controller import Site
     s = Site().run(2)
     b = s.ctrl.fast.buffers
@@ -191,7 +191,7 @@ def test_saved_estimate_and_soh_survive_a_restart(tmp_path):
 
 
 def test_a_version_1_state_file_restores_each_packs_soc_to_its_cells(tmp_path):
-    from ems.sim.live import load_state
+    from ems.site.state import load_state
     from tests.test_controller import Site
     s = Site()
     b = s.ctrl.fast.buffers

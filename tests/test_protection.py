@@ -297,3 +297,20 @@ def test_sources_match_reference(rng):
     assert_allclose(got, ref.sources(out["cluster_f"], out["cluster_i"], cl_in, soc), equal_nan=True)
     assert got[L.SRC_CHARGE_A, 1] == 40.0 and got[L.SRC_CURRENT_MISSING, 0] == 1.0
     assert got[L.SRC_T_SENSOR_INVALID, 2] == 1.0 and got[L.SRC_V_SENSOR_INVALID, 1] == 1.0
+
+
+def test_a_lost_bms_link_holds_the_sensor_fault_rows_instead_of_tripping_them(rng):
+    """battery_lost is the supervisor's alarm and safe state; the cells behind the link are not each faulty,
+    so their sensor rows neither rise nor fall while it is lost, and its return needs no reset."""
+    from tests.helpers import run_aggregate, healthy_cluster_inputs
+    v = np.full((2, 16), np.nan)
+    out = run_aggregate(v, v.copy(), np.zeros((2, 16), np.uint8), 2)        # every cell stale
+    cl_in = healthy_cluster_inputs(2)
+    cl_in[:, [L.CL_V, L.CL_I]] = np.nan
+    cl_in[1, L.CL_LINK_LOST] = 1.0
+    got, soc = np.zeros((L.SRC_COUNT, 2)), np.zeros((2, L.SOC_COLS))
+    prot_k.fill(out["cluster_f"], out["cluster_i"], cl_in, soc, got)
+    assert_allclose(got, ref.sources(out["cluster_f"], out["cluster_i"], cl_in, soc), equal_nan=True)
+    sensor_rows = (L.SRC_T_SENSOR_INVALID, L.SRC_V_SENSOR_INVALID, L.SRC_CURRENT_MISSING, L.SRC_CLUSTER_V_MISSING)
+    assert all(got[k, 0] >= 1.0 for k in sensor_rows), "a live link with dead sensors: the rows see it"
+    assert all(np.isnan(got[k, 1]) for k in sensor_rows), "a lost link: the rows hold"

@@ -64,7 +64,8 @@ cpdef enum:
     CL_BMS_DCHG_A = 6     # discharge current limit reported by the BMS, A (>= 0)
     CL_RATED_CHG_A = 7    # rated charge current of the cluster, A
     CL_RATED_DCHG_A = 8   # rated discharge current of the cluster, A
-    CL_IN_COLS = 9
+    CL_LINK_LOST = 9      # 1: the BMS link is lost (its data is not there, so sensor-fault rows hold their state)
+    CL_IN_COLS = 10
 
 # per-cluster flags from the BMS/supervisor, uint8 shape (C, CL_FLAG_COLS)
 cpdef enum:

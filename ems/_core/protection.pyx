@@ -32,6 +32,7 @@ cdef void fill_sources(
     cdef const double* a
     cdef const double* m
     cdef double i_a
+    cdef bint lost
     for c in range(C):
         a = cl_agg_f + c * AGG_F_COLS
         m = cl_in + c * CL_IN_COLS
@@ -52,13 +53,16 @@ cdef void fill_sources(
         src[SRC_INSULATION_KOHM * C + c] = m[CL_INSULATION]
         src[SRC_POLE_T * C + c] = m[CL_POLE_T]
         src[SRC_HVBOX_T * C + c] = m[CL_HVBOX_T]
-        src[SRC_T_SENSOR_INVALID * C + c] = (
+        # a lost BMS link is battery_lost (the supervisor's alarm and safe state), not a fault of every sensor
+        # behind it: the sensor rows hold their state, so the link's return needs no reset
+        lost = m[CL_LINK_LOST] > 0.5
+        src[SRC_T_SENSOR_INVALID * C + c] = NAN if lost else (
             <double>cl_agg_i[c * AGG_I_COLS + AGG_T_INVALID]
             + (1.0 if isnan(m[CL_POLE_T]) else 0.0) + (1.0 if isnan(m[CL_HVBOX_T]) else 0.0))
-        src[SRC_V_SENSOR_INVALID * C + c] = <double>cl_agg_i[c * AGG_I_COLS + AGG_V_INVALID]
-        src[SRC_CURRENT_MISSING * C + c] = 1.0 if isnan(i_a) else 0.0
-        src[SRC_CLUSTER_V_MISSING * C + c] = 1.0 if isnan(m[CL_V]) else 0.0
-        src[SRC_INSULATION_MISSING * C + c] = 1.0 if isnan(m[CL_INSULATION]) else 0.0
+        src[SRC_V_SENSOR_INVALID * C + c] = NAN if lost else <double>cl_agg_i[c * AGG_I_COLS + AGG_V_INVALID]
+        src[SRC_CURRENT_MISSING * C + c] = NAN if lost else (1.0 if isnan(i_a) else 0.0)
+        src[SRC_CLUSTER_V_MISSING * C + c] = NAN if lost else (1.0 if isnan(m[CL_V]) else 0.0)
+        src[SRC_INSULATION_MISSING * C + c] = NAN if lost else (1.0 if isnan(m[CL_INSULATION]) else 0.0)
         src[SRC_SOC_MEAN * C + c] = soc_out[c * SOC_COLS + SOC_MEAN] if soc_out != NULL else NAN
 
 

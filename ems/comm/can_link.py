@@ -1,34 +1,33 @@
-"""The BMS on CAN (python-can): SocketCAN on the board, the `virtual` interface in tests and simulation.
+"""The BMS on CAN, the EMS side: python-can (SocketCAN on the board, a socketcand server between processes,
+the `virtual` interface in tests), decoded as the site's CAN BMS profile says (ems.comm.can_profiles).
 
-`BmsCanLink` is the EMS side: it drains received frames, decodes them (bad frames are counted, never
-raised), writes cell frames into the native core's arrays, keeps the stack values with their arrival
-times, supervises each message's timeout (a message older than its timeout reads as None, the
-staleness rule) and sends the inverter keep-alive (0x305) the protocol expects every second.
-`SimBmsCan` is the simulated BMS: it sends the same messages from the plant.
+`BmsCanLink` drains received frames without blocking, decodes them (bad frames are counted, never raised),
+writes cell frames straight into the native core's arrays and keeps their age (a cell whose frames stop
+goes stale), keeps each cluster's values with their arrival times and each stack message with its own, and
+sends what the BMS expects from the EMS: the keep-alive and the contactor command (on change and every
+period). A stack-level profile fills one cluster from the stack's values and every cell of it with the
+stack's average cell (voltage / cells in series) and its one temperature (docs/devices.md says what
+protection that costs).
+
+The bus may be a python-can bus or an `ems.comm.can_bus.CanPort` (which reopens itself); an error of the bus
+is counted and reported by it, never raised into the control loop.
 """
 from __future__ import annotations
 
 import can
 import numpy as np
 
-from ems.comm.can_codec import CellAssembler, encode_cells, load_database
+from ems.comm.can_codec import FrameDecoder
+from ems.comm.can_profiles import CanProfile, can_profiles
 
-STACK_MESSAGES = {           # message → timeout, s (the battery sends them about every second)
-    "BatteryLimits": 3.0,
-    "BatterySocSoh": 3.0,
-    "BatteryActualValues": 3.0,
-    "BatteryProtectionsAlarms": 3.0,
-    "BatteryRequestFlags": 3.0,
-}
-OPTIONAL_MESSAGES = {        # sent by some batteries only: supervised once seen, never "lost" before
-    "BatteryAlarmsWarnings": 3.0,
-}
 # 0x35A's two-bit states that mean "active", by sender convention (see the DBC's comment)
 ALARM_35A_ACTIVE = {"sma": (1,), "victron": (1, 2)}
-KEEPALIVE_PERIOD_S = 1.0
 CLUSTER_TIMEOUT_S = 3.0
-# per-cluster table columns (ClusterStatus 0x680 + ClusterLimits 0x6C0)
+# per-cluster table columns
 CL_V, CL_I, CL_INSULATION, CL_CHG_A, CL_DCHG_A, CL_CONNECTED, CL_CHG_PROHIBITED, CL_DCHG_PROHIBITED = range(8)
+_CLUSTER_COLUMNS = {"voltage_v": CL_V, "current_a": CL_I, "insulation_kohm": CL_INSULATION, "charge_limit_a": CL_CHG_A,
+                    "discharge_limit_a": CL_DCHG_A, "connected": CL_CONNECTED, "charge_prohibited": CL_CHG_PROHIBITED,
+                    "discharge_prohibited": CL_DCHG_PROHIBITED}
 
 
 def open_bus(interface: str = "virtual", channel: str = "ems0", **kw) -> can.BusABC:
@@ -36,79 +35,148 @@ def open_bus(interface: str = "virtual", channel: str = "ems0", **kw) -> can.Bus
     return can.Bus(interface=interface, channel=channel, **kw)
 
 
+class _Cells:
+    """One cell quantity's frames → its core array: raw signals scaled here so a 'not available' raw value
+    becomes NaN before scaling can hide it."""
+
+    def __init__(self, db, spec, out: np.ndarray):
+        m = db.get_message_by_name(spec.message)
+        self.frame_id, self.message, self.spec, self.out = m.frame_id, m, spec, out
+        sig = {s.name: s for s in m.signals}
+        self.scale = [(name, float(sig[name].scale), float(sig[name].offset)) for name in spec.signals]
+        self.index = {name: (float(sig[name].scale), float(sig[name].offset)) for name in (spec.cluster, spec.group)}
+        self.seen_s = np.full(out.shape, -np.inf)
+
+    def feed(self, data: bytes, now_s: float, counters) -> None:
+        try:
+            raw = self.message.decode(data, decode_choices=False, scaling=False)
+        except Exception:                      # cantools raises several types on malformed payloads
+            counters["malformed"] += 1
+            return
+        sc, oc = self.index[self.spec.cluster]
+        sg, og = self.index[self.spec.group]
+        c, first = int(raw[self.spec.cluster] * sc + oc), int(raw[self.spec.group] * sg + og) * len(self.scale)
+        clusters, cells = self.out.shape
+        if not (0 <= c < clusters and 0 <= first < cells):
+            counters["out_of_stack"] += 1
+            return
+        na = self.spec.not_available
+        for k, (name, scale, offset) in enumerate(self.scale):
+            i = first + k
+            if i < cells:
+                r = raw[name]
+                self.out[c, i] = np.nan if r == na else r * scale + offset
+                self.seen_s[c, i] = now_s
+        counters["ok"] += 1
+
+
 class BmsCanLink:
-    def __init__(self, bus: can.BusABC, cell_v: np.ndarray, cell_t: np.ndarray, fresh: np.ndarray,
-                 timeouts_s: dict[str, float] | None = None, cell_max_age_s: float = 5.0,
-                 alarm_encoding: str = "sma"):
+    def __init__(self, bus, cell_v: np.ndarray, cell_t: np.ndarray, fresh: np.ndarray,
+                 profile: CanProfile | None = None, timeouts_s: dict[str, float] | None = None,
+                 cell_max_age_s: float = 5.0, alarm_encoding: str = "sma"):
         if alarm_encoding not in ALARM_35A_ACTIVE:
             raise ValueError(f"alarm_encoding must be one of {sorted(ALARM_35A_ACTIVE)}, got {alarm_encoding!r}")
+        self.profile = p = profile or can_profiles()["EMS-CAN-CELLS"]
         self.alarm_encoding = alarm_encoding
         self.bus = bus
-        self.db = load_database()
-        self.cells = CellAssembler(cell_v, cell_t, fresh, self.db)
-        self.timeouts_s = dict(STACK_MESSAGES, **OPTIONAL_MESSAGES, **(timeouts_s or {}))
+        self.db = p.db
+        self.decoder = FrameDecoder(p.db)
+        self.cell_v, self.cell_t, self.fresh = cell_v, cell_t, fresh
+        self.timeouts_s = dict(p.timeouts, **p.optional, **(timeouts_s or {}))
         self.cell_max_age_s = cell_max_age_s
         self.latest: dict[str, tuple[dict, float]] = {}
-        self._keepalive = self.db.get_message_by_name("InverterKeepAlive")
-        self._next_keepalive_s = -1.0
-        self._alive = 0
         n = cell_v.shape[0]
         self.cluster = np.zeros((n, 8))
-        self.cluster_status_s = np.full(n, -np.inf)     # arrival time of each cluster's last status frame
-        self.cluster_limits_s = np.full(n, -np.inf)
+        self.cluster[:, CL_INSULATION] = np.nan          # unknown until the BMS reports it (if it does)
+        self.cells = {q: _Cells(p.db, spec, cell_v if q == "voltage_v" else cell_t) for q, spec in p.cells.items()}
+        self._cell_ids = {c.frame_id: c for c in self.cells.values()}
+        self._cluster_ids: dict[int, tuple[str, list[tuple[str, int, float]]]] = {}
+        for q, ref in p.cluster.items():
+            fid = p.db.get_message_by_name(ref.message).frame_id
+            self._cluster_ids.setdefault(fid, (ref.message, []))[1].append((ref.signal, _CLUSTER_COLUMNS[q], ref.scale))
+        self.cluster_seen_s = {name: np.full(n, -np.inf) for name, _ in self._cluster_ids.values()}
+        self._periodic_due = {"keepalive": -1.0, "command": -1.0}
+        self._counter = {"keepalive": 0, "command": 0}
+        self._open_mask: int | None = None
+        self._sent_mask: int | None = None
+        self.send_errors = 0
 
     @property
     def counters(self):
-        return self.cells.decoder.counters
+        return self.decoder.counters
 
+    # ------------------------------------------------------------------ receive
     def poll(self, now_s: float, max_frames: int = 100_000) -> int:
-        """Drain what has arrived (non-blocking); returns how many frames were taken."""
+        """Drain what has arrived (non-blocking); send what is due; returns how many frames were taken."""
         n = 0
         while n < max_frames:
-            msg = self.bus.recv(timeout=0.0)
+            try:
+                msg = self.bus.recv(timeout=0.0)
+            except (can.CanError, OSError):       # counted by a CanPort, which reopens; a bare bus: next poll
+                self.counters["bus_error"] += 1
+                break
             if msg is None:
                 break
             n += 1
             if msg.is_extended_id or msg.is_remote_frame or msg.is_error_frame:
                 self.counters["ignored"] += 1
                 continue
-            if msg.arbitration_id in (0x600, 0x640):
-                self.cells.feed(msg.arbitration_id, bytes(msg.data), now_s)
+            cells = self._cell_ids.get(msg.arbitration_id)
+            if cells is not None:
+                cells.feed(bytes(msg.data), now_s, self.counters)
                 continue
-            decoded = self.cells.decoder.decode(msg.arbitration_id, bytes(msg.data))
-            if decoded is not None:
-                name, signals = decoded
-                if name in ("ClusterStatus", "ClusterLimits"):
-                    self._cluster_frame(name, signals, now_s)
-                else:
-                    self.latest[name] = (signals, now_s)
-        self.cells.stale_cells(now_s, self.cell_max_age_s)
-        if now_s >= self._next_keepalive_s:
-            self._alive = (self._alive + 1) % 256
-            self.bus.send(can.Message(arbitration_id=self._keepalive.frame_id, is_extended_id=False,
-                                      data=self._keepalive.encode({"alive_counter": self._alive})))
-            self._next_keepalive_s = now_s + KEEPALIVE_PERIOD_S
+            decoded = self.decoder.decode(msg.arbitration_id, bytes(msg.data))
+            if decoded is None:
+                continue
+            name, signals = decoded
+            cl = self._cluster_ids.get(msg.arbitration_id)
+            if cl is not None:
+                self._cluster_frame(name, cl[1], signals, now_s)
+            else:
+                self.latest[name] = (signals, now_s)
+        if self.profile.level == "stack":
+            self._stack_as_cluster(now_s)
+        elif self.cells:
+            v, t = self.cells["voltage_v"].seen_s, self.cells["temperature_degc"].seen_s
+            age = self.cell_max_age_s
+            np.copyto(self.fresh, ((now_s - v) <= age) & ((now_s - t) <= age), casting="unsafe")
+        self._send_due(now_s)
         return n
 
-    def _cluster_frame(self, name: str, sig: dict, now_s: float) -> None:
-        c = int(sig["cluster"])
-        if c >= self.cluster.shape[0]:
+    def _cluster_frame(self, name: str, columns, sig: dict, now_s: float) -> None:
+        c = int(sig[self.profile.cluster_index])
+        if not 0 <= c < self.cluster.shape[0]:
             self.counters["out_of_stack"] += 1
             return
         row = self.cluster[c]
-        if name == "ClusterStatus":
-            row[CL_V], row[CL_I], row[CL_INSULATION] = sig["voltage_v"], sig["current_a"], sig["insulation_kohm"]
-            row[CL_CONNECTED], row[CL_CHG_PROHIBITED] = sig["connected"], sig["charge_prohibited"]
-            row[CL_DCHG_PROHIBITED] = sig["discharge_prohibited"]
-            self.cluster_status_s[c] = now_s
-        else:
-            row[CL_CHG_A], row[CL_DCHG_A] = sig["charge_current_limit_a"], sig["discharge_current_limit_a"]
-            self.cluster_limits_s[c] = now_s
+        for signal, col, scale in columns:
+            row[col] = float(sig[signal]) * scale
+        self.cluster_seen_s[name][c] = now_s
+
+    def _stack_as_cluster(self, now_s: float) -> None:
+        """Level stack: cluster 0 from the stack's values; its cells are the stack's average cell."""
+        s = {q: self.stack_value(q, now_s) for q in ("voltage_v", "current_a", "temperature_degc", "charge_limit_a",
+                                                       "discharge_limit_a", "charge_enable", "discharge_enable")}
+        fresh = all(s[q] is not None for q in ("voltage_v", "current_a", "temperature_degc", "charge_limit_a",
+                                               "discharge_limit_a"))
+        self.fresh[:] = 1 if fresh else 0
+        if not fresh:
+            return
+        row = self.cluster[0]
+        row[CL_V], row[CL_I] = s["voltage_v"], s["current_a"]
+        row[CL_CHG_A], row[CL_DCHG_A] = max(s["charge_limit_a"], 0.0), max(s["discharge_limit_a"], 0.0)
+        row[CL_CONNECTED] = 1.0          # contactor state is not in the protocol: an open one shows as 0 A limits
+        row[CL_CHG_PROHIBITED] = float(s["charge_enable"] == 0) if s["charge_enable"] is not None else 0.0
+        row[CL_DCHG_PROHIBITED] = float(s["discharge_enable"] == 0) if s["discharge_enable"] is not None else 0.0
+        self.cell_v[0, :] = s["voltage_v"] / self.cell_v.shape[1]
+        self.cell_t[0, :] = s["temperature_degc"]
+        self.cluster_seen_s.setdefault("stack", np.full(self.cluster.shape[0], -np.inf))[:] = now_s
 
     def clusters_fresh(self, now_s: float, timeout_s: float = CLUSTER_TIMEOUT_S) -> bool:
-        """Every cluster's status and limits arrived within timeout_s (else the stack counts as lost)."""
-        return bool((now_s - self.cluster_status_s <= timeout_s).all()
-                    and (now_s - self.cluster_limits_s <= timeout_s).all())
+        """Every cluster's messages arrived within timeout_s (else the stack counts as lost)."""
+        if not self.cluster_seen_s:
+            return False
+        return all(bool((now_s - seen <= timeout_s).all()) for seen in self.cluster_seen_s.values())
 
     def value(self, message: str, now_s: float) -> dict | None:
         """The message's latest signals, or None once older than its timeout (or never received)."""
@@ -117,98 +185,70 @@ class BmsCanLink:
             return None
         return entry[0]
 
+    def stack_value(self, quantity: str, now_s: float) -> float | None:
+        """A stack quantity of the profile (×its scale), None when its message is stale or lacks the signal."""
+        ref = self.profile.stack.get(quantity)
+        if ref is None:
+            return None
+        v = self.value(ref.message, now_s)
+        if v is None or ref.signal not in v:
+            return None
+        return float(v[ref.signal]) * ref.scale
+
     def lost(self, now_s: float) -> set[str]:
         """Messages past their timeout; an optional message counts only once it has been received."""
         return {m for m in self.timeouts_s if self.value(m, now_s) is None
-                and (m not in OPTIONAL_MESSAGES or m in self.latest)}
+                and (m not in self.profile.optional or m in self.latest)}
 
     def soc_pct(self, now_s: float) -> float | None:
-        """The BMS's SOC: the newer 0x355's 0.01 % value when the battery sends it, else the whole percent."""
-        v = self.value("BatterySocSoh", now_s)
+        """The BMS's own SOC: the newer 0x355's 0.01 % value when the battery sends it, else the whole percent."""
+        ref = self.profile.stack.get("soc_pct")
+        v = self.value(ref.message, now_s) if ref is not None else None
         if v is None:
             return None
-        return float(v.get("soc_hires_pct", v["soc_pct"]))
+        return float(v.get("soc_hires_pct", v[ref.signal]))
 
     def flags(self, now_s: float) -> dict[str, str]:
         """The battery's own active protections, alarms and warnings: flag → "protection" / "alarm" /
-        "warning", from 0x359 (bits) and 0x35A (two-bit states, read per `alarm_encoding`)."""
+        "warning", from the profile's bit message (0x359) and state message (0x35A, per `alarm_encoding`)."""
         out: dict[str, str] = {}
-        p = self.value("BatteryProtectionsAlarms", now_s)
+        p = self.value(self.profile.flag_bits, now_s) if self.profile.flag_bits else None
         for name, v in (p or {}).items():
             if name != "module_count" and v:
                 out[name] = "protection" if name.startswith("protection_") else "alarm"
-        a = self.value("BatteryAlarmsWarnings", now_s)
+        a = self.value(self.profile.flag_states, now_s) if self.profile.flag_states else None
         active = ALARM_35A_ACTIVE[self.alarm_encoding]
         for name, v in (a or {}).items():
             if int(v) in active:
                 out[name] = "alarm" if name.startswith("alarm_") else "warning"
         return out
 
+    # ------------------------------------------------------------------ send
+    def command(self, open_mask: int) -> None:
+        """Clusters whose contactors the BMS is to open (bit N: cluster N): sent at once when it changes,
+        then every period. A profile without a command message cannot open contactors (the PCS is zeroed)."""
+        self._open_mask = int(open_mask)
 
-def _encode_clipped(message, signals: dict) -> bytes:
-    """Encode with every value clipped into its signal's range: the low-voltage protocol's 327 V / 3276 A
-    scales cannot carry a container stack's totals, and a clipped value beats a frame that is never sent."""
-    out = {}
-    for s in message.signals:
-        v = signals[s.name]
-        if s.minimum is not None and s.maximum is not None and not isinstance(v, str):
-            v = min(max(v, s.minimum), s.maximum)
-        out[s.name] = v
-    return message.encode(out)
-
-
-class SimBmsCan:
-    """The simulated battery on the bus: stack messages and cell frames from a StackPlant-like source."""
-
-    def __init__(self, bus: can.BusABC):
-        self.bus = bus
-        self.db = load_database()
-        self.keepalives_seen = 0
-
-    def send_stack(self, voltage_v: float, current_a: float, temperature_degc: float, soc_pct: float,
-                   soh_pct: float, charge_limit_a: float, discharge_limit_a: float, charge_voltage_v: float,
-                   discharge_voltage_v: float, charge_enable: bool, discharge_enable: bool,
-                   protections: dict | None = None) -> None:
-        db = self.db
-        frames = {
-            "BatteryLimits": {"charge_voltage_limit_v": charge_voltage_v, "charge_current_limit_a": charge_limit_a,
-                              "discharge_current_limit_a": discharge_limit_a,
-                              "discharge_voltage_limit_v": discharge_voltage_v},
-            "BatterySocSoh": {"soc_pct": round(soc_pct), "soh_pct": round(soh_pct),
-                              "soc_hires_pct": min(max(soc_pct, 0.0), 100.0)},
-            # the protocol counts charging current as positive: our sign (> 0 discharging) is flipped here
-            "BatteryActualValues": {"voltage_v": voltage_v, "current_a": -current_a,
-                                    "temperature_degc": temperature_degc},
-            "BatteryProtectionsAlarms": {s.name: 0 for s in db.get_message_by_name("BatteryProtectionsAlarms").signals}
-                                        | (protections or {}) | {"module_count": 1},
-            "BatteryRequestFlags": {"full_charge_request": 0, "force_charge_request_2": 0, "force_charge_request_1": 0,
-                                    "discharge_enable": int(discharge_enable), "charge_enable": int(charge_enable)},
-        }
-        for name, signals in frames.items():
-            m = db.get_message_by_name(name)
-            self.bus.send(can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=_encode_clipped(m, signals)))
-
-    def send_clusters(self, voltage_v, current_a, charge_limit_a, discharge_limit_a, connected, charge_prohibited,
-                      discharge_prohibited, insulation_kohm=5000.0) -> None:
-        """Per-cluster status (current > 0 discharging, our sign) and limits, one frame pair per cluster."""
-        st, lim = self.db.get_message_by_name("ClusterStatus"), self.db.get_message_by_name("ClusterLimits")
-        for c in range(len(voltage_v)):
-            self.bus.send(can.Message(arbitration_id=st.frame_id, is_extended_id=False, data=st.encode({
-                "cluster": c, "connected": int(bool(connected[c])), "charge_prohibited": int(bool(charge_prohibited[c])),
-                "discharge_prohibited": int(bool(discharge_prohibited[c])),
-                "voltage_v": float(np.clip(voltage_v[c], 0.0, 6553.5)),
-                "current_a": float(np.clip(current_a[c], -3276.8, 3276.7)),
-                "insulation_kohm": float(np.clip(insulation_kohm, 0, 65535))})))
-            self.bus.send(can.Message(arbitration_id=lim.frame_id, is_extended_id=False, data=lim.encode({
-                "cluster": c, "charge_current_limit_a": float(np.clip(charge_limit_a[c], 0.0, 6553.5)),
-                "discharge_current_limit_a": float(np.clip(discharge_limit_a[c], 0.0, 6553.5))})))
-
-    def send_cells(self, cell_v: np.ndarray, cell_t: np.ndarray) -> None:
-        for fid, data in encode_cells(cell_v, cell_t, self.db):
-            self.bus.send(can.Message(arbitration_id=fid, is_extended_id=False, data=data))
-
-    def drain(self) -> None:
-        """Take what the EMS sent (keep-alives)."""
-        while (msg := self.bus.recv(timeout=0.0)) is not None:
-            if msg.arbitration_id == 0x305:
-                self.keepalives_seen += 1
+    def _send_due(self, now_s: float) -> None:
+        p = self.profile
+        for kind, spec in (("keepalive", p.keepalive), ("command", p.command)):
+            if spec is None or (kind == "command" and self._open_mask is None):
+                continue
+            changed = kind == "command" and self._open_mask != self._sent_mask
+            if now_s < self._periodic_due[kind] and not changed:
+                continue
+            m = p.db.get_message_by_name(spec.message)
+            self._counter[kind] = (self._counter[kind] + 1) % 256
+            values = {s.name: 0 for s in m.signals}
+            if spec.counter:
+                values[spec.counter] = self._counter[kind]
+            if kind == "command":
+                values[spec.open_contactors] = self._open_mask
+            try:
+                self.bus.send(can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(values)))
+            except (can.CanError, OSError):
+                self.send_errors += 1
+                continue
+            self._periodic_due[kind] = now_s + spec.period_s
+            if kind == "command":
+                self._sent_mask = self._open_mask

@@ -386,12 +386,12 @@ class DispatchServer:
     def publish(self, ctrl) -> None:
         """The site's data into both maps (slow loop, or faster)."""
         from ems._core import layout as L
-        f = ctrl._fresh
+        f = ctrl.fresh
         b = ctrl.fast.buffers
         grid, pv, pcs = f("grid_w"), f("pv_w"), f("pcs_w")
         dg = f("dg_w") if ctrl.readings["dg_w"].at_s > -1e17 else 0.0
         load = None if None in (grid, pv, pcs, dg) else grid + pv + pcs + dg
-        soc = float(b.stack_soc[L.SOC_MEAN]) if ctrl._bms_fresh() else None
+        soc = float(b.stack_soc[L.SOC_MEAN]) if ctrl.bms_fresh() else None
         disp = ctrl._dispatch
         remaining = max(0.0, disp[1] - ctrl.clock.monotonic_s()) if disp else 0.0
         alarms = sorted(code for code, _ in ctrl.status.active_alarms)

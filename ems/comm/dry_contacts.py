@@ -17,9 +17,11 @@ from ems.control.io_map import DO_NAMES, KNOWN_INPUTS
 
 
 class ContactBackend(Protocol):
-    def read_inputs(self) -> dict[str, bool]: ...
+    def read_inputs(self) -> dict[str, bool] | None: ...
 
     def write_outputs(self, outputs: dict[str, bool]) -> None: ...
+
+    def wired_inputs(self) -> tuple[str, ...]: ...
 
 
 @dataclass
@@ -36,6 +38,9 @@ class MemoryContacts:
     def read_inputs(self) -> dict[str, bool]:
         return dict(self.inputs)
 
+    def wired_inputs(self) -> tuple[str, ...]:
+        return KNOWN_INPUTS            # a test or simulation may set any input
+
     def write_outputs(self, outputs: dict[str, bool]) -> None:
         unknown = set(outputs) - set(DO_NAMES)
         if unknown:
@@ -43,16 +48,21 @@ class MemoryContacts:
         self.outputs.update(outputs)
 
 
-def make_backend(dc) -> ContactBackend:
-    """The backend the config's `[dry_contacts]` section asks for."""
+def make_backend(dc, modbus=None, refresh_s: float = 1.0) -> ContactBackend | None:
+    """The backend the config's `[dry_contacts]` section asks for (None: nothing wired, backend memory in
+    `ems run`); `modbus`: the engine that reaches the I/O module of backend modbus."""
     if dc.backend == "gpio":
         from ems.comm.gpio_contacts import GpioContacts
         return GpioContacts(dc.gpio_chip, dc.gpio_lines)
+    if dc.backend == "modbus":
+        return ModbusContacts(modbus, dc.io_device, dc.channels, refresh_s)
     return MemoryContacts()
 
 
 class Debouncer:
-    """An input changes only after its new level has held for debounce_ms (time-based, loop-rate free)."""
+    """An input changes only after its new level has held for debounce_ms (time-based, loop-rate free). Its
+    first reading is taken as it is: at start there is no earlier level to bounce from, and an EPO pressed
+    while the EMS starts must act at once."""
 
     def __init__(self, debounce_ms: float, inverted: tuple[str, ...] = ()):
         if not debounce_ms >= 0:
@@ -71,7 +81,10 @@ class Debouncer:
         for name in (raw.keys() | self.inverted) if self.inverted else raw:
             level = raw.get(name, False)
             active = (not level) if name in self.inverted else level
-            if active == self.stable.get(name, False):
+            if name not in self.stable:         # the first reading: no earlier level to bounce from
+                self.stable[name] = changed[name] = active
+                continue
+            if active == self.stable[name]:
                 self._pending.pop(name, None)
                 continue
             since = self._pending.get(name)
@@ -83,3 +96,33 @@ class Debouncer:
                 self._pending.pop(name, None)
                 changed[name] = active
         return changed
+
+
+class ModbusContacts:
+    """`ContactBackend` on a Modbus I/O module ([[devices.modbus]] role io_module): input N is bit N of its
+    `di_bits` word, output N bit N of `do_bits` (held and refreshed like a setpoint). `read_inputs` answers
+    None while no new reading of the inputs has arrived (the device layer supervises its age)."""
+
+    def __init__(self, modbus, device: str, channels, refresh_s: float = 1.0):
+        self.modbus, self.device, self.refresh_s = modbus, device, refresh_s
+        self.inputs = {c.name: c.channel for c in channels if c.name in KNOWN_INPUTS}
+        self.outputs = {c.name: c.channel for c in channels if c.name in DO_NAMES}
+        self._seen_at: float | None = None
+
+    def wired_inputs(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
+
+    def read_inputs(self) -> dict[str, bool] | None:
+        sample = self.modbus.sample(self.device, "di_bits")
+        if sample is None or sample[1] == self._seen_at or sample[0] is None:
+            return None
+        self._seen_at = sample[1]
+        bits = int(sample[0])
+        return {name: bool(bits >> ch & 1) for name, ch in self.inputs.items()}
+
+    def write_outputs(self, outputs: dict[str, bool]) -> None:
+        mask = 0
+        for name, ch in self.outputs.items():
+            if outputs.get(name):
+                mask |= 1 << ch
+        self.modbus.hold(self.device, "do_bits", mask, self.refresh_s)

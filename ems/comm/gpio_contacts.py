@@ -54,6 +54,9 @@ class GpioContacts:
         self._in_offsets = tuple(self.inputs.values())
         self._written: dict[str, bool] = {name: False for name in self.outputs}
 
+    def wired_inputs(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
+
     def read_inputs(self) -> dict[str, bool]:
         """Raw levels of the wired inputs (True = line active). An input not wired is absent (reads inactive)."""
         if not self._in_offsets:

@@ -24,10 +24,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from ems.comm.profiles import Profile
+from ems.comm.profiles import ArraySpec, Profile
 from ems.comm.registers import Register
 
 log = logging.getLogger("ems.comm.client")
@@ -43,13 +44,14 @@ class Link:
     baudrate: int = 9600
     parity: str = "N"
     stopbits: int = 1
+    bytesize: int = 8
     timeout_s: float = 0.5
     gap_ms: float = 0.0                   # pause between two requests on this line
 
     @property
     def label(self) -> str:
         return f"tcp://{self.host}:{self.port}" if self.transport == "tcp" else \
-            f"rtu://{self.serial_port}@{self.baudrate}"
+            f"rtu://{self.serial_port}@{self.baudrate}-{self.bytesize}{self.parity}{self.stopbits}"
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Block:
     group: str
     interval_s: float
     next_due_s: float = 0.0
+    # array blocks (a BMS's clusters and cells): (word offset in the block, array, cluster, first element, elements)
+    parts: list[tuple[int, ArraySpec, int, int, int]] = field(default_factory=list)
 
 
 def plan_blocks(profile: Profile) -> list[Block]:
@@ -82,6 +86,67 @@ def plan_blocks(profile: Profile) -> list[Block]:
             if current:
                 blocks.append(_block(current, group, interval_ms))
     return blocks
+
+
+def plan_array_blocks(profile: Profile, clusters: int, cells: int) -> list[Block]:
+    """Merged reads of a profile's per-cluster arrays for a stack of `clusters` × `cells`: per group and
+    function, every cluster's spans in address order, joined while the gap is at most merge_gap (across
+    clusters too: a cluster-major or quantity-major map both read in few requests) and cut into requests of at
+    most max_block registers at element boundaries. Flags that are bits of one word share it; any other
+    overlap for this stack (a stride too small for its cells) raises ValueError."""
+    blocks: list[Block] = []
+    gap, most = profile.merge_gap, profile.max_block
+    for group, interval_ms in profile.groups.items():
+        for function in (3, 4):
+            specs = [a for a in profile.arrays.values() if a.group == group and a.function == function]
+            spans = sorted(((a.address + c * a.cluster_stride, a, c) for c in range(clusters if specs else 0)
+                            for a in specs), key=lambda sp: sp[0])
+            reach = None                  # (end address, array) of the span reaching furthest so far
+            for addr, a, c in spans:
+                if reach is not None and addr < reach[0]:
+                    other = reach[1]
+                    if not (a.bit is not None and other.bit is not None and addr == reach[0] - other.words):
+                        raise ValueError(f"profile {profile.model}: arrays {other.name} and {a.name} overlap "
+                                         f"(cluster {c}, {cells} cells per cluster): check cluster_stride")
+                end = addr + a.words * a.elements(cells)
+                if reach is None or end > reach[0]:
+                    reach = (end, a)
+            start, parts, top = None, [], 0
+            for addr, a, c in spans:
+                w, n, e = a.words, a.elements(cells), 0
+                while e < n:
+                    pos = addr + e * w
+                    if parts and (pos - top > gap or pos + w - start > most):
+                        blocks.append(Block(function, start, top - start, [], group, interval_ms / 1000.0,
+                                            parts=parts))
+                        parts = []
+                    if not parts:
+                        start, top = pos, pos
+                    k = min(n - e, (start + most - pos) // w)
+                    parts.append((pos - start, a, c, e, k))
+                    top = max(top, pos + k * w)
+                    e += k
+            if parts:
+                blocks.append(Block(function, start, top - start, [], group, interval_ms / 1000.0, parts=parts))
+    return blocks
+
+
+def decode_array(a: ArraySpec, words: np.ndarray) -> np.ndarray:
+    """An array's raw words → engineering values (NaN for the invalid marker); a flag array → 0 / 1."""
+    if a.words == 2:
+        pair = words.reshape(-1, 2).astype(np.uint32)
+        raw = (pair[:, 0] << 16) | pair[:, 1]
+        raw = raw.view(np.int32) if a.type == "s32" else raw
+    else:
+        raw = words.view(np.int16) if a.type == "s16" else words
+    out = raw.astype(np.float64)
+    if a.bit is not None:
+        out = ((raw.astype(np.int64) >> a.bit) & 1).astype(np.float64)
+    else:
+        out = out * a.scale + a.offset
+    if a.invalid is not None:
+        out[raw == a.invalid] = np.nan
+    return out
 
 
 def _block(regs: list[Register], group: str, interval_ms: float) -> Block:
@@ -109,6 +174,10 @@ class Device:
     retry_at_s: float = 0.0
     values: dict[str, tuple[float | None, float]] = field(default_factory=dict)   # name → (value, at_s)
     blocks: list[Block] = field(default_factory=list)
+    clusters: int = 0                     # a BMS's stack shape: its arrays are read for these clusters × cells
+    cells: int = 0
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)      # name → (clusters, elements) values
+    array_at_s: dict[str, np.ndarray] = field(default_factory=dict)  # … and each element's arrival time
     _init_done: bool = False
     _chain_reported: bool = False
 
@@ -131,6 +200,12 @@ class Device:
 
     def __post_init__(self):
         self.blocks = plan_blocks(self.profile)
+        if self.profile.arrays:
+            self.blocks += plan_array_blocks(self.profile, self.clusters, self.cells)
+            for a in self.profile.arrays.values():
+                shape = (self.clusters, a.elements(self.cells))
+                self.arrays[a.name] = np.full(shape, np.nan)
+                self.array_at_s[a.name] = np.full(shape, -np.inf)
         self.init_writes = {**self.profile.init_writes, **self.init_writes}
         for name in self.init_writes:
             if name not in self.profile.registers or not self.profile.registers[name].writable:
@@ -170,7 +245,7 @@ class Channel:
             return AsyncModbusTcpClient(lk.host, port=lk.port, timeout=lk.timeout_s, retries=0,
                                         reconnect_delay=0, reconnect_delay_max=0)
         return AsyncModbusSerialClient(lk.serial_port, baudrate=lk.baudrate, parity=lk.parity,
-                                       stopbits=lk.stopbits, timeout=lk.timeout_s, retries=0,
+                                       stopbits=lk.stopbits, bytesize=lk.bytesize, timeout=lk.timeout_s, retries=0,
                                        reconnect_delay=0, reconnect_delay_max=0)
 
     async def _ensure_connected(self) -> bool:
@@ -219,6 +294,10 @@ class Channel:
             return
         at = time.monotonic()
         words = rr.registers
+        if b.parts:
+            self._store_arrays(d, b, words, at)
+            self._ok(d, at)
+            return
         # scale factors first: the values in the same block are decoded with the ones just read
         for r in sorted(b.registers, key=lambda r: r.scale_factor is not None):
             off = r.address - b.address
@@ -235,6 +314,13 @@ class Channel:
         else:
             d._chain_reported = False
         self._ok(d, at)
+
+    @staticmethod
+    def _store_arrays(d: Device, b: Block, words: list[int], at: float) -> None:
+        w = np.asarray(words[:b.count], dtype=np.uint16)
+        for off, a, c, e0, k in b.parts:
+            d.arrays[a.name][c, e0:e0 + k] = decode_array(a, w[off:off + k * a.words])
+            d.array_at_s[a.name][c, e0:e0 + k] = at
 
     async def _write(self, d: Device, name: str, value: float) -> bool:
         r = d.profile.registers[name]

@@ -1,8 +1,12 @@
 """Device profiles: a Modbus register map as a TOML file in drivers/modbus/<kind>/<model>.toml.
 
-Adding a device model is adding a file. A profile is validated when it is loaded: every problem (unknown
-type, unit or key, overlapping registers, a writable register without range, a group that is not defined
-…) is reported with the file and the line of the register it concerns.
+Adding a device model is adding a file: shipped in the package, or in the site's own folder
+(`[devices] profiles_dir`, by default `drivers/` beside the site file: `/etc/ems/drivers/modbus/…` on a board),
+which is read next to the shipped ones so an installer adds a device without rebuilding a signed bundle.
+
+A profile is validated when it is loaded: every problem (an unknown key anywhere, an unknown type, unit or
+group, overlapping registers, a writable register without range, an age that is not a positive number …)
+is reported with the file and the line of the key it concerns.
 
 SunSpec devices: `[device] sunspec_chain = [1, 701, …]` names the models in the order the device serves
 them, and a register gives `point = "704.WSet"` instead of an address: address, type, unit, the
@@ -11,6 +15,11 @@ not-implemented marker and the scale-factor register come from pysunspec2's mode
 and length, the end marker, group "sunspec"); the engine reads and writes nothing else on the device until
 they match (`Profile.expected`), so a device with another model chain is never written at wrong addresses.
 `[device.init_writes]` lists values written once after every connect (e.g. SunSpec's WSetEna).
+
+Status and fault words: a register may name its bits (`flags = { running = 0, grid_forming = 3 }`) and map
+bits to the alarm catalogue's codes (`alarm_bits = { 0 = 100117 }`: the PCS's fault word raises the manual's
+PCS code with its remedy). BMS profiles (kind "bms") add per-cluster `[[array]]`s (cluster values, cells),
+decoded as blocks (ems.comm.modbus_client).
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -33,9 +43,15 @@ else:  # pragma: no cover
 
 UNITS = {"", "W", "kW", "var", "kvar", "VA", "kVA", "V", "A", "Hz", "Wh", "kWh", "varh", "kvarh", "%", "degC", "s",
          "ms", "min", "Ah", "kOhm", "pf"}
-KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts", "ems")
+KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts", "ems", "bms", "io_module")
+TOP_KEYS = {"device", "groups", "register", "array"}
+DEVICE_KEYS = {"kind", "vendor", "model", "word_order", "merge_gap", "max_block", "sunspec_chain", "init_writes",
+               "description"}
 REGISTER_KEYS = {"name", "address", "function", "type", "unit", "scale", "offset", "word_order", "group",
-                 "max_age_s", "invalid", "writable", "min", "max", "description", "point", "scale_factor"}
+                 "max_age_s", "invalid", "writable", "min", "max", "description", "point", "scale_factor", "flags",
+                 "alarm_bits"}
+ARRAY_KEYS = {"name", "address", "function", "type", "unit", "scale", "offset", "count", "cluster_stride", "bit",
+              "invalid", "group", "max_age_s", "description"}
 SUNSPEC_GROUP_MS = 60_000.0      # the chain's identity is re-read every minute (a swapped device is noticed)
 
 
@@ -43,6 +59,34 @@ class ProfileError(ValueError):
     def __init__(self, problems: list[tuple[str, int, str]]):
         self.problems = problems
         super().__init__("\n".join(f"{path}:{line}: {msg}" for path, line, msg in problems))
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A per-cluster block of values (a BMS's cluster values or its cells): cluster c's first element is at
+    `address + c × cluster_stride`; `count` elements ("cells": the site's cells per cluster)."""
+    name: str
+    address: int
+    function: int
+    type: str
+    unit: str = ""
+    scale: float = 1.0
+    offset: float = 0.0
+    count: int | str = 1
+    cluster_stride: int = 0
+    bit: int | None = None            # a flag: bit `bit` of each element's word
+    invalid: int | None = None
+    group: str = "slow"
+    max_age_s: float = 10.0
+    line: int = 0
+    description: str = ""
+
+    @property
+    def words(self) -> int:
+        return TYPES[self.type][0]
+
+    def elements(self, cells: int) -> int:
+        return cells if self.count == "cells" else int(self.count)
 
 
 @dataclass
@@ -57,121 +101,123 @@ class Profile:
     max_block: int = 125        # registers per read request (Modbus allows 125; some devices take fewer)
     init_writes: dict[str, float] = field(default_factory=dict)   # written once after every connect
     expected: dict[str, int] = field(default_factory=dict)        # register → value that identifies the device
+    arrays: dict[str, ArraySpec] = field(default_factory=dict)    # per-cluster blocks (BMS)
 
     def block(self, group: str, function: int) -> list[Register]:
         return sorted((r for r in self.registers.values() if r.group == group and r.function == function),
                       key=lambda r: r.address)
 
+    def flag(self, name: str) -> tuple[Register, int] | None:
+        """The status-word register and bit of a named flag (e.g. grid_forming), None if the device has none."""
+        for r in self.registers.values():
+            for n, bit in r.flags:
+                if n == name:
+                    return r, bit
+        return None
 
-def _register_lines(text: str) -> list[int]:
-    return [n for n, line in enumerate(text.splitlines(), start=1) if re.match(r"\s*\[\[\s*register\s*\]\]", line)]
+    def alarm_registers(self) -> list[Register]:
+        return [r for r in self.registers.values() if r.alarm_bits]
+
+    def interval_s(self, name: str) -> float:
+        """How often a register or array is polled, s."""
+        r = self.registers.get(name) or self.arrays[name]
+        return self.groups[r.group] / 1000.0
+
+
+# ---------------------------------------------------------------------------------------------- lines
+def _header_lines(lines: list[str], table: str) -> list[int]:
+    """1-based lines of every `[table]` or `[[table]]` header."""
+    pat = re.compile(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
+    return [n for n, line in enumerate(lines, start=1) if pat.match(line)]
 
 
 def _key_line(lines: list[str], header: int, key: str) -> int:
-    """The line of `key = …` inside the table whose header is on line `header` (else the header's line)."""
+    """The line of `key = …` inside the table whose header is on line `header` (else the header's line;
+    header 0: the top of the file, before any table)."""
     for n in range(header, len(lines)):          # lines after the header (0-based index = line number)
         if re.match(r"\s*\[", lines[n]):
             break
         if re.match(rf"\s*{re.escape(key)}\s*=", lines[n]):
             return n + 1
-    return header
+    return max(header, 1)
 
 
-def load_profile(path: str | Path) -> Profile:
-    path = Path(path)
+class _Checker:
+    """Collects problems of one file, each with the line of the key it concerns."""
+
+    def __init__(self, path: Path, lines: list[str]):
+        self.path, self.lines = str(path), lines
+        self.problems: list[tuple[str, int, str]] = []
+
+    def bad(self, line: int, msg: str) -> None:
+        self.problems.append((self.path, line, msg))
+
+    def unknown_keys(self, table: dict, known: set[str], header: int, where: str) -> None:
+        for key in table:
+            if key not in known:
+                self.bad(_key_line(self.lines, header, key),
+                         f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+    def number(self, raw: dict, key: str, header: int, where: str, default, lo=-math.inf, hi=math.inf,
+               integer: bool = False, lo_open: bool = False):
+        """raw[key] as a number within [lo, hi] ((lo, hi] with lo_open); the default (after a problem) otherwise."""
+        if key not in raw:
+            return default
+        v = raw[key]
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if not ok or isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)) \
+                or not ((v > lo if lo_open else v >= lo) and v <= hi):
+            what = "a whole number" if integer else "a number"
+            rng = f" {'above' if lo_open else 'from'} {lo:g}" if lo > -math.inf else ""
+            rng += f" up to {hi:g}" if hi < math.inf else ""
+            self.bad(_key_line(self.lines, header, key), f"{where}: {key} must be {what}{rng}, got {v!r}")
+            return default
+        return v
+
+
+def _read_toml(path: Path) -> tuple[dict, list[str]]:
     text = path.read_text(encoding="utf-8")
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text), text.splitlines()
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         line = getattr(exc, "lineno", None) or (int(m.group(1)) if m else 0)
         raise ProfileError([(str(path), line, f"TOML syntax: {exc}")]) from None
-    problems: list[tuple[str, int, str]] = []
 
-    def bad(line: int, msg: str) -> None:
-        problems.append((str(path), line, msg))
 
+# ---------------------------------------------------------------------------------------------- loading
+def load_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    data, lines = _read_toml(path)
+    ck = _Checker(path, lines)
+    ck.unknown_keys(data, TOP_KEYS, 0, "top level")
     dev = data.get("device", {})
+    dev_line = (_header_lines(lines, "device") or [1])[0]
+    if not isinstance(dev, dict):
+        ck.bad(dev_line, "[device] must be a table")
+        dev = {}
+    ck.unknown_keys(dev, DEVICE_KEYS, dev_line, "[device]")
     kind = dev.get("kind")
     if kind not in KINDS:
-        bad(1, f"[device] kind {kind!r} must be one of {', '.join(KINDS)}")
+        ck.bad(_key_line(lines, dev_line, "kind"), f"[device] kind {kind!r} must be one of {', '.join(KINDS)}")
+    for key in ("vendor", "model", "description"):
+        if key in dev and not isinstance(dev[key], str):
+            ck.bad(_key_line(lines, dev_line, key), f"[device] {key} must be a string")
     default_order = dev.get("word_order", "big")
     if default_order not in WORD_ORDERS:
-        bad(1, f"[device] word_order {default_order!r} must be big or little")
-    merge_gap, max_block = dev.get("merge_gap", 0), dev.get("max_block", 125)
-    if not isinstance(merge_gap, int) or not 0 <= merge_gap <= 100:
-        bad(1, f"[device] merge_gap {merge_gap!r} must be an integer 0 … 100")
-        merge_gap = 0
-    if not isinstance(max_block, int) or not 2 <= max_block <= 125:
-        bad(1, f"[device] max_block {max_block!r} must be an integer 2 … 125")
-        max_block = 125
+        ck.bad(_key_line(lines, dev_line, "word_order"), f"[device] word_order {default_order!r} must be big or little")
+        default_order = "big"
+    merge_gap = ck.number(dev, "merge_gap", dev_line, "[device]", 0, 0, 100, integer=True)
+    max_block = ck.number(dev, "max_block", dev_line, "[device]", 125, 2, 125, integer=True)
     layout = None
     if "sunspec_chain" in dev:
         try:
             layout = sunspec_chain([int(m) for m in dev["sunspec_chain"]])
         except (KeyError, TypeError, ValueError) as exc:
-            bad(1, f"[device] sunspec_chain {dev['sunspec_chain']!r}: not a list of SunSpec model IDs ({exc})")
-    groups = {}
-    for name, g in data.get("groups", {}).items():
-        ms = g.get("interval_ms") if isinstance(g, dict) else None
-        if not isinstance(ms, (int, float)) or not 1 <= ms <= 3_600_000:
-            bad(1, f"[groups] {name}: interval_ms must be 1 … 3600000")
-        else:
-            groups[name] = float(ms)
-    headers = _register_lines(text)
-    text_lines = text.splitlines()
-    regs: dict[str, Register] = {}
-    for i, raw in enumerate(data.get("register", [])):
-        line = headers[i] if i < len(headers) else 0
-
-        def at(key: str, header=line) -> int:
-            return _key_line(text_lines, header, key)
-
-        for key in raw:
-            if key not in REGISTER_KEYS:
-                bad(at(key), f"register {raw.get('name', i)}: unknown key {key!r}")
-        if "point" in raw:
-            raw = _sunspec_register(raw, layout, lambda msg: bad(at("point"), msg))
-            if raw is None:
-                continue
-        name, typ, unit = raw.get("name"), raw.get("type"), raw.get("unit", "")
-        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-            bad(at("name"), f"register name {name!r} must be lower_snake_case")
-            continue
-        if name in regs:
-            bad(line, f"register {name}: defined twice (first at line {regs[name].line})")
-            continue
-        if typ not in TYPES:
-            bad(at("type"), f"register {name}: type {typ!r} must be one of {', '.join(TYPES)}")
-            continue
-        if unit not in UNITS:
-            bad(at("unit"), f"register {name}: unknown unit {unit!r} (known: {', '.join(sorted(u for u in UNITS if u))})")
-        address, function = raw.get("address"), raw.get("function", 3)
-        if not isinstance(address, int) or not 0 <= address <= 0xFFFF - TYPES[typ][0] + 1:
-            bad(at("address"), f"register {name}: address {address!r} must be 0 … 65535 (and fit its {typ})")
-            continue
-        if function not in (3, 4):
-            bad(at("function"), f"register {name}: function {function!r} must be 3 (holding) or 4 (input)")
-            continue
-        scale = raw.get("scale", 1.0)
-        if not isinstance(scale, (int, float)) or scale == 0 or not math.isfinite(scale):
-            bad(at("scale"), f"register {name}: scale must be a non-zero number")
-            continue
-        group = raw.get("group", "slow")
-        if group not in groups:
-            bad(at("group"), f"register {name}: group {group!r} is not defined in [groups]")
-        writable = bool(raw.get("writable", False))
-        lo, hi = raw.get("min"), raw.get("max")
-        if writable and (function != 3 or not isinstance(lo, (int, float)) or not isinstance(hi, (int, float))
-                         or lo > hi):
-            bad(line, f"register {name}: a writable register needs function 3 and a write range min ≤ max")
-        order = raw.get("word_order", default_order)
-        if order not in WORD_ORDERS:
-            bad(at("word_order"), f"register {name}: word_order {order!r} must be big or little")
-            order = "big"
-        regs[name] = Register(name, address, function, typ, unit, float(scale), float(raw.get("offset", 0.0)),
-                              order, group, float(raw.get("max_age_s", 10.0)), raw.get("invalid"), writable,
-                              lo, hi, line, str(raw.get("description", "")), raw.get("scale_factor"))
+            ck.bad(_key_line(lines, dev_line, "sunspec_chain"),
+                   f"[device] sunspec_chain {dev['sunspec_chain']!r}: not a list of SunSpec model IDs ({exc})")
+    groups = _groups(data.get("groups", {}), ck)
+    regs = _registers(data.get("register", []), ck, layout, groups, default_order)
     expected: dict[str, int] = {}
     if layout is not None:
         groups.setdefault("sunspec", SUNSPEC_GROUP_MS)
@@ -182,17 +228,205 @@ def load_profile(path: str | Path) -> Profile:
     for r in regs.values():
         sf = regs.get(r.scale_factor) if r.scale_factor else None
         if r.scale_factor and (sf is None or sf.type != "s16" or sf.function != r.function or sf.scale_factor):
-            bad(r.line, f"register {r.name}: scale_factor {r.scale_factor!r} must name an s16 register of the "
-                        f"same function without a scale factor of its own")
+            ck.bad(r.line, f"register {r.name}: scale_factor {r.scale_factor!r} must name an s16 register of the "
+                           f"same function without a scale factor of its own")
     init_writes = dev.get("init_writes", {})
-    for n, v in init_writes.items() if isinstance(init_writes, dict) else ():
+    if not isinstance(init_writes, dict):
+        ck.bad(_key_line(lines, dev_line, "init_writes"), "[device] init_writes must be a table")
+        init_writes = {}
+    for n, v in init_writes.items():
         r = regs.get(n)
         try:
             if r is None:
                 raise ValueError(f"{n!r} is not a register of this profile")
             r.check(v)
         except ValueError as exc:
-            bad(1, f"[device.init_writes] {exc}")
+            ck.bad((_header_lines(lines, "device.init_writes") or [dev_line])[0], f"[device.init_writes] {exc}")
+    arrays = _arrays(data.get("array", []), ck, groups, default_order)
+    if arrays and kind != "bms":
+        ck.bad(arrays[next(iter(arrays))].line, "[[array]] is for BMS profiles (kind = \"bms\")")
+    _check_overlaps(regs, ck)
+    if ck.problems:
+        raise ProfileError(ck.problems)
+    return Profile(str(path), kind, dev.get("vendor", ""), dev.get("model", path.stem), groups, regs, merge_gap,
+                   max_block, {n: float(v) for n, v in init_writes.items()}, expected, arrays)
+
+
+def _groups(raw, ck: _Checker) -> dict[str, float]:
+    line = (_header_lines(ck.lines, "groups") or [1])[0]
+    if not isinstance(raw, dict):
+        ck.bad(line, "[groups] must be a table of name = { interval_ms = … }")
+        return {}
+    groups = {}
+    for name, g in raw.items():
+        at = _key_line(ck.lines, line, name)
+        if not isinstance(g, dict):
+            ck.bad(at, f"[groups] {name}: must be {{ interval_ms = … }}")
+            continue
+        for key in g:
+            if key != "interval_ms":
+                ck.bad(at, f"[groups] {name}: unknown key {key!r} (known: interval_ms)")
+        ms = g.get("interval_ms")
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not 1 <= ms <= 3_600_000:
+            ck.bad(at, f"[groups] {name}: interval_ms must be a number 1 … 3600000, got {ms!r}")
+        else:
+            groups[name] = float(ms)
+    return groups
+
+
+def _registers(raw_list, ck: _Checker, layout, groups: dict, default_order: str) -> dict[str, Register]:
+    headers = _header_lines(ck.lines, "register")
+    regs: dict[str, Register] = {}
+    for i, raw in enumerate(raw_list if isinstance(raw_list, list) else []):
+        line = headers[i] if i < len(headers) else 0
+
+        def at(key: str, header=line) -> int:
+            return _key_line(ck.lines, header, key)
+
+        if not isinstance(raw, dict):
+            ck.bad(line, "[[register]] must be a table")
+            continue
+        where = f"register {raw.get('name', i)}"
+        ck.unknown_keys(raw, REGISTER_KEYS, line, where)
+        if "point" in raw:
+            raw = _sunspec_register(raw, layout, lambda msg: ck.bad(at("point"), msg))
+            if raw is None:
+                continue
+        name, typ, unit = raw.get("name"), raw.get("type"), raw.get("unit", "")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            ck.bad(at("name"), f"register name {name!r} must be lower_snake_case")
+            continue
+        where = f"register {name}"
+        if name in regs:
+            ck.bad(line, f"{where}: defined twice (first at line {regs[name].line})")
+            continue
+        if typ not in TYPES:
+            ck.bad(at("type"), f"{where}: type {typ!r} must be one of {', '.join(TYPES)}")
+            continue
+        if unit not in UNITS:
+            ck.bad(at("unit"), f"{where}: unknown unit {unit!r} (known: {', '.join(sorted(u for u in UNITS if u))})")
+        address, function = raw.get("address"), raw.get("function", 3)
+        if not isinstance(address, int) or isinstance(address, bool) or not 0 <= address <= 0xFFFF - TYPES[typ][0] + 1:
+            ck.bad(at("address"), f"{where}: address {address!r} must be 0 … 65535 (and fit its {typ})")
+            continue
+        if function not in (3, 4) or isinstance(function, bool):
+            ck.bad(at("function"), f"{where}: function {function!r} must be 3 (holding) or 4 (input)")
+            continue
+        scale = ck.number(raw, "scale", line, where, 1.0)
+        if scale == 0:
+            ck.bad(at("scale"), f"{where}: scale must be a non-zero number")
+            continue
+        offset = ck.number(raw, "offset", line, where, 0.0)
+        max_age = ck.number(raw, "max_age_s", line, where, 10.0, 0.0, 86_400.0, lo_open=True)
+        invalid = raw.get("invalid")
+        if invalid is not None and (isinstance(invalid, bool) or not isinstance(invalid, (int, float))):
+            ck.bad(at("invalid"), f"{where}: invalid must be the raw number that means 'not available'")
+            invalid = None
+        group = raw.get("group", "slow")
+        if group not in groups:
+            ck.bad(at("group"), f"{where}: group {group!r} is not defined in [groups]")
+        writable = raw.get("writable", False)
+        if not isinstance(writable, bool):
+            ck.bad(at("writable"), f"{where}: writable must be true or false")
+            writable = False
+        lo = ck.number(raw, "min", line, where, None)
+        hi = ck.number(raw, "max", line, where, None)
+        if writable and (function != 3 or lo is None or hi is None or lo > hi):
+            ck.bad(line, f"{where}: a writable register needs function 3 and a write range min ≤ max")
+        order = raw.get("word_order", default_order)
+        if order not in WORD_ORDERS:
+            ck.bad(at("word_order"), f"{where}: word_order {order!r} must be big or little")
+            order = "big"
+        if "description" in raw and not isinstance(raw["description"], str):
+            ck.bad(at("description"), f"{where}: description must be a string")
+        flags = _bit_table(raw, "flags", typ, ck, at("flags"), where, lambda k, v: (
+            isinstance(k, str) and re.fullmatch(r"[a-z][a-z0-9_]*", k) and isinstance(v, int)), "name = bit")
+        alarm_bits = _bit_table(raw, "alarm_bits", typ, ck, at("alarm_bits"), where, None, "bit = code")
+        regs[name] = Register(name, address, function, typ, unit, float(scale), float(offset), order, group,
+                              float(max_age), invalid, writable, lo, hi, line, str(raw.get("description", "")),
+                              raw.get("scale_factor"), flags, alarm_bits)
+    return regs
+
+
+def _bit_table(raw: dict, key: str, typ: str, ck: _Checker, line: int, where: str, ok, form: str) -> tuple:
+    """`flags = { name = bit }` → ((name, bit), …); `alarm_bits = { bit = code }` → ((bit, code), …), the codes
+    checked against the alarm catalogue."""
+    table = raw.get(key)
+    if table is None:
+        return ()
+    bits = TYPES.get(typ, (1,))[0] * 16
+    if not isinstance(table, dict) or typ not in ("u16", "u32"):
+        ck.bad(line, f"{where}: {key} must be a table {{ {form} }} on a u16 or u32 register")
+        return ()
+    out = []
+    if key == "flags":
+        for name, bit in table.items():
+            if not ok(name, bit) or isinstance(bit, bool) or not 0 <= bit < bits:
+                ck.bad(line, f"{where}: flags {name} = {bit!r}: a lower_snake_case name and a bit 0 … {bits - 1}")
+                continue
+            out.append((name, bit))
+        return tuple(out)
+    from ems.records.catalogue import catalogue     # codes have one home: the alarm catalogue
+    cat = catalogue()
+    for bit, code in table.items():
+        if not (isinstance(bit, str) and bit.isdigit() and int(bit) < bits):
+            ck.bad(line, f"{where}: alarm_bits key {bit!r} must be a bit number 0 … {bits - 1}")
+            continue
+        if not isinstance(code, int) or isinstance(code, bool) or code not in cat:
+            ck.bad(line, f"{where}: alarm_bits {bit} = {code!r} is not a code of the alarm catalogue")
+            continue
+        out.append((int(bit), code))
+    return tuple(sorted(out))
+
+
+def _arrays(raw_list, ck: _Checker, groups: dict, default_order: str) -> dict[str, ArraySpec]:
+    headers = _header_lines(ck.lines, "array")
+    out: dict[str, ArraySpec] = {}
+    for i, raw in enumerate(raw_list if isinstance(raw_list, list) else []):
+        line = headers[i] if i < len(headers) else 0
+        if not isinstance(raw, dict):
+            ck.bad(line, "[[array]] must be a table")
+            continue
+        name = raw.get("name")
+        where = f"array {name if isinstance(name, str) else i}"
+        ck.unknown_keys(raw, ARRAY_KEYS, line, where)
+        at = lambda key: _key_line(ck.lines, line, key)     # noqa: E731 - local shorthand
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in out:
+            ck.bad(at("name"), f"{where}: name must be lower_snake_case and unique")
+            continue
+        typ = raw.get("type")
+        if typ not in TYPES or typ == "float32":
+            ck.bad(at("type"), f"{where}: type {typ!r} must be one of u16, s16, u32, s32")
+            continue
+        address = ck.number(raw, "address", line, where, None, 0, 0xFFFF, integer=True)
+        function = raw.get("function", 3)
+        if function not in (3, 4) or isinstance(function, bool):
+            ck.bad(at("function"), f"{where}: function {function!r} must be 3 (holding) or 4 (input)")
+            continue
+        count = raw.get("count", 1)
+        if count != "cells" and not (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= 1024):
+            ck.bad(at("count"), f"{where}: count must be \"cells\" (the site's cells per cluster) or 1 … 1024")
+            continue
+        stride = ck.number(raw, "cluster_stride", line, where, 0, 0, 0xFFFF, integer=True)
+        bit = ck.number(raw, "bit", line, where, None, 0, TYPES[typ][0] * 16 - 1, integer=True)
+        scale = ck.number(raw, "scale", line, where, 1.0)
+        group = raw.get("group", "slow")
+        if group not in groups:
+            ck.bad(at("group"), f"{where}: group {group!r} is not defined in [groups]")
+        unit = raw.get("unit", "")
+        if unit not in UNITS:
+            ck.bad(at("unit"), f"{where}: unknown unit {unit!r}")
+        invalid = ck.number(raw, "invalid", line, where, None, integer=True)
+        if address is None or scale == 0:
+            continue
+        out[name] = ArraySpec(name, address, function, typ, unit, float(scale),
+                              float(ck.number(raw, "offset", line, where, 0.0)), count, stride, bit, invalid, group,
+                              float(ck.number(raw, "max_age_s", line, where, 10.0, 0.0, 86_400.0, lo_open=True)),
+                              line, str(raw.get("description", "")))
+    return out
+
+
+def _check_overlaps(regs: dict[str, Register], ck: _Checker) -> None:
     by_function: dict[int, list[Register]] = {}
     for r in regs.values():
         by_function.setdefault(r.function, []).append(r)
@@ -200,12 +434,8 @@ def load_profile(path: str | Path) -> Profile:
         rs.sort(key=lambda r: r.address)
         for a, b in zip(rs, rs[1:]):
             if b.address < a.address + a.count:
-                bad(b.line, f"register {b.name} (address {b.address}) overlaps {a.name} "
-                            f"(address {a.address}, {a.count} register(s), line {a.line})")
-    if problems:
-        raise ProfileError(problems)
-    return Profile(str(path), kind, dev.get("vendor", ""), dev.get("model", path.stem), groups, regs, merge_gap,
-                   max_block, {n: float(v) for n, v in init_writes.items()}, expected)
+                ck.bad(b.line, f"register {b.name} (address {b.address}) overlaps {a.name} "
+                               f"(address {a.address}, {a.count} register(s), line {a.line})")
 
 
 def _sunspec_register(raw: dict, layout, bad) -> dict | None:
@@ -234,17 +464,50 @@ def _sunspec_register(raw: dict, layout, bad) -> dict | None:
     return out
 
 
-def shipped_profiles() -> dict[str, Profile]:
-    """Every Modbus profile shipped in drivers/modbus, by model."""
-    out: dict[str, Profile] = {}
-    root = resources.files("ems.drivers").joinpath("modbus")
-    for kind_dir in sorted(root.iterdir(), key=lambda p: p.name):
-        if not kind_dir.is_dir():
-            continue
-        for f in sorted(kind_dir.iterdir(), key=lambda p: p.name):
-            if f.name.endswith(".toml"):
+# ---------------------------------------------------------------------------------------------- sets of profiles
+def _load_folder(root, into: dict[str, Profile], problems: list) -> None:
+    """Every *.toml below `root` (a Path or an importlib Traversable), in name order; a file already loaded
+    (the shipped folder itself, when a site file sits at the top of an editable install) is skipped."""
+    known = {str(Path(p.path).resolve()) for p in into.values()}
+    for f in sorted(root.iterdir(), key=lambda p: p.name):
+        if f.is_dir():
+            _load_folder(f, into, problems)
+        elif f.name.endswith(".toml") and str(Path(str(f)).resolve()) not in known:
+            try:
                 p = load_profile(Path(str(f)))
-                if p.model in out:
-                    raise ProfileError([(p.path, 1, f"model {p.model} already defined in {out[p.model].path}")])
-                out[p.model] = p
+            except ProfileError as exc:
+                problems += exc.problems
+                continue
+            if p.model in into:
+                problems.append((p.path, 1, f"model {p.model} already defined in {into[p.model].path}: give this "
+                                            "profile a model name of its own"))
+                continue
+            into[p.model] = p
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> tuple[tuple[str, Profile], ...]:
+    out: dict[str, Profile] = {}
+    problems: list = []
+    _load_folder(resources.files("ems.drivers").joinpath("modbus"), out, problems)
+    if problems:
+        raise ProfileError(problems)
+    return tuple(out.items())
+
+
+def shipped_profiles() -> dict[str, Profile]:
+    """Every Modbus profile shipped in drivers/modbus, by model (parsed once per process)."""
+    return dict(_shipped())
+
+
+def site_profiles(profiles_dir: str | Path | None) -> dict[str, Profile]:
+    """The shipped profiles plus the site's own (`<profiles_dir>/modbus/**/*.toml`); a folder that does not
+    exist adds nothing. ProfileError lists every problem of the site's files (a model defined twice too)."""
+    out = shipped_profiles()
+    folder = Path(profiles_dir) / "modbus" if profiles_dir else None
+    if folder is not None and folder.is_dir():
+        problems: list = []
+        _load_folder(folder, out, problems)
+        if problems:
+            raise ProfileError(problems)
     return out

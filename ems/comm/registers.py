@@ -41,6 +41,8 @@ class Register:
     line: int = 0                 # where the profile defines it (for error messages)
     description: str = ""
     scale_factor: str | None = None   # name of the s16 register holding this one's power of ten (SunSpec)
+    flags: tuple[tuple[str, int], ...] = ()       # named bits of a status word: (name, bit)
+    alarm_bits: tuple[tuple[int, int], ...] = ()  # bits of a fault / alarm word: (bit, the catalogue's code)
 
     @property
     def count(self) -> int:
@@ -71,6 +73,10 @@ class Register:
             return None
         scale = self._scale(sf)
         return None if scale is None else raw * scale + self.offset
+
+    def bit(self, value: float | None, bit: int) -> bool | None:
+        """Bit `bit` of a decoded status or fault word (None when the word is not available)."""
+        return None if value is None else bool(int(value) >> bit & 1)
 
     def check(self, value: float) -> None:
         """ValueError unless `value` may be written to this register (writable, finite, within range)."""

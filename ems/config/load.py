@@ -126,10 +126,6 @@ def _check_windows(entries, key: str, problems: list[Problem], indexed: bool = T
         parsed.append((i, (days, start, end)))
 
 
-ROLE_KINDS = {"grid_meter": "meter", "pv_meter": "meter", "dg_meter": "meter", "pcs": "pcs",
-              "pv_inverter": "pv_inverter", "air_conditioner": "air_conditioner"}
-
-
 def _check_gpio_lines(dc, problems: list[Problem]) -> None:
     """Each GPIO line names a known input or output, once, on a line of its own."""
     from ems.control.io_map import DO_NAMES, KNOWN_INPUTS
@@ -150,18 +146,67 @@ def _check_gpio_lines(dc, problems: list[Problem]) -> None:
         problems.append(Problem("dry_contacts.gpio_lines", [], "backend 'gpio' needs the lines it is wired to"))
 
 
+def _check_channels(cfg: SiteConfig, problems: list[Problem]) -> None:
+    """Backend modbus: the I/O module exists; each channel names a known input or output, once; an input
+    channel (or an output channel) is used once."""
+    from ems.control.io_map import DO_NAMES, KNOWN_INPUTS
+    dc = cfg.dry_contacts
+    if dc.backend != "modbus":
+        if dc.channels:
+            problems.append(Problem("dry_contacts.channels", f"{len(dc.channels)} entries",
+                                    "channels are for backend 'modbus' (an I/O module)"))
+        return
+    io = [d for d in cfg.devices.modbus if d.role == "io_module"]
+    if not any(d.name == dc.io_device for d in io):
+        problems.append(Problem("dry_contacts.io_device", dc.io_device, "backend 'modbus' needs the name of a "
+                                f"[[devices.modbus]] entry with role io_module (have: {[d.name for d in io]})"))
+    names: set[str] = set()
+    used: dict[tuple[str, int], str] = {}
+    for i, c in enumerate(dc.channels):
+        key = f"dry_contacts.channels[{i}]"
+        bank = "input" if c.name in KNOWN_INPUTS else "output" if c.name in DO_NAMES else None
+        if bank is None:
+            problems.append(Problem(f"{key}.name", c.name, "not a dry-contact input or output; inputs: "
+                                    f"{', '.join(KNOWN_INPUTS)}; outputs: {', '.join(DO_NAMES)}"))
+            continue
+        if c.name in names:
+            problems.append(Problem(f"{key}.name", c.name, "wired twice"))
+        names.add(c.name)
+        if (bank, c.channel) in used:
+            problems.append(Problem(f"{key}.channel", c.channel, f"{bank} channel already used by "
+                                                                 f"{used[(bank, c.channel)]!r}"))
+        used.setdefault((bank, c.channel), c.name)
+    if not dc.channels:
+        problems.append(Problem("dry_contacts.channels", [], "backend 'modbus' needs the channels it is wired to"))
+
+
+def _wired(dc) -> set[str] | None:
+    """The contacts the backend wires (None: backend memory, where a test or simulation sets any)."""
+    if dc.backend == "gpio":
+        return {g.name for g in dc.gpio_lines}
+    if dc.backend == "modbus":
+        return {c.name for c in dc.channels}
+    return None
+
+
 def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
-    """Device entries name a shipped profile of the right kind; names are unique; one device per role
-    (the controller reads one grid meter, one PCS …); an RTU device names its serial port."""
+    """Device entries name a profile (shipped or the site's own) of the right kind; names are unique; one
+    device per role (the controller reads one grid meter, one PCS …); an RTU device names its serial port and
+    shares its line's framing; each role's poll interval fits inside its comm-loss age; the BMS is reachable
+    the way [devices] bms says."""
     import ipaddress
-    from ems.comm.profiles import ProfileError, shipped_profiles
+    from ems.comm.can_profiles import can_profiles
+    from ems.comm.profiles import ProfileError, site_profiles
+    from ems.comm.roles import ROLE_KINDS, check_role, poll_interval_s
+    dv = cfg.devices
     try:
-        profiles = shipped_profiles()
-    except ProfileError as exc:         # a broken shipped profile is reported, not raised
-        problems.append(Problem("devices", "drivers/modbus", f"profile error: {exc}"))
+        profiles = site_profiles(dv.profiles_dir)
+    except ProfileError as exc:         # a broken profile is reported, not raised
+        problems.append(Problem("devices.profiles_dir", dv.profiles_dir or "drivers", f"profile error:\n{exc}"))
         profiles = {}
     names, roles = set(), set()
-    for i, d in enumerate(cfg.devices.modbus):
+    lines: dict[str, tuple[int, tuple]] = {}
+    for i, d in enumerate(dv.modbus):
         key = f"devices.modbus[{i}]"
         if d.name in names:
             problems.append(Problem(f"{key}.name", d.name, "used twice; device names must be unique"))
@@ -171,12 +216,53 @@ def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
         roles.add(d.role)
         p = profiles.get(d.model)
         if p is None:
-            problems.append(Problem(f"{key}.model", d.model, f"no such profile; shipped: {', '.join(sorted(profiles))}"))
+            problems.append(Problem(f"{key}.model", d.model, f"no such profile; known: {', '.join(sorted(profiles))}"))
         elif p.kind != ROLE_KINDS[d.role]:
             problems.append(Problem(f"{key}.model", d.model, f"is a {p.kind} profile; role {d.role} needs a "
                                                              f"{ROLE_KINDS[d.role]}"))
-        if d.transport == "rtu" and not d.serial_port:
-            problems.append(Problem(f"{key}.serial_port", d.serial_port, "an RTU device needs its serial port"))
+        else:
+            try:
+                check_role(p, d.role)
+            except ValueError as exc:
+                problems.append(Problem(f"{key}.model", d.model, str(exc)))
+            else:
+                poll = poll_interval_s(p, d.role)
+                if d.comm_loss_s < 2 * poll:
+                    problems.append(Problem(f"{key}.comm_loss_s", d.comm_loss_s, f"{d.model} polls what role {d.role} "
+                                            f"reads every {poll:g} s: the comm-loss age must be at least twice that "
+                                            f"({2 * poll:g} s), or one late answer raises a false alarm"))
+        if d.transport == "rtu":
+            if not d.serial_port:
+                problems.append(Problem(f"{key}.serial_port", d.serial_port, "an RTU device needs its serial port"))
+            framing = (d.baudrate, d.parity, d.bytesize, d.stopbits)
+            first = lines.setdefault(d.serial_port, (i, framing))
+            if first[1] != framing:
+                problems.append(Problem(key, f"{d.baudrate} {d.bytesize}{d.parity}{d.stopbits}", f"devices on "
+                                        f"{d.serial_port} share one line: same baud rate, data bits, parity and stop "
+                                        f"bits as devices.modbus[{first[0]}]"))
+    if dv.bms == "modbus" and "bms" not in roles:
+        problems.append(Problem("devices.bms", dv.bms, "needs a [[devices.modbus]] entry with role bms"))
+    if dv.bms == "can":
+        if "bms" in roles:
+            problems.append(Problem("devices.bms", dv.bms, "a [[devices.modbus]] entry has role bms: set "
+                                                           "devices.bms = \"modbus\" to use it"))
+        try:
+            cp = can_profiles(dv.profiles_dir).get(dv.can_profile)
+        except ProfileError as exc:
+            problems.append(Problem("devices.profiles_dir", dv.profiles_dir or "drivers", f"CAN profile error:\n{exc}"))
+            cp = False
+        if cp is None:
+            problems.append(Problem("devices.can_profile", dv.can_profile, "no such CAN BMS profile; known: "
+                                    + ", ".join(sorted(can_profiles()))))
+        elif cp and cp.level == "stack" and cfg.battery.clusters != 1:
+            problems.append(Problem("battery.clusters", cfg.battery.clusters, f"{dv.can_profile} reports the stack "
+                                    "only: the EMS sees one cluster (set battery.clusters = 1)"))
+    _check_channels(cfg, problems)
+    wired = _wired(cfg.dry_contacts)
+    for i, name in enumerate(cfg.dry_contacts.inverted_inputs):
+        if wired is not None and name not in wired:
+            problems.append(Problem(f"dry_contacts.inverted_inputs[{i}]", name, "not wired: a normally-closed input "
+                                    "that is not wired would read active (for an EPO: the PCS stopped)"))
     for i, addr in enumerate(cfg.dispatch.allowed_clients):
         try:
             ipaddress.ip_address(addr)
@@ -335,6 +421,8 @@ def site_from_dict(data: dict, source: str = "config", base_dir: str | Path | No
     cfg = _build(SiteConfig, data, "", problems)
     if base_dir is not None and cfg.battery.ocv_table and not Path(cfg.battery.ocv_table).is_absolute():
         cfg.battery.ocv_table = str(Path(base_dir) / cfg.battery.ocv_table)
+    if base_dir is not None:        # the site's own profiles: drivers/ beside the site file unless it says otherwise
+        cfg.devices.profiles_dir = str((Path(base_dir) / (cfg.devices.profiles_dir or "drivers")).resolve())
     _cross_check(cfg, problems)      # on the values that passed (a bad value was replaced by its default)
     if problems:
         raise ConfigError(problems, source)

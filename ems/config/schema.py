@@ -353,13 +353,25 @@ class GpioLine:
 
 
 @dataclass
+class IoChannel:
+    name: str = spec("epo", doc="dry-contact input or output (docs/devices.md lists them)")
+    channel: int = spec(0, 0, 31, "", "channel of the I/O module: bit N of its input word for an input, of its "
+                        "output word for an output")
+
+
+@dataclass
 class DryContacts:
     debounce_ms: float = spec(50.0, 0.0, 10_000.0, "ms", "an input must hold its new level this long")
     inverted_inputs: list = spec([], doc='inputs wired normally closed (open = active), e.g. ["epo"]')
-    backend: str = spec("memory", choices=("memory", "gpio"), doc="gpio on the board (Linux GPIO character "
-                        "device via libgpiod); memory in tests and simulation")
+    backend: str = spec("memory", choices=("memory", "gpio", "modbus"), doc="gpio: the board's GPIO lines "
+                        "(Linux GPIO character device via libgpiod); modbus: a Modbus I/O module "
+                        "([[devices.modbus]] role io_module); memory: none wired (in `ems run` every input reads "
+                        "open, so a normally-closed input reads active)")
     gpio_chip: str = spec("/dev/gpiochip0", doc="GPIO character device of the dry-contact lines")
     gpio_lines: list = spec([], doc="which GPIO line each input and output is wired to", max_items=64, item=GpioLine)
+    io_device: str = spec("", doc="backend modbus: the name of the [[devices.modbus]] entry (role io_module)")
+    channels: list = spec([], doc="backend modbus: which channel of the I/O module each input and output is "
+                          "wired to", max_items=64, item=IoChannel)
 
 
 @dataclass
@@ -383,38 +395,58 @@ class Dispatch:
                                    "changes nothing (no needless steps of the wall clock)")
 
 
-MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner")
+MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner", "bms", "io_module")
 
 
 @dataclass
 class ModbusDevice:
     name: str = spec("grid_meter", doc="unique name of the device on this site")
-    role: str = spec("grid_meter", doc="what the controller uses it for", choices=MODBUS_ROLES)
-    model: str = spec("DTSU666-H", doc="profile model in drivers/modbus (`ems devices --profiles` lists them)")
+    role: str = spec("grid_meter", doc="what the controller uses it for (bms: a BCU/BAU when [devices] bms = "
+                     "\"modbus\"; io_module: the dry contacts of [dry_contacts] backend = \"modbus\")",
+                     choices=MODBUS_ROLES)
+    model: str = spec("DTSU666-H", doc="profile model in drivers/modbus or the site's profiles_dir (`ems devices "
+                      "--profiles` lists them)")
     transport: str = spec("tcp", choices=("tcp", "rtu"))
     host: str = spec("127.0.0.1", doc="TCP: device or RS485 gateway address")
     port: int = spec(502, 1, 65535, "", "TCP port")
     serial_port: str = spec("", doc="RTU: serial device, e.g. /dev/ttyS1")
     baudrate: int = spec(9600, 1200, 230400, "baud", "RTU baud rate (the manual's meters: 9600)")
+    parity: str = spec("N", choices=("N", "E", "O"), doc="RTU parity: none, even, odd (devices on one line share it)")
+    stopbits: int = spec(1, 1, 2, "", "RTU stop bits")
+    bytesize: int = spec(8, 7, 8, "", "RTU data bits")
     unit_id: int = spec(1, 0, 247, "", "Modbus address (the manual: grid meter 101, PV meter 121, diesel 182)")
     timeout_ms: float = spec(500.0, 10.0, 10_000.0, "ms", "response timeout")
     gap_ms: float = spec(0.0, 0.0, 1000.0, "ms", "pause between requests on this line (slow RS485 devices)")
     invert: bool = spec(False, doc="meter mounted the other way round: its power sign is flipped")
+    comm_loss_s: float = spec(5.0, 0.5, 600.0, "s", "no new reading for this long: the device's comm-loss alarm "
+                              "and its safe state (at least twice the poll interval of what its role reads)")
 
 
 @dataclass
 class Devices:
-    modbus: list = spec([], doc="Modbus devices; `ems run` on the simulated site adds its own on loopback",
-                        max_items=64, item=ModbusDevice)
-    can_interface: str = spec("socketcan", doc="BMS CAN: socketcan on the board, virtual in tests",
-                              choices=("socketcan", "virtual"))
-    can_channel: str = spec("can0", doc="CAN channel of the BMS")
+    modbus: list = spec([], doc="the site's Modbus devices (TCP or RTU): `ems run --config` talks to these and "
+                        "nothing else", max_items=64, item=ModbusDevice)
+    bms: str = spec("can", choices=("can", "modbus"), doc="how the BMS is reached: can (can_* below) or modbus "
+                    "(the [[devices.modbus]] entry with role bms, e.g. a BAU on Modbus TCP)")
+    can_interface: str = spec("socketcan", doc="BMS CAN: socketcan on the board (can_channel = can0); socketcand: "
+                              "a socketcand server at can_host:can_port (a CAN gateway, or `ems sim-site`); virtual: "
+                              "python-can's in-process bus (tests)", choices=("socketcan", "socketcand", "virtual"))
+    can_channel: str = spec("can0", doc="CAN channel of the BMS (socketcan: the network interface)")
+    can_host: str = spec("127.0.0.1", doc="socketcand: the server's address")
+    can_port: int = spec(29536, 1, 65535, "", "socketcand: the server's TCP port (socketcand's default 29536)")
+    can_profile: str = spec("EMS-CAN-CELLS", doc="CAN BMS profile in drivers/can or the site's profiles_dir: "
+                            "EMS-CAN-CELLS (cells and clusters), CAN-BATTERY-INVERTER (stack only, docs/devices.md)")
     can_alarm_encoding: str = spec("sma", choices=("sma", "victron"), doc="how the BMS sets 0x35A's two-bit "
                                    "flags: sma = 01 raised / 10 cleared; victron = 01 warning / 10 alarm")
+    bms_comm_loss_s: float = spec(5.0, 0.5, 600.0, "s", "CAN BMS: no cluster data for this long is battery_lost "
+                                  "(7): PCS to zero power")
     pcs_command_timeout_s: float = spec(10.0, 1.0, 600.0, "s", "written to the PCS: it returns to zero power "
                                         "when no setpoint arrives for this long")
     setpoint_refresh_s: float = spec(1.0, 0.1, 60.0, "s", "setpoints are rewritten this often (well inside the "
                                      "PCS's command timeout)")
+    profiles_dir: str = spec("", doc="the site's own device profiles (<dir>/modbus/…/*.toml, <dir>/can/*.toml and "
+                             "their DBCs), read next to the shipped ones; relative to the site file; empty: drivers/ "
+                             "beside the site file. A folder that does not exist adds nothing")
 
 
 @dataclass

@@ -73,11 +73,33 @@ def bypass_params(cfg: SiteConfig) -> BypassParams:
                         max_per_cluster=bp.max_per_cluster)
 
 
+# a device (COMM_ALARMS key) → the reading whose freshness says it is alive ("bms": the cluster data)
+DEVICE_READINGS = {"grid_meter": "grid_w", "pcs": "pcs_w", "pv": "pv_w", "dg_meter": "dg_w",
+                   "air_conditioner": "cabinet_t_degc", "io_module": "contacts", "bms": None}
+# sections a running controller takes live (the strategies' own); any other change applies after a restart
+LIVE_SECTIONS = ("grid", "rrcr", "sec14a", "self_use", "time_based", "pmeteroffset", "peak_shaving", "forced_charge",
+                 "ups_reserve", "soc_calibration", "time_period_feed_in", "sg_ready", "generator", "off_grid",
+                 "operating_mode", "air_conditioner")
+
+
+_MISSING = object()
+
+
+def _moved(initial, value) -> bool:
+    """A strategy attribute that differs from a freshly built strategy's is state it built up."""
+    if initial is _MISSING:
+        return True
+    try:
+        return bool(initial != value)
+    except Exception:                # an array or an object without a plain comparison: keep the running one
+        return True
+
+
 class Controller:
     def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0,
                  protection_rows: list | None = None):
         """`protection_rows`: the protection table (default: `protection_table.default_rows` for the site's
-        cells per cluster)."""
+        cells per cluster). `max_age_s`: the comm-loss age of every device until `supervise` gives each its own."""
         self.cfg = cfg
         self.clock = clock
         self.tz = ZoneInfo(cfg.site.timezone)
@@ -110,7 +132,14 @@ class Controller:
         self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
         self.disabled: dict[str, str] = {}
         self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w", "cabinet_t_degc", "irradiance_w_m2",
-                                                 "charger_demand_w")}
+                                                 "charger_demand_w", "contacts")}
+        # which devices are supervised for comm loss, each with its age (default: the plant's full set)
+        self.supervised: dict[str, float] = {d: max_age_s for d in ("grid_meter", "pcs", "bms", "pv")}
+        if cfg.air_conditioner.enabled:
+            self.supervised["air_conditioner"] = max_age_s
+        self._ages = {DEVICE_READINGS[d]: a for d, a in self.supervised.items() if DEVICE_READINGS[d]}
+        self._bms_age_s = max_age_s
+        self._contacts_stop = False          # the I/O module carries inputs that stop the PCS
         self._pcs_stop_by: str | None = None
         self.bms_at_s = -1e18
         self.di: dict[str, bool] = {}
@@ -134,6 +163,19 @@ class Controller:
         self.commands = Commands()
         self.snapshot: Snapshot | None = None
         self._started_s = clock.monotonic_s()   # devices get one max age to answer before they count as lost
+
+    def supervise(self, devices: dict[str, float], contacts_stop: bool = False) -> None:
+        """The site's devices (COMM_ALARMS keys) and their comm-loss ages, s: only these raise comm-loss alarms.
+        A reading of a device the site does not have stays None (or 0 W: `constant`). contacts_stop: the
+        dry-contact I/O module carries EPO / fire / water, so losing it stops the PCS (fail-safe)."""
+        unknown = set(devices) - set(DEVICE_READINGS)
+        if unknown:
+            raise ValueError(f"unknown devices {sorted(unknown)}; known: {', '.join(DEVICE_READINGS)}")
+        self.supervised = dict(devices)
+        self._ages = {DEVICE_READINGS[d]: a for d, a in devices.items() if DEVICE_READINGS[d]}
+        self._bms_age_s = devices.get("bms", self.max_age_s)
+        self._contacts_stop = contacts_stop
+        self._started_s = self.clock.monotonic_s()
 
     # ------------------------------------------------------------------ inputs
     def update_meter(self, name: str, value_w: float | None) -> None:
@@ -168,15 +210,22 @@ class Controller:
         b.cluster_flags[:, L.CLF_CONNECTED] = connected
         b.cluster_flags[:, L.CLF_CHG_PROHIBITED] = chg_prohibited
         b.cluster_flags[:, L.CLF_DCHG_PROHIBITED] = dchg_prohibited
+        b.cluster_in[:, L.CL_LINK_LOST] = 0.0
         self.bms_at_s = self.clock.monotonic_s()
+
+    def set_constant(self, name: str, value: float) -> None:
+        """A reading the site knows without a device (no PV fitted: pv_w = 0): fresh for ever."""
+        r = self.readings[name]
+        r.value, r.at_s = value, math.inf
 
     def set_di(self, name: str, closed: bool) -> None:
         if name not in KNOWN_INPUTS:
             raise ValueError(f"unknown dry-contact input {name!r}; known: {', '.join(KNOWN_INPUTS)}")
         closed = bool(closed)
-        if self.di.get(name, False) == closed:
+        was = self.di.get(name)
+        self.di[name] = closed               # read at least once (an input never read counts as open)
+        if (was or False) == closed:
             return
-        self.di[name] = closed
         if name in SAFETY_INPUTS:
             code, _ = SAFETY_INPUTS[name]
             if closed:
@@ -186,10 +235,13 @@ class Controller:
         self.events.emit(self.clock.now(), "di_changed", None, name, detail="closed" if closed else "open")
 
     def safety_stop(self) -> str | None:
-        """The first closed input that stops the PCS (EPO, fire, water), or None."""
+        """The first closed input that stops the PCS (EPO, fire, water), or None; "io_module" when the I/O
+        module that carries them is lost (a safety loop that cannot be read counts as tripped)."""
         for name, (_, stops) in SAFETY_INPUTS.items():
             if stops and self.di.get(name):
                 return name
+        if self._contacts_stop and "io_module" in self._comm_lost:
+            return "io_module"
         return None
 
     def set_on_grid(self, on_grid: bool) -> None:
@@ -224,24 +276,23 @@ class Controller:
         self.events.emit(now, "operation", None, name, detail=f"value={value!r}", user=source)
 
     # ------------------------------------------------------------------ staleness
-    def _fresh(self, name: str) -> float | None:
+    def fresh(self, name: str) -> float | None:
+        """A reading, None past its device's comm-loss age (staleness is a value)."""
         r = self.readings[name]
-        return r.value if self.clock.monotonic_s() - r.at_s <= self.max_age_s else None
+        return r.value if self.clock.monotonic_s() - r.at_s <= self._ages.get(name, self.max_age_s) else None
 
-    def _bms_fresh(self) -> bool:
-        return self.clock.monotonic_s() - self.bms_at_s <= self.max_age_s
+    def bms_fresh(self) -> bool:
+        return self.clock.monotonic_s() - self.bms_at_s <= self._bms_age_s
 
     def _supervise_comm(self, now: datetime) -> None:
-        states = {"grid_meter": self._fresh("grid_w") is not None, "pcs": self._fresh("pcs_w") is not None,
-                  "bms": self._bms_fresh(), "pv": self._fresh("pv_w") is not None}
-        if self.cfg.air_conditioner.enabled:
-            states["air_conditioner"] = self._fresh("cabinet_t_degc") is not None
-        starting = self.clock.monotonic_s() - self._started_s < self.max_age_s
-        for dev, ok in states.items():
+        since_start = self.clock.monotonic_s() - self._started_s
+        for dev, age in self.supervised.items():
+            reading = DEVICE_READINGS[dev]
+            ok = self.bms_fresh() if reading is None else self.fresh(reading) is not None
             code, dev_id = COMM_ALARMS[dev]
-            if not ok and dev not in self._comm_lost and not starting:
+            if not ok and dev not in self._comm_lost and since_start >= age:   # one age to answer at start
                 self._comm_lost.add(dev)
-                self._raise(now, code, dev_id, f"no data for {self.max_age_s:g} s")
+                self._raise(now, code, dev_id, f"no data for {age:g} s")
             elif ok and dev in self._comm_lost:
                 self._comm_lost.discard(dev)
                 self._clear(now, code, dev_id, "communication restored")
@@ -249,11 +300,12 @@ class Controller:
     # ------------------------------------------------------------------ fast loop
     def fast_tick(self, dt_ms: float) -> Commands:
         b = self.fast.buffers
-        if not self._bms_fresh():
+        if not self.bms_fresh():
             # staleness is a value: no cell data → the core sees invalid cells and allows no current
             b.fresh[:] = 0
             self._cells_fresh = False
             b.cluster_in[:, [L.CL_V, L.CL_I, L.CL_BMS_CHG_A, L.CL_BMS_DCHG_A]] = np.nan
+            b.cluster_in[:, L.CL_LINK_LOST] = 1.0      # battery_lost, not a fault of each sensor (no reset needed)
         reset, self._reset_pending = self._reset_pending, False
         sp = self.fast.tick(dt_ms, reset)
         now = None
@@ -303,7 +355,7 @@ class Controller:
             return None
         if not self.snapshot.on_grid:
             return self._pv_setpoint
-        grid, pcs, pv = self._fresh("grid_w"), self._fresh("pcs_w"), self._fresh("pv_w")
+        grid, pcs, pv = self.fresh("grid_w"), self.fresh("pcs_w"), self.fresh("pv_w")
         limit, _ = self._feed_in.limit_w(self.snapshot)
         if grid is None or pcs is None or pv is None:
             return 0.0 if grid is None else None      # meter lost: no export can be seen, so none is allowed
@@ -331,7 +383,7 @@ class Controller:
     # ------------------------------------------------------------------ slow loop
     def build_snapshot(self) -> Snapshot:
         b = self.fast.buffers
-        bms_ok = self._bms_fresh()
+        bms_ok = self.bms_fresh()
         soc = float(b.stack_soc[L.SOC_MEAN]) if bms_ok else None
         uv_row = self.fast.table.index("cell_under_voltage")
         dispatch = None
@@ -345,8 +397,8 @@ class Controller:
                                  detail="remote setpoint expired; local strategy resumes")
         return Snapshot(
             time=self.clock.now().astimezone(self.tz),
-            grid_w=self._fresh("grid_w"), pv_w=self._fresh("pv_w"), pcs_w=self._fresh("pcs_w"),
-            dg_w=self._fresh("dg_w") if self.readings["dg_w"].at_s > -1e17 else 0.0,
+            grid_w=self.fresh("grid_w"), pv_w=self.fresh("pv_w"), pcs_w=self.fresh("pcs_w"),
+            dg_w=self.fresh("dg_w") if self.readings["dg_w"].at_s > -1e17 else 0.0,
             soc_pct=soc,
             charge_limit_w=float(b.results[L.TO_CHG_LIMIT_W]),
             discharge_limit_w=float(b.results[L.TO_DCHG_LIMIT_W]),
@@ -355,9 +407,9 @@ class Controller:
             undervoltage=bool(bms_ok and (b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any()
                                           or (b.prot_level[uv_row] >= 2).any())),
             on_grid=self.on_grid,
-            cabinet_t_degc=self._fresh("cabinet_t_degc"),
-            irradiance_w_m2=self._fresh("irradiance_w_m2"),
-            charger_demand_w=self._fresh("charger_demand_w"),
+            cabinet_t_degc=self.fresh("cabinet_t_degc"),
+            irradiance_w_m2=self.fresh("irradiance_w_m2"),
+            charger_demand_w=self.fresh("charger_demand_w"),
             soc_bound_pct=float(b.stack_soc[L.SOC_BOUND]) if bms_ok else None,
             di=MappingProxyType(dict(self.di)),
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
@@ -426,9 +478,9 @@ class Controller:
             self._soh_day = day
             self.soh.daily_point(day)
         bound, limit = float(b.stack_soc[L.SOC_BOUND]), e.calibration_bound_pct
-        if limit > 0 and bound > limit and not self._calibration_asked and self._bms_fresh():
+        if limit > 0 and bound > limit and not self._calibration_asked and self.bms_fresh():
             self._calibration_asked = True
-            self.events.emit(now, "soc_calibration_requested", EMS_ID, "soc_estimation",
+            self.events.emit(now, "soc_calibration_requested", None, "soc_estimation", EMS_ID,
                              detail=f"SOC bound ±{bound:.1f} % is wider than ±{limit:g} %: a full charge "
                                     + ("starts now" if e.calibration_auto else "is recommended"))
             cal = self._by_name.get("soc_calibration")
@@ -450,12 +502,44 @@ class Controller:
         """Devices whose communication is lost now (grid_meter, pcs, bms, pv, air_conditioner)."""
         return frozenset(self._comm_lost)
 
-    def external_alarm(self, code: int, active: bool, detail: str = "", device_id: int = EMS_ID) -> None:
-        """An alarm owned outside the control loop (the history recorder's 5014); call on the loop thread."""
+    def external_alarm(self, code: int, active: bool, detail: str = "", device_id: int = EMS_ID,
+                       holder: str = "external") -> None:
+        """An alarm owned outside the control loop (the history recorder's 5014, a device's fault word: its
+        holder names it); call on the loop thread."""
         if active:
-            self._raise(self.clock.now(), code, device_id, detail, holder="external")
+            self._raise(self.clock.now(), code, device_id, detail, holder=holder)
         else:
-            self._clear(self.clock.now(), code, device_id, detail, holder="external")
+            self._clear(self.clock.now(), code, device_id, detail, holder=holder)
+
+    def reconfigure(self, cfg: SiteConfig) -> tuple[list[str], list[str]]:
+        """Take a validated new configuration while running: the strategy sections (LIVE_SECTIONS) at once,
+        each strategy whose sections changed rebuilt with the state it had built up (a running generator keeps
+        running); every other section only after a restart. Returns (sections applied, sections that need a
+        restart)."""
+        import dataclasses
+        changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(self.cfg, f.name)]
+        live = [n for n in changed if n in LIVE_SECTIONS]
+        later = [n for n in changed if n not in LIVE_SECTIONS]
+        if not live:
+            return [], later
+        old_cfg = self.cfg
+        self.cfg = dataclasses.replace(old_cfg, **{n: getattr(cfg, n) for n in live})
+        rebuilt = {s.name: s for s in build(self.cfg)}
+        fresh_old = {s.name: s for s in build(old_cfg)}
+        for i, s in enumerate(self.strategies):
+            new = rebuilt[s.name]
+            # state = what moved since the strategy was built; config-derived attributes come from the new one
+            base = vars(fresh_old[s.name])
+            for key, value in vars(s).items():
+                if _moved(base.get(key, _MISSING), value):
+                    setattr(new, key, value)
+            self.strategies[i] = new
+        self._by_name = {s.name: s for s in self.strategies}
+        self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
+        self.events.emit(self.clock.now(), "parameters_applied", None, "config",
+                         detail=f"applied live: {', '.join(live)}" + (f"; after restart: {', '.join(later)}"
+                                                                       if later else ""))
+        return live, later
 
     def _raise(self, now, code: int, device_id: int, detail: str, label: str | None = None,
                holder: str = "") -> None:

@@ -2,14 +2,16 @@
 inputs exist (and which stop the PCS), which outputs the strategies drive. Codes are the manual's EMS table
 (shared/seeds/000_…); their names, levels and remedies are in the alarm catalogue (ems/records/alarm_codes.toml).
 The device layer maps these names to real channels."""
-from ems.control.events import AIRCON_ID, GRID_METER_ID, PCS_ID, PV_ID, STACK_ID
+from ems.control.events import AIRCON_ID, DG_METER_ID, EMS_ID, GRID_METER_ID, PCS_ID, PV_ID, STACK_ID
 
-COMM_ALARMS = {                  # device → (code, device id) from the manual's EMS table
+COMM_ALARMS = {                  # device → (code, device id) from the manual's EMS table (5015: our own)
     "pcs": (4, PCS_ID),
     "grid_meter": (5, GRID_METER_ID),
+    "dg_meter": (5, DG_METER_ID),
     "bms": (7, STACK_ID),
     "pv": (21, PV_ID),
     "air_conditioner": (22, AIRCON_ID),
+    "io_module": (5015, EMS_ID),
 }
 # dry-contact inputs with the manual's EMS codes: (code, stops the PCS)
 SAFETY_INPUTS = {

@@ -25,6 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ems.config.load import ConfigError
+from ems.control.controller import LIVE_SECTIONS
 from ems.records import db as DB
 from ems.records import queries as Q
 from ems.records import reports as R
@@ -251,10 +252,19 @@ class Api:
             need = "parameters_operational" if section in OPERATIONAL_SECTIONS else "parameters_installation"
             if not allowed(role, need):
                 raise AuthError(403, f"role {role} may not change [{section}] parameters")
-        _, done = apply_changes(self.config_path, body)
+        cfg, done = apply_changes(self.config_path, body)
         for key, old, new in done:
             self._log(user, "parameter_write", f"{key}: {old!r} → {new!r}")
-        return _json({"saved": [k for k, _, _ in done], "file": str(self.config_path), "restart_required": True})
+        saved = [k for k, _, _ in done]
+        live: list[str] = []
+        if self.commands is not None:        # the running controller takes strategy sections within one tick
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, self.commands.submit, "reconfigure", cfg, f"api:{user}")
+            if isinstance(result, tuple):      # taken: every strategy section is live (unchanged ones too)
+                live = [k for k in saved if section_of(k) in LIVE_SECTIONS]
+        later = [k for k in saved if k not in live]
+        return _json({"saved": saved, "file": str(self.config_path), "applied_live": live,
+                      "after_restart": later, "restart_required": bool(later)})
 
     async def command(self, request):
         user, _ = self._who(request, "command")

@@ -11,7 +11,9 @@ class CommandBridge:
     def __init__(self):
         self._q: queue.SimpleQueue = queue.SimpleQueue()
 
-    def submit(self, name: str, value, user: str, timeout_s: float = 3.0) -> str:
+    def submit(self, name: str, value, user: str, timeout_s: float = 3.0):
+        """Carry out a command; "reconfigure" (value: a validated SiteConfig) answers (applied sections,
+        sections that need a restart), every other command a text."""
         done, result = threading.Event(), {}
         self._q.put((name, value, user, done, result))
         if not done.wait(timeout_s):
@@ -22,8 +24,11 @@ class CommandBridge:
         while not self._q.empty():
             name, value, user, done, result = self._q.get_nowait()
             try:
-                ctrl.command(name, value, source=user)
-                result["result"] = "done"
+                if name == "reconfigure":
+                    result["result"] = ctrl.reconfigure(value)
+                else:
+                    ctrl.command(name, value, source=user)
+                    result["result"] = "done"
             except ValueError as exc:
                 result["result"] = f"refused: {exc}"
             done.set()

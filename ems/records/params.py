@@ -1,8 +1,9 @@
 """Parameter reads and changes for the API: a change is validated by the same loader as the site file and
 saved atomically; an invalid change is refused with every problem and changes nothing.
 
-The running controller reads its configuration at start: a saved change takes effect at the next restart
-(the API says so in its answer). The file is rewritten by tomli-w, so comments in it are not kept.
+A running controller takes a saved change of a strategy section live, within one slow tick (ems.control.
+controller.LIVE_SECTIONS); any other section takes effect at the next restart, and the API's answer says
+which is which. The file is rewritten by tomli-w, so comments in it are not kept.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from ems.config.schema import SiteConfig
 
 def current(path: Path | None) -> dict:
     """The effective configuration (defaults filled in) as a plain dict."""
-    cfg = site_from_dict({k: v for k, v in read_toml(path).items() if k != "simulation"}, str(path)) if path \
-        else SiteConfig()
+    cfg = site_from_dict({k: v for k, v in read_toml(path).items() if k != "simulation"}, str(path),
+                         base_dir=Path(path).parent) if path else SiteConfig()
     return dataclasses.asdict(cfg)
 
 
@@ -61,7 +62,8 @@ def apply_changes(path: Path, changes: dict) -> tuple[SiteConfig, list[tuple[str
         done.append((key, old, value))
     if problems:
         raise ConfigError(problems, "parameters")
-    cfg = site_from_dict({k: v for k, v in new.items() if k != "simulation"}, "parameters")   # raises on any problem
+    # validated exactly as the site file is (relative paths from its folder); raises on any problem
+    cfg = site_from_dict({k: v for k, v in new.items() if k != "simulation"}, "parameters", base_dir=Path(path).parent)
     save_atomic(path, new)
     return cfg, done
 

@@ -10,7 +10,6 @@ import numpy as np
 from ems import __version__
 from ems._core import layout as L
 from ems.control.events import EMS_ID, STACK_ID, cluster_id, device_hex
-from ems.control.io_map import COMM_ALARMS
 from ems.records.commands import CommandBridge
 from ems.records.fault_recording import FaultRing
 from ems.records.recorder import Recorder
@@ -22,8 +21,9 @@ DEVICES_EVERY_S = 30.0
 
 class SiteRecords:
     def __init__(self, cfg, ctrl, path: str | Path, wall_clock=None, devices_fn=None,
-                 fast_period_s: float | None = None):
-        """`devices_fn()`: rows of the Modbus devices' live status (the engine's), if any.
+                 fast_period_s: float | None = None, status_extra=None):
+        """`devices_fn()`: rows of the site's devices' live status (the engine's), if any; `status_extra()`: more
+        of the running site's state for the status view (local/remote mode, SIMULATED).
         `fast_period_s`: the fast tick's length (a simulation's step; default [loops] fast_period_ms).
         `wall_clock`: seconds since the epoch for pruning (default: the controller's clock)."""
         self.cfg, self.ctrl = cfg, ctrl
@@ -34,6 +34,7 @@ class SiteRecords:
         fast_s = fast_period_s or cfg.loops.fast_period_ms / 1000.0
         self.ring = FaultRing(rc.fault_recording_s, fast_s) if rc.fault_recording else None
         self.devices_fn = devices_fn
+        self.status_extra = status_extra
         self._next_live = self._next_devices = -math.inf
         self._write_alarm = False
         self._recorded: dict[int, float] = {}      # device → time of its last fault recording
@@ -121,32 +122,37 @@ class SiteRecords:
             "disabled_strategies": dict(ctrl.disabled), "comm_lost": sorted(ctrl.comm_lost),
             "history": {"commits": self.recorder.commits, "write_errors": self.recorder.errors,
                         "lost_records": self.recorder.dropped_ops},
+            "devices": [{"name": r["name"], "role": r.get("role", ""), "status": r["status"],
+                         "last_seen_s_ago": r.get("last_seen_s_ago"), "address": r["address"]}
+                        for r in (self.devices_fn() if self.devices_fn is not None else [])],
+            **(self.status_extra() if self.status_extra is not None else {}),
         }
 
     def device_rows(self, t: float) -> list[dict]:
-        """The equipment list with live status: EMS and battery from the controller, Modbus devices from the
-        engine (when there is one)."""
+        """The equipment list with live status: EMS and battery from the controller, the site's devices from
+        `devices_fn` (the Modbus engine's rows; a CAN BMS is the battery rows here)."""
         cfg, lost = self.cfg, self.ctrl.comm_lost
-        can = f"{cfg.devices.can_interface}:{cfg.devices.can_channel}"
+        dv = cfg.devices
+        if dv.bms == "modbus":
+            protocol, addr = "modbus", next((f"{d.name}" for d in dv.modbus if d.role == "bms"), "-")
+        else:
+            protocol = "can"
+            addr = (f"socketcand:{dv.can_host}:{dv.can_port}/{dv.can_channel}" if dv.can_interface == "socketcand"
+                    else f"{dv.can_interface}:{dv.can_channel}")
         bms = "lost" if "bms" in lost else "online"
         rows = [{"device_id": EMS_ID, "name": "EMS", "protocol": "-", "model": "open-ems", "address": "-",
                  "cycle_ms": cfg.loops.fast_period_ms, "status": "running", "last_seen": t},
-                {"device_id": STACK_ID, "name": "Battery stack", "protocol": "can", "model": "-", "address": can,
+                {"device_id": STACK_ID, "name": "Battery stack", "protocol": protocol, "model": "-", "address": addr,
                  "cycle_ms": 100.0, "status": bms, "last_seen": None if bms == "lost" else t}]
-        rows += [{"device_id": cluster_id(c), "name": f"Battery cluster{c + 1:02d}", "protocol": "can", "model": "-",
-                  "address": can, "cycle_ms": 100.0, "status": bms, "last_seen": None if bms == "lost" else t}
-                 for c in range(cfg.battery.clusters)]
+        rows += [{"device_id": cluster_id(c), "name": f"Battery cluster{c + 1:02d}", "protocol": protocol,
+                  "model": "-", "address": addr, "cycle_ms": 100.0, "status": bms,
+                  "last_seen": None if bms == "lost" else t} for c in range(cfg.battery.clusters)]
         if self.devices_fn is not None:
             for r in self.devices_fn():
+                if r["protocol"] == "can":
+                    continue                 # the battery rows above
                 seen = r.get("last_seen_s_ago")
                 rows.append({"device_id": r["device_id"], "name": r["name"], "protocol": r["protocol"],
                              "model": r["model"], "address": r["address"], "cycle_ms": r["cycle_ms"],
                              "status": r["status"], "last_seen": None if seen is None else t - seen})
-        else:        # the in-process simulated devices: their state is the controller's comm supervision
-            for dev, (code, dev_id) in COMM_ALARMS.items():
-                if dev == "bms" or (dev == "air_conditioner" and not cfg.air_conditioner.enabled):
-                    continue
-                rows.append({"device_id": dev_id, "name": dev, "protocol": "sim", "model": "simulated", "address": "-",
-                             "cycle_ms": cfg.loops.fast_period_ms, "status": "lost" if dev in lost else "online",
-                             "last_seen": None if dev in lost else t})
         return rows

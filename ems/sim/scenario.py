@@ -19,8 +19,9 @@ EVENT_FIELDS = {
     "dispatch": (),                      # value_w optional: omitted = cancel the remote setpoint
     "command": ("name",),                # one_click_shutdown / forced_charge / generator (value) / fault_reset …
     "generator_fail": (), "generator_repair": (),
+    "pcs_fault": ("code",), "pcs_fault_clear": ("code",),   # the PCS reports (or stops reporting) a manual code
 }
-DEVICES = ("grid_meter", "pcs", "bms", "pv", "air_conditioner")
+DEVICES = ("grid_meter", "pcs", "bms", "pv", "air_conditioner", "io_module")
 COMMANDS = ("one_click_shutdown", "forced_charge", "fault_reset", "soc_calibration", "generator")
 
 
@@ -105,45 +106,65 @@ def parse_simulation(raw: dict, site: SiteConfig, source: str = "scenario") -> S
         elif value not in choices:
             problems.append(Problem(f"simulation.{name}", value, f"one of {', '.join(choices)} or csv:PATH"))
     for i, ev in enumerate(raw.get("events", [])):
-        key = f"simulation.events[{i}]"
-        if not isinstance(ev, dict):
-            problems.append(Problem(key, ev, "must be a table"))
-            continue
-        kind = ev.get("kind")
-        if kind not in EVENT_FIELDS:
-            problems.append(Problem(f"{key}.kind", kind, f"one of {', '.join(EVENT_FIELDS)}"))
-            continue
-        if "at" in ev:
-            at = _parse_time(ev["at"], sim.start, f"{key}.at", problems)
-        elif isinstance(ev.get("after_h"), (int, float)):
-            at = sim.start + timedelta(hours=ev["after_h"])
-        else:
-            problems.append(Problem(key, ev, "needs 'at' (ISO date-time) or 'after_h' (hours after start)"))
-            continue
-        missing = [f for f in EVENT_FIELDS[kind] if f not in ev]
-        if missing:
-            problems.append(Problem(key, ev, f"{kind} needs {', '.join(missing)}"))
-            continue
-        args = {k: v for k, v in ev.items() if k not in ("kind", "at", "after_h")}
-        if kind in ("comm_loss", "comm_restore") and args["device"] not in DEVICES:
-            problems.append(Problem(f"{key}.device", args["device"], f"one of {', '.join(DEVICES)}"))
-        if kind == "di" and args["name"] not in KNOWN_INPUTS:
-            problems.append(Problem(f"{key}.name", args["name"], f"one of {', '.join(KNOWN_INPUTS)}"))
-        if kind in ("generator_fail", "generator_repair") and not site.generator.enabled:
-            problems.append(Problem(f"{key}.kind", kind, "the site has no generator (generator.enabled = false)"))
-        if kind == "command" and args["name"] not in COMMANDS:
-            problems.append(Problem(f"{key}.name", args["name"], f"one of {', '.join(COMMANDS)}"))
-        if kind in ("cell_fault", "cell_fault_clear", "sensor_fault"):
-            c, k = args.get("cluster"), args.get("cell")
-            if not (isinstance(c, int) and 0 <= c < site.battery.clusters and isinstance(k, int)
-                    and 0 <= k < site.battery.cells_per_cluster):
-                problems.append(Problem(key, f"cluster {c}, cell {k}", "outside the stack (0-based indices)"))
-        if at is not None:
-            sim.events.append(Event(at, kind, args))
+        event = parse_event(ev, site, f"simulation.events[{i}]", problems, sim.start)
+        if event is not None:
+            sim.events.append(event)
     if problems:
         raise ConfigError(problems, source)
     sim.events.sort(key=lambda e: e.at)
     return sim
+
+
+def parse_event(ev, site: SiteConfig, key: str, problems: list[Problem], start: datetime | None = None,
+                timed: bool = True) -> Event | None:
+    """One scenario event (a [[simulation.events]] table, or a control-channel request when not `timed`);
+    None after reporting its problems."""
+    if not isinstance(ev, dict):
+        problems.append(Problem(key, ev, "must be a table"))
+        return None
+    kind = ev.get("kind")
+    if kind not in EVENT_FIELDS:
+        problems.append(Problem(f"{key}.kind", kind, f"one of {', '.join(EVENT_FIELDS)}"))
+        return None
+    if not timed:
+        at = start
+    elif "at" in ev:
+        at = _parse_time(ev["at"], start, f"{key}.at", problems)
+    elif isinstance(ev.get("after_h"), (int, float)) and start is not None:
+        at = start + timedelta(hours=ev["after_h"])
+    else:
+        problems.append(Problem(key, ev, "needs 'at' (ISO date-time) or 'after_h' (hours after start)"))
+        return None
+    missing = [f for f in EVENT_FIELDS[kind] if f not in ev]
+    if missing:
+        problems.append(Problem(key, ev, f"{kind} needs {', '.join(missing)}"))
+        return None
+    args = {k: v for k, v in ev.items() if k not in ("kind", "at", "after_h")}
+    before = len(problems)
+    if kind in ("comm_loss", "comm_restore") and args["device"] not in DEVICES:
+        problems.append(Problem(f"{key}.device", args["device"], f"one of {', '.join(DEVICES)}"))
+    if kind == "di" and (args["name"] not in KNOWN_INPUTS or not isinstance(args["closed"], bool)):
+        problems.append(Problem(f"{key}.name", args["name"], f"one of {', '.join(KNOWN_INPUTS)}, closed true or false"))
+    if kind in ("generator_fail", "generator_repair") and not site.generator.enabled:
+        problems.append(Problem(f"{key}.kind", kind, "the site has no generator (generator.enabled = false)"))
+    if kind == "command" and args["name"] not in COMMANDS:
+        problems.append(Problem(f"{key}.name", args["name"], f"one of {', '.join(COMMANDS)}"))
+    if kind in ("cell_fault", "cell_fault_clear", "sensor_fault"):
+        c, k = args.get("cluster"), args.get("cell")
+        if not (isinstance(c, int) and 0 <= c < site.battery.clusters and isinstance(k, int)
+                and 0 <= k < site.battery.cells_per_cluster):
+            problems.append(Problem(key, f"cluster {c}, cell {k}", "outside the stack (0-based indices)"))
+    if kind in ("pcs_fault", "pcs_fault_clear"):
+        from ems.records.catalogue import catalogue
+        if args["code"] not in catalogue() or not 100000 <= args["code"] < 200000:
+            problems.append(Problem(f"{key}.code", args["code"], "a PCS code of the alarm catalogue (1000xx)"))
+    for name in ("value", "value_w", "voltage_v"):
+        v = args.get(name)
+        if name in args and kind != "command" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            problems.append(Problem(f"{key}.{name}", v, "must be a number"))
+    if len(problems) > before or at is None:
+        return None
+    return Event(at, kind, args)
 
 
 def load_scenario(path) -> tuple[SiteConfig, Simulation]:

@@ -3,7 +3,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ems.comm.can_codec import CellAssembler, FrameDecoder, encode_cells, load_database
+import can
+
+from ems.comm.can_codec import FrameDecoder, load_database
+from ems.comm.can_link import BmsCanLink
+from ems.sim.bms_can import encode_cells
 
 
 def test_the_limits_frame_matches_the_known_byte_layout():
@@ -36,6 +40,26 @@ def arrays(clusters, cells):
             np.zeros((clusters, cells), np.uint8))
 
 
+class ListBus:
+    """Frames handed to the link in order, and what it sends kept (python-can's recv / send)."""
+
+    def __init__(self, frames=()):
+        self.rx = [can.Message(arbitration_id=f, data=d, is_extended_id=False) for f, d in frames]
+        self.sent = []
+
+    def recv(self, timeout=0.0):
+        return self.rx.pop(0) if self.rx else None
+
+    def send(self, msg, timeout=None):
+        self.sent.append(msg)
+
+
+def feed(frames, cv, ct, fresh, now_s):
+    link = BmsCanLink(ListBus(frames), cv, ct, fresh, cell_max_age_s=2.0)
+    link.poll(now_s)
+    return link
+
+
 @given(st.integers(1, 3), st.integers(1, 20), st.data())
 def test_cell_frames_round_trip_into_the_core_arrays(clusters, cells, data):
     v = np.array(data.draw(st.lists(st.floats(2.0, 3.8), min_size=clusters * cells, max_size=clusters * cells)))
@@ -43,10 +67,8 @@ def test_cell_frames_round_trip_into_the_core_arrays(clusters, cells, data):
                                     max_size=clusters * cells)))
     v, t = v.reshape(clusters, cells), t.reshape(clusters, cells)
     cv, ct, fresh = arrays(clusters, cells)
-    asm = CellAssembler(cv, ct, fresh)
-    for fid, payload in encode_cells(v, t):
-        assert asm.feed(fid, payload, now_s=1.0)
-    asm.stale_cells(now_s=1.5, max_age_s=2.0)
+    link = feed(encode_cells(v, t), cv, ct, fresh, now_s=1.0)
+    assert link.counters["ok"] == len(encode_cells(v, t))
     assert np.allclose(cv, v, atol=0.0005 + 1e-9)
     assert np.array_equal(np.isnan(ct), np.isnan(t))
     assert np.allclose(ct[~np.isnan(t)], t[~np.isnan(t)], atol=0.25 + 1e-9)
@@ -55,22 +77,17 @@ def test_cell_frames_round_trip_into_the_core_arrays(clusters, cells, data):
 
 def test_cells_go_stale_when_their_frames_stop():
     cv, ct, fresh = arrays(1, 6)
-    asm = CellAssembler(cv, ct, fresh)
-    for fid, payload in encode_cells(np.full((1, 6), 3.3), np.full((1, 6), 25.0)):
-        asm.feed(fid, payload, now_s=0.0)
-    asm.stale_cells(now_s=1.0, max_age_s=2.0)
+    link = feed(encode_cells(np.full((1, 6), 3.3), np.full((1, 6), 25.0)), cv, ct, fresh, now_s=0.0)
+    link.poll(now_s=1.0)
     assert fresh.all()
-    asm.stale_cells(now_s=3.0, max_age_s=2.0)
+    link.poll(now_s=3.0)
     assert not fresh.any()
 
 
 def test_a_frame_for_a_cluster_outside_the_stack_is_counted_not_written():
     cv, ct, fresh = arrays(1, 6)
-    asm = CellAssembler(cv, ct, fresh)
-    frames = encode_cells(np.full((2, 6), 3.3), np.full((2, 6), 25.0))
-    for fid, payload in frames:
-        asm.feed(fid, payload, now_s=0.0)
-    assert asm.decoder.counters["out_of_stack"] == 3      # cluster 1: 2 voltage frames + 1 temperature frame
+    link = feed(encode_cells(np.full((2, 6), 3.3), np.full((2, 6), 25.0)), cv, ct, fresh, now_s=0.0)
+    assert link.counters["out_of_stack"] == 3      # cluster 1: 2 voltage frames + 1 temperature frame
     assert np.isfinite(cv).all()
 
 

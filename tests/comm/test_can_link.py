@@ -4,7 +4,8 @@ import can
 import numpy as np
 import pytest
 
-from ems.comm.can_link import BmsCanLink, SimBmsCan, open_bus
+from ems.comm.can_link import BmsCanLink, open_bus
+from ems.sim.bms_can import SimBmsCan
 
 _channels = itertools.count()
 

@@ -14,10 +14,9 @@ from ems.comm.modbus_server import HOLDING, IoThread
 from ems.config.schema import SiteConfig
 from ems.control.clock import VirtualClock
 from ems.control.controller import Controller
-from ems.sim.devices import free_port
-from ems.sim.live import ScaledClock
-from ems.sim.plant import Plant
-from ems.sim.runner import SiteLink
+from ems.comm.net import free_port
+from ems.site.clock import SiteClock
+from ems.sim.runner import SimLink
 
 
 @pytest.fixture
@@ -83,8 +82,8 @@ def test_remote_wset_is_followed_by_the_pcs_and_expires_as_a_lease(served):
     cfg, srv, port = served()
     clock = VirtualClock(datetime(2026, 6, 1, 12, tzinfo=timezone.utc))
     ctrl = Controller(cfg, clock)
-    plant = Plant(cfg, "clear", "flat", 20_000.0)
-    link = SiteLink(plant, ctrl)
+    link = SimLink(cfg, ctrl, "clear", "flat", 20_000.0)
+    plant = link.plant
 
     def run(seconds):
         for _ in range(int(seconds)):
@@ -214,7 +213,7 @@ def test_bad_clock_writes_are_refused_and_change_nothing(served, words, allowed,
 
 
 def test_a_clock_the_system_refuses_to_set_is_an_event_and_the_controller_runs_on(served):
-    clock = ScaledClock()                     # real time, no permission to set the system clock given
+    clock = SiteClock()                       # real time, no permission to set the system clock given
     cfg, srv, port = served(clock, clock_from_scada=True)
     ctrl = Controller(cfg, clock)
     m = modbus(port)
@@ -274,7 +273,7 @@ def test_the_same_map_is_served_over_rtu_on_a_serial_port(tmp_path):
     marker and dispatches; writes from the wired line are accepted (no address to allowlist) and logged."""
     from pymodbus.client import ModbusSerialClient
 
-    from ems.sim.live import start_dispatch
+    from ems.site.runtime import start_dispatch
     from tests.comm.serial_pair import SerialPair
     pair = SerialPair()
     io = IoThread()
@@ -283,9 +282,9 @@ def test_the_same_map_is_served_over_rtu_on_a_serial_port(tmp_path):
         port = free_port()
         cfg = dataclasses.replace(cfg, dispatch=dataclasses.replace(cfg.dispatch, port=port, rtu_port=pair.ports[0],
                                                                     rtu_baudrate=19200, start_remote=True))
-        out = io_text()
-        srv = start_dispatch(cfg, io, out)
-        assert f"modbus rtu {pair.ports[0]} 19200 N1 unit 1" in out.getvalue()
+        said = []
+        srv = start_dispatch(cfg, io, said.append)
+        assert any(f"modbus rtu {pair.ports[0]} 19200 N1 unit 1" in line for line in said)
         c = ModbusSerialClient(pair.ports[1], baudrate=19200, timeout=1.0)
         assert c.connect()
         r = c.read_holding_registers(SUNSPEC_BASE, count=2, device_id=1)
@@ -305,14 +304,14 @@ def test_the_same_map_is_served_over_rtu_on_a_serial_port(tmp_path):
 
 
 def test_a_missing_rtu_port_is_reported_and_tcp_still_serves(capsys):
-    from ems.sim.live import start_dispatch
+    from ems.site.runtime import start_dispatch
     io = IoThread()
     try:
         port = free_port()
         cfg = SiteConfig()
         cfg = dataclasses.replace(cfg, dispatch=dataclasses.replace(cfg.dispatch, port=port,
                                                                     rtu_port="/dev/ttyEMS-none"))
-        srv = start_dispatch(cfg, io, io_text())
+        srv = start_dispatch(cfg, io, lambda line: None)
         assert srv is not None
         assert "/dev/ttyEMS-none not started" in capsys.readouterr().err
         m = modbus(port)
@@ -321,7 +320,3 @@ def test_a_missing_rtu_port_is_reported_and_tcp_still_serves(capsys):
     finally:
         io.stop()
 
-
-def io_text():
-    import io
-    return io.StringIO()

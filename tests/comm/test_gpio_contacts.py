@@ -81,7 +81,7 @@ def test_an_nc_epo_loop_on_gpio_goes_through_the_shared_debouncer():
     gc = GpioContacts("/dev/gpiochip0", LINES, gpiod=mod)
     d = Debouncer(50.0, inverted=("epo",))
     made["request"].levels[5] = Value.ACTIVE            # loop closed: healthy
-    assert d.update(gc.read_inputs(), 0.0) == {}
+    assert d.update(gc.read_inputs(), 0.0)["epo"] is False, "the first reading, as it is: not active"
     made["request"].levels[5] = Value.INACTIVE          # wire broken / button pressed
     d.update(gc.read_inputs(), 1.0)
     assert d.update(gc.read_inputs(), 1.05) == {"epo": True}

@@ -7,7 +7,7 @@ from pymodbus.client import ModbusTcpClient
 from ems.comm.modbus_client import Device, Link, ModbusEngine, plan_blocks
 from ems.comm.modbus_server import ProfileImage
 from ems.comm.profiles import load_profile, shipped_profiles
-from ems.sim.devices import free_port
+from ems.comm.net import free_port
 
 
 def wait_for(cond, timeout_s=5.0):

@@ -10,7 +10,7 @@ from ems.comm.modbus_client import Device, Link, ModbusEngine
 from ems.comm.modbus_server import ProfileImage
 from ems.comm.profiles import ProfileError, load_profile, shipped_profiles
 from ems.comm.site_io import check_role
-from ems.sim.devices import free_port
+from ems.comm.net import free_port
 from tests.comm.test_modbus_engine import wait_for
 
 
