@@ -32,7 +32,6 @@ bench: $(STAMP)
 # estimator against the LFP cell plant (14 days × 5 cases, ~1 min; figures in build/validate/soc.json).
 validate: $(STAMP)
 	@for f in examples/*.toml; do \
-		case $$f in *demo_site.toml) continue;; esac; \
 		$(VENV)/bin/ems simulate $$f --out build/validate/$$(basename $$f .toml) || exit 1; \
 	done
 	$(PY) -m validation.soc --json build/validate/soc.json

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("devices", help="equipment list: device ID, name, protocol, model, address, poll cycle, "
                                          "status, last seen (Modbus devices are probed once)")
     dev.add_argument("--config", help="site configuration (TOML)")
-    dev.add_argument("--profiles", action="store_true", help="list the shipped device profiles instead")
+    dev.add_argument("--profiles", action="store_true", help="list the device profiles instead (shipped, and with "
+                     "--config the site's own)")
     dev.add_argument("--timeout", type=float, default=1.0, help="probe time per device, s (0.1 … 30)")
     dev.add_argument("--db", type=Path, help="list the devices a running site (or a simulation) recorded, with "
                      "their live status, instead of probing")
@@ -210,10 +211,13 @@ def _sim_event(args) -> int:
 
 
 def _devices(args) -> int:
-    from ems.comm.equipment import equipment_rows, format_rows, profile_rows
+    from ems.site.equipment import equipment_rows, format_rows, profile_rows
 
-    if args.profiles:
-        print(format_rows(profile_rows()))
+    if args.profiles:          # with --config: the site's own profiles too
+        cfg = _site_or_none(args.config)
+        if cfg is None:
+            return 1
+        print(format_rows(profile_rows(cfg.devices.profiles_dir)))
         return 0
     if args.db is not None:
         return records_cli.run(args)

@@ -3,6 +3,7 @@ talks only to the devices the site file names, over Modbus TCP and CAN (socketca
 they report."""
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -208,3 +209,68 @@ def test_the_runtime_package_has_no_import_of_the_simulator_anywhere():
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 offenders += [f"{f.name}: {n}" for n in names if n.startswith("ems.sim")]
     assert offenders == []
+
+
+def test_gpio_contacts_reach_the_controller_in_ems_run(tmp_path):
+    """The board's GPIO backend in `ems run` (libgpiod's bindings, the chip's line request in a file): the
+    EPO line closing stops the PCS and raises 52; the controller drives its trip output line."""
+    import json
+    from pathlib import Path
+
+    import tomli_w
+
+    from ems.config.load import read_toml
+    sim = sim_site(tmp_path, base_site(tmp_path))
+    raw = read_toml(sim.site_file)
+    chip = tmp_path / "gpiochip0"
+    chip.write_text("")                               # the device node the site names (preflight checks it exists)
+    raw["dry_contacts"] = {"backend": "gpio", "gpio_chip": str(chip), "debounce_ms": 50.0,
+                           "gpio_lines": [{"name": "epo", "line": 5}, {"name": "trip", "line": 17}]}
+    site = tmp_path / "gpio-site.toml"
+    site.write_bytes(tomli_w.dumps(raw).encode())
+    levels, outputs = tmp_path / "levels.json", tmp_path / "outputs.json"
+    levels.write_text(json.dumps({"5": 0}))
+    root = Path(__file__).resolve().parents[1]
+    run = EmsRun("--config", str(site), "--no-history", "--state", str(tmp_path / "state.json"), cwd=root,
+                 env={"EMS_TEST_GPIO_LEVELS": str(levels), "EMS_TEST_GPIO_OUTPUTS": str(outputs)},
+                 python=[sys.executable, "-m", "tests.gpio_run"])
+    try:
+        assert run.wait_for(lambda s: "alarms none" in s and " pcs " in s, 30) is not None, run.text() + "".join(run.err)
+        assert "dry contacts: GPIO" in run.text()
+        assert json.loads(outputs.read_text()) == {"17": 0}, "the trip output driven inactive at start"
+        levels.write_text(json.dumps({"5": 1}))       # the EPO button pressed
+        t = time.monotonic()
+        line = run.wait_for(lambda s: " alarms " in s and "(52)" in alarms_of(s), 10, since=t)
+        assert line is not None, run.text()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and control(sim, kind="truth")["truth"]["pcs_run"]:
+            time.sleep(0.1)
+        assert control(sim, kind="truth")["truth"]["pcs_run"] is False, "the PCS got the stop"
+        levels.write_text(json.dumps({"5": 0}))
+        t = time.monotonic()
+        assert run.wait_for(lambda s: "alarms none" in s, 10, since=t) is not None
+    finally:
+        assert run.stop() == 0, "".join(run.err)
+        sim.stop()
+
+
+@pytest.mark.parametrize("body, bms_word", [
+    ('[devices]\nbms = "modbus"\n', "bau: bms SIM-BAU"),                         # a BAU on Modbus TCP
+    # the stack-only protocol is a low-voltage one (0.01 V up to 327 V): a 48 V stack of 16 cells
+    ('[devices]\ncan_profile = "CAN-BATTERY-INVERTER"\n[battery]\ncells_per_cluster = 16\npacks_per_cluster = 1\n'
+     '[pcs]\nrated_power_w = 50000.0\n', "CAN-BATTERY-INVERTER"),
+], ids=["modbus-bau", "can-stack-only"])
+def test_the_bms_on_modbus_or_on_the_stack_only_protocol_drives_the_controller(tmp_path, body, bms_word):
+    sim = sim_site(tmp_path, base_site(tmp_path, body))
+    run = EmsRun("--config", str(sim.site_file), "--no-history", "--state", str(tmp_path / "state.json"))
+    try:
+        line = run.wait_for(lambda s: "alarms none" in s and " soc  " in s and " soc   —" not in s, 25)
+        assert line is not None, run.text() + "".join(run.err)
+        assert bms_word in run.text()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and abs(control(sim, kind="truth")["truth"]["pcs_w"]) <= 1000:
+            time.sleep(0.2)
+        assert abs(control(sim, kind="truth")["truth"]["pcs_w"]) > 1000, "the battery is dispatched on its data"
+    finally:
+        assert run.stop() == 0
+        sim.stop()

@@ -125,15 +125,17 @@ class RegisterImage:
         return None
 
 
-def profile_spans(profile: Profile) -> list[tuple[int, int, int]]:
-    """One span per function from the profile's first to its last register (gaps read as zero)."""
+def profile_spans(profile: Profile, clusters: int = 0, cells: int = 0) -> list[tuple[int, int, int]]:
+    """One span per function from the profile's first to its last register (gaps read as zero); a BMS
+    profile's arrays for a stack of `clusters` × `cells` included."""
     spans = []
     for function in (HOLDING, INPUT):
-        regs = [r for r in profile.registers.values() if r.function == function]
-        if regs:
-            first = min(r.address for r in regs)
-            last = max(r.address + r.count for r in regs)
-            spans.append((function, first, last - first))
+        ranges = [(r.address, r.address + r.count) for r in profile.registers.values() if r.function == function]
+        ranges += [(a.address, a.address + a.cluster_stride * (clusters - 1) + a.words * a.elements(cells))
+                   for a in profile.arrays.values() if a.function == function and clusters > 0]
+        if ranges:
+            first = min(lo for lo, _ in ranges)
+            spans.append((function, first, max(hi for _, hi in ranges) - first))
     return spans
 
 
@@ -143,11 +145,13 @@ class ProfileImage(RegisterImage):
     serves its profile's identity registers (SunSpec chain) from the start. Registers with a scale
     factor are published and written in the scale its scale-factor register holds: publish that first."""
 
-    def __init__(self, profile: Profile, on_write: Callable[[str, float, str | None], None] | None = None):
+    def __init__(self, profile: Profile, on_write: Callable[[str, float, str | None], None] | None = None,
+                 clusters: int = 0, cells: int = 0):
+        """`clusters`, `cells`: the stack whose arrays a BMS profile serves."""
         self.profile = profile
         self.on_write = on_write
         self._by_address = {(r.function, r.address): r for r in profile.registers.values()}
-        super().__init__(profile_spans(profile), self._validate)
+        super().__init__(profile_spans(profile, clusters, cells), self._validate)
         self.publish_many(profile.expected)
 
     def _sf(self, r: Register) -> float | None:

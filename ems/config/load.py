@@ -254,9 +254,18 @@ def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
         if cp is None:
             problems.append(Problem("devices.can_profile", dv.can_profile, "no such CAN BMS profile; known: "
                                     + ", ".join(sorted(can_profiles()))))
-        elif cp and cp.level == "stack" and cfg.battery.clusters != 1:
-            problems.append(Problem("battery.clusters", cfg.battery.clusters, f"{dv.can_profile} reports the stack "
-                                    "only: the EMS sees one cluster (set battery.clusters = 1)"))
+        elif cp and cp.level == "stack":
+            if cfg.battery.clusters != 1:
+                problems.append(Problem("battery.clusters", cfg.battery.clusters, f"{dv.can_profile} reports the "
+                                        "stack only: the EMS sees one cluster (set battery.clusters = 1)"))
+            ref = cp.stack["voltage_v"]
+            top = cp.db.get_message_by_name(ref.message).get_signal_by_name(ref.signal).maximum
+            full = cfg.battery.cells_per_cluster * cfg.battery.cell_full_v
+            if top is not None and full > top * abs(ref.scale):
+                problems.append(Problem("battery.cells_per_cluster", cfg.battery.cells_per_cluster,
+                                        f"{dv.can_profile} carries the stack voltage up to {top:g} V; this stack "
+                                        f"reaches {full:g} V when full (a low-voltage protocol: use a profile that "
+                                        "carries the stack's voltage)"))
     _check_channels(cfg, problems)
     wired = _wired(cfg.dry_contacts)
     for i, name in enumerate(cfg.dry_contacts.inverted_inputs):

@@ -18,25 +18,27 @@ METER_UNITS = {"grid_meter": 101, "pv_meter": 121, "dg_meter": 182}    # the man
 IO_DEVICE = "dio"
 
 
-def device_table(cfg, host: str = "127.0.0.1", port_of=lambda name: 502) -> dict:
-    """The [devices] and [dry_contacts] tables of the simulated site (TOML-ready), `port_of(name)` giving each
+def device_table(generator: bool = False, air_conditioner: bool = False, bms: str = "can",
+                 can_profile: str = "EMS-CAN-CELLS", host: str = "127.0.0.1", port_of=lambda name: 502) -> dict:
+    """The [devices] and [dry_contacts] tables of the simulated site (TOML-ready) for a site with (or without)
+    a generator and an air conditioner, its BMS on `bms` ("can" or "modbus"); `port_of(name)` gives each
     server's port ("meters", "pcs", "pv_inverter", "air_conditioner", "dio", "bau", "can")."""
-    meters = ["grid_meter", "pv_meter"] + (["dg_meter"] if cfg.generator.enabled else [])
+    meters = ["grid_meter", "pv_meter"] + (["dg_meter"] if generator else [])
     modbus = [{"name": m, "role": m, "model": "DTSU666-H", "host": host, "port": port_of("meters"),
                "unit_id": METER_UNITS[m]} for m in meters]
     modbus.append({"name": "pcs", "role": "pcs", "model": "SIM-PCS", "host": host, "port": port_of("pcs")})
     modbus.append({"name": "pv_inverter", "role": "pv_inverter", "model": "SIM-PV", "host": host,
                    "port": port_of("pv_inverter")})
-    if cfg.air_conditioner.enabled:
+    if air_conditioner:
         modbus.append({"name": "air_conditioner", "role": "air_conditioner", "model": "SIM-AC", "host": host,
                        "port": port_of("air_conditioner")})
     modbus.append({"name": IO_DEVICE, "role": "io_module", "model": "SIM-DIO", "host": host, "port": port_of("dio")})
-    devices: dict = {"modbus": modbus, "bms": cfg.devices.bms}
-    if cfg.devices.bms == "modbus":
+    devices: dict = {"modbus": modbus, "bms": bms}
+    if bms == "modbus":
         modbus.append({"name": "bau", "role": "bms", "model": "SIM-BAU", "host": host, "port": port_of("bau")})
     else:
         devices.update(can_interface="socketcand", can_channel="can0", can_host=host, can_port=port_of("can"),
-                       can_profile="EMS-CAN-CELLS")
+                       can_profile=can_profile)            # the simulated BMS sends both message sets
     channels = [{"name": n, "channel": i} for i, n in enumerate(KNOWN_INPUTS)]
     channels += [{"name": n, "channel": i} for i, n in enumerate(DO_NAMES)]
     return {"devices": devices, "dry_contacts": {"backend": "modbus", "io_device": IO_DEVICE, "channels": channels}}
@@ -45,7 +47,7 @@ def device_table(cfg, host: str = "127.0.0.1", port_of=lambda name: 502) -> dict
 def sim_config(cfg):
     """`ems simulate`'s site: the file's own devices where it names them, else the simulated site's; the dry
     contacts on the simulated I/O module whatever backend the file names (the simulation is the site)."""
-    t = device_table(cfg)
+    t = device_table(cfg.generator.enabled, cfg.air_conditioner.enabled, cfg.devices.bms, cfg.devices.can_profile)
     devices, dc = cfg.devices, cfg.dry_contacts
     if not devices.modbus:
         extra = {k: v for k, v in t["devices"].items() if k != "modbus"}

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import ipaddress
 import json
+from importlib import resources
 import logging
 import signal
 import sys
@@ -36,9 +37,6 @@ log = logging.getLogger("ems.sim")
 MAX_CONTROL_CLIENTS = 8
 MAX_CONTROL_LINE = 4096
 WRITE_LOG = 2000          # the last writes the devices received, for tests and benchmarks
-DEMO_SITE = {"site": {"name": "demo C&I cabinet", "timezone": "Europe/Berlin"},
-             "battery": {"clusters": 1, "cells_per_cluster": 240, "packs_per_cluster": 15},
-             "pcs": {"rated_power_w": 100000.0}, "pv": {"installed_ac_w": 100000.0}}
 
 
 class SimSiteError(ValueError):
@@ -55,7 +53,8 @@ def _loopback(host: str) -> bool:
 def prepare(config: Path | None, write_site: Path | None) -> tuple[object, Path | None]:
     """The site to simulate: the file's (or the demo's), with the simulated site's devices on free loopback
     ports where it names none; written to `write_site` when given. Returns (SiteConfig, the file to run on)."""
-    raw = read_toml(config) if config is not None else json.loads(json.dumps(DEMO_SITE))
+    demo = Path(str(resources.files("ems.sim").joinpath("demo_site.toml")))
+    raw = read_toml(config if config is not None else demo)
     raw = {k: v for k, v in raw.items() if k != "simulation"}
     if config is not None and write_site is not None:      # the written file's relative paths must still work
         here = config.parent.resolve()
@@ -65,16 +64,19 @@ def prepare(config: Path | None, write_site: Path | None) -> tuple[object, Path 
         devices["profiles_dir"] = str(here / (devices.get("profiles_dir") or "drivers"))
     source = str(config) if config else "demo site"
     base = config.parent if config is not None else (write_site.parent if write_site else Path.cwd())
-    cfg = site_from_dict(raw, source, base_dir=base)
-    if not cfg.devices.modbus:
-        ports: dict[str, int] = {}
-        table = device_table(cfg, "127.0.0.1", lambda name: ports.setdefault(name, free_port()))
-        for section, values in table.items():
-            raw.setdefault(section, {}).update(values)
+    dev = raw.get("devices", {}) if isinstance(raw.get("devices"), dict) else {}
+    if not dev.get("modbus"):
         if write_site is None:
             raise SimSiteError(f"{source} names no devices: give --write-site FILE for the site file the simulated "
                                "devices are written into (the controller runs on that file)")
-        cfg = site_from_dict(raw, source, base_dir=base)
+        ports: dict[str, int] = {}
+        flag = lambda section: bool((raw.get(section) or {}).get("enabled", False))     # noqa: E731
+        table = device_table(flag("generator"), flag("air_conditioner"), dev.get("bms", "can"),
+                             dev.get("can_profile", "EMS-CAN-CELLS"), "127.0.0.1",
+                             lambda name: ports.setdefault(name, free_port()))
+        for section, values in table.items():
+            raw.setdefault(section, {}).update(values)
+    cfg = site_from_dict(raw, source, base_dir=base)
     if write_site is not None:
         write_site.parent.mkdir(parents=True, exist_ok=True)
         tmp = write_site.with_name(f".{write_site.name}.tmp")

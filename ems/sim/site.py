@@ -109,7 +109,8 @@ class SimSite:
         for d in cfg.devices.modbus:
             p = profiles[d.model]
             on_write = self._writer(d.role)
-            store = ProfileImage(p, on_write) if served else ValueStore(p, on_write)
+            shape = (cfg.battery.clusters, cfg.battery.cells_per_cluster) if d.role == "bms" else (0, 0)
+            store = ProfileImage(p, on_write, *shape) if served else ValueStore(p, on_write)
             self.devices[d.name], self.stores[d.name], self.by_role[d.role] = (d.role, p), store, d.name
             zero_sf = {r.scale_factor: 0 for r in p.registers.values() if r.scale_factor}
             store.publish_many(zero_sf)           # SunSpec scale factors: the devices publish in plain units

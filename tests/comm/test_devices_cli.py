@@ -29,6 +29,8 @@ def test_devices_probes_configured_devices_and_reports_a_dead_one_offline(tmp_pa
     row = next(line for line in p.stdout.splitlines() if "grid_meter" in line)
     assert "0x05000000" in row and "DTSU666-H" in row and "offline" in row and "tcp://127.0.0.1:1#101" in row
     assert "0x01000000" in p.stdout and "Battery cluster01" in p.stdout
+    stack = next(line for line in p.stdout.splitlines() if "Battery stack" in line)
+    assert "devices.can_channel = 'can0': no such CAN interface" in stack, "the board's can0 is not on this desk"
 
 
 def test_devices_refuses_a_bad_timeout_and_a_bad_config(tmp_path):
