@@ -257,15 +257,16 @@ class IoThread:
         return server
 
     def serve_rtu(self, devices: dict[int, RegisterImage], port: str, baudrate: int = 9600, parity: str = "N",
-                  stopbits: int = 1) -> SerialServer:
+                  stopbits: int = 1, bytesize: int = 8) -> SerialServer:
         """Start a Modbus RTU server on a serial port for the images; the port is opened before this returns
         (a missing or busy port raises OSError here, not later in the I/O thread)."""
         import serial                   # pyserial: open once to report a bad port at start, clearly
-        serial.Serial(port, baudrate=baudrate, parity=parity, stopbits=stopbits).close()
+        serial.Serial(port, baudrate=baudrate, parity=parity, stopbits=stopbits, bytesize=bytesize).close()
 
         async def start():
             server = SerialServer([img.sim_device(uid) for uid, img in devices.items()], port=port,
-                                  baudrate=baudrate, parity=parity, stopbits=stopbits, reconnect_delay=1.0)
+                                  baudrate=baudrate, parity=parity, stopbits=stopbits, bytesize=bytesize,
+                                  reconnect_delay=1.0)
             await server.serve_forever(background=True)
             return server
         server = self.call(start())

@@ -127,3 +127,79 @@ def test_profile_server_refuses_bad_writes_and_changes_nothing(io):
     assert not c.write_registers(0x1000, [0xFFFF, 0xEC78], device_id=1).isError()   # −5000 W
     assert writes == [("active_power_setpoint_w", -5000.0, "127.0.0.1")]
     c.close()
+
+
+def test_an_rtu_line_takes_its_framing_from_the_site_file_and_reads_over_a_serial_pair(io):
+    """Parity, stop bits and data bits reach the serial client (a pseudo-terminal pair carries the bytes; it
+    does not check the framing itself, a real line would; it refuses most parity settings, so the line runs
+    8N2 and the parity and data bits are checked on the client the engine builds)."""
+    from ems.comm.modbus_client import Channel
+    from tests.comm.serial_pair import SerialPair
+    pair = SerialPair()
+    try:
+        p = shipped_profiles()["DTSU666-H"]
+        img = ProfileImage(p)
+        img.publish("active_power_w", 12_345.0)
+        io.serve_rtu({101: img}, pair.ports[0], 19200, "N", 2)
+        eng = ModbusEngine(io)
+        link = Link("rtu", serial_port=pair.ports[1], baudrate=19200, parity="N", stopbits=2, bytesize=8,
+                    timeout_s=0.5)
+        eng.add(link, [Device("grid_meter", p, 101, 0x05000000, "grid_meter")])
+        eng.start()
+        try:
+            assert wait_for(lambda: eng.value("grid_meter", "active_power_w") == 12_345.0, 5.0)
+            params = eng.channels[0].client.comm_params
+            assert (params.parity, params.stopbits, params.bytesize, params.baudrate) == ("N", 2, 8, 19200)
+            assert eng.status()[0]["address"] == f"rtu://{pair.ports[1]}@19200-8N2#101"
+            async def client_params():          # pymodbus builds its clients on a running loop
+                return Channel(Link("rtu", serial_port="/dev/ttyS1", parity="E", bytesize=7), [])._make_client().comm_params
+            even = io.call(client_params())
+            assert (even.parity, even.stopbits, even.bytesize) == ("E", 1, 7)
+        finally:
+            eng.stop()
+    finally:
+        pair.close()
+
+
+def test_a_modbus_bms_is_read_as_per_cluster_arrays_into_engineering_values(io):
+    import numpy as np
+
+    from ems.sim.site import publish_image_array
+    p = shipped_profiles()["SIM-BAU"]
+    clusters, cells = 3, 20
+    img = ProfileImage(p, clusters=clusters, cells=cells)
+    v = np.round(np.linspace(3.2, 3.4, clusters * cells).reshape(clusters, cells), 3)
+    v[1, 7] = np.nan                                          # a cell the BAU cannot read
+    publish_image_array(img, p.arrays["cell_voltage_v"], v)
+    publish_image_array(img, p.arrays["cluster_current_a"], np.array([[-12.5], [0.0], [40.1]]))
+    status = np.array([[0b001], [0b011], [0b101]], dtype=float)       # connected, + charge / discharge prohibited
+    publish_image_array(img, p.arrays["cluster_connected"], status)
+    port = free_port()
+    io.serve_tcp({1: img}, "127.0.0.1", port)
+    eng = ModbusEngine(io)
+    eng.add(Link(port=port, timeout_s=0.5), [Device("bau", p, 1, 0x02000000, "bms", clusters=clusters, cells=cells)])
+    eng.start()
+    try:
+        d = eng.device("bau")
+        assert wait_for(lambda: np.isfinite(d.arrays["cell_voltage_v"][~np.isnan(v)]).all()
+                        and np.isfinite(d.arrays["cluster_connected"]).all()
+                        and np.isfinite(d.arrays["cluster_current_a"]).all(), 5.0)
+        got = d.arrays["cell_voltage_v"]
+        assert np.isnan(got[1, 7]) and np.allclose(got[~np.isnan(v)], v[~np.isnan(v)], atol=5e-4)
+        assert d.arrays["cluster_current_a"][:, 0].tolist() == pytest.approx([-12.5, 0.0, 40.1])
+        assert d.arrays["cluster_connected"][:, 0].tolist() == [1, 1, 1]
+        assert d.arrays["cluster_charge_prohibited"][:, 0].tolist() == [0, 1, 0]
+        assert d.arrays["cluster_discharge_prohibited"][:, 0].tolist() == [0, 0, 1]
+    finally:
+        eng.stop()
+
+
+def test_array_planning_merges_across_clusters_and_refuses_a_stride_too_small():
+    from ems.comm.modbus_client import plan_array_blocks
+    p = shipped_profiles()["SIM-BAU"]
+    blocks = plan_array_blocks(p, 32, 396)
+    cells = [b for b in blocks if b.group == "cells"]
+    assert len(cells) == -(-32 * 400 // 125) and all(b.count <= 125 for b in blocks)
+    assert sum(k for b in cells for _, a, _, _, k in b.parts) == 32 * 396
+    with pytest.raises(ValueError, match="overlap"):
+        plan_array_blocks(p, 2, 401)                         # 401 cells do not fit the 400-register stride

@@ -120,7 +120,9 @@ def test_operator_commands_and_strategy_parameters_but_not_installation_or_users
     assert status == 200 and body["result"] == "done" and ctrl.operator["one_click_shutdown"] is True
     assert c.call("POST", "/commands/one_click_shutdown", {"value": "yes"})[0] == 400
     assert c.call("POST", "/commands/format_disk")[0] == 404
-    assert c.call("PATCH", "/parameters", {"self_use.reserve_soc_pct": 15})[0] == 200
+    status, body = c.call("PATCH", "/parameters", {"self_use.reserve_soc_pct": 15})
+    assert status == 200 and body["applied_live"] == ["self_use.reserve_soc_pct"] and not body["restart_required"]
+    assert ctrl._by_name["self_use"].cfg.reserve_soc_pct == 15.0, "the running controller took it"
     assert c.call("PATCH", "/parameters", {"battery.clusters": 2})[0] == 403
     assert c.call("PATCH", "/parameters", {"dispatch": {"allowed_clients": ["0.0.0.0"]}})[0] == 403
     assert c.call("GET", "/users")[0] == 403
@@ -132,7 +134,7 @@ def test_operator_commands_and_strategy_parameters_but_not_installation_or_users
 
 
 def test_an_invalid_parameter_change_is_refused_with_the_reason_and_changes_nothing(site):
-    server, cfg_path, *_ = site
+    server, cfg_path, ctrl, _ = site
     c = Client(server.port).login("inst")
     before = cfg_path.read_text()
     status, body = c.call("PATCH", "/parameters", {"self_use.reserve_soc_pct": 150, "battery.clusters": 2})
@@ -142,7 +144,8 @@ def test_an_invalid_parameter_change_is_refused_with_the_reason_and_changes_noth
     assert c.call("PATCH", "/parameters", b"{not json")[0] == 400
     assert cfg_path.read_text() == before
     status, body = c.call("PATCH", "/parameters", {"battery": {"clusters": 2}})
-    assert status == 200 and body["restart_required"] is True
+    assert status == 200 and body["restart_required"] is True and body["after_restart"] == ["battery.clusters"]
+    assert ctrl.cfg.battery.clusters == 1, "a battery change waits for the restart"
     assert load_site(cfg_path).battery.clusters == 2 and load_site(cfg_path).site.name == "api-test"
 
 
