@@ -27,21 +27,38 @@ class ModbusBms:
         self.cluster = np.zeros((cell_v.shape[0], 8))
         self.cluster[:, CL_INSULATION] = np.nan
         self._can_open = "open_contactors_mask" in d.profile.registers
+        # a cell is stale past its comm-loss age, or twice its own poll interval (temperatures are read slowly)
+        self._age_v = max(cell_max_age_s, 2 * d.profile.interval_s("cell_voltage_v"))
+        self._age_t = max(cell_max_age_s, 2 * d.profile.interval_s("cell_temperature_degc"))
+        self._reads = -1                     # the engine's array reads when last copied
+        self._aged_s = -np.inf               # when the cells' ages were last looked at
+        self._oldest_s = -np.inf             # the oldest cluster value's arrival
 
     def poll(self, now_s: float) -> None:
+        """Copy what the engine read since the last poll (the reads arrive about once a second; the fast loop
+        polls a hundred times as often) and age the cells every 100 ms."""
         d = self._d
-        for name, col in self.columns.items():
-            self.cluster[:, col] = d.arrays[name][:, 0]
-        flags = self.cluster[:, _FLAGS]
-        self.cluster[:, _FLAGS] = np.where(np.isnan(flags), 0.0, flags)     # an unreadable flag: not set
-        np.copyto(self.cell_v, d.arrays["cell_voltage_v"])
-        np.copyto(self.cell_t, d.arrays["cell_temperature_degc"])
-        age = self.cell_max_age_s
-        np.copyto(self.fresh, ((now_s - d.array_at_s["cell_voltage_v"]) <= age)
-                  & ((now_s - d.array_at_s["cell_temperature_degc"]) <= age), casting="unsafe")
+        moved = d.array_reads != self._reads
+        if moved:
+            self._reads = d.array_reads
+            for name, col in self.columns.items():
+                self.cluster[:, col] = d.arrays[name][:, 0]
+            flags = self.cluster[:, _FLAGS]
+            self.cluster[:, _FLAGS] = np.where(np.isnan(flags), 0.0, flags)     # an unreadable flag: not set
+            np.copyto(self.cell_v, d.arrays["cell_voltage_v"])
+            np.copyto(self.cell_t, d.arrays["cell_temperature_degc"])
+            self._oldest_s = min(float(d.array_at_s[name][:, 0].min()) for name in self.columns)
+        if moved or now_s - self._aged_s >= 0.1:
+            self._aged_s = now_s
+            np.copyto(self.fresh, ((now_s - d.array_at_s["cell_voltage_v"]) <= self._age_v)
+                      & ((now_s - d.array_at_s["cell_temperature_degc"]) <= self._age_t), casting="unsafe")
 
     def clusters_fresh(self, now_s: float, timeout_s: float = CLUSTER_TIMEOUT_S) -> bool:
-        return all(bool((now_s - self._d.array_at_s[name][:, 0] <= timeout_s).all()) for name in self.columns)
+        return now_s - self._oldest_s <= timeout_s
+
+    @property
+    def cluster_updates(self) -> int:
+        return self._reads
 
     def command(self, open_mask: int) -> None:
         """Open tripped clusters' contactors (a profile without open_contactors_mask cannot: the PCS is zeroed)."""

@@ -95,6 +95,10 @@ class BmsCanLink:
             fid = p.db.get_message_by_name(ref.message).frame_id
             self._cluster_ids.setdefault(fid, (ref.message, []))[1].append((ref.signal, _CLUSTER_COLUMNS[q], ref.scale))
         self.cluster_seen_s = {name: np.full(n, -np.inf) for name, _ in self._cluster_ids.values()}
+        self._oldest_s = -np.inf             # the oldest cluster frame's arrival (kept as frames arrive)
+        self._aged_s = -np.inf
+        self.last_rx_s: float | None = None  # when the last frame of any kind arrived
+        self.cluster_updates = 0             # cluster data taken so far (the device layer passes on only news)
         self._periodic_due = {"keepalive": -1.0, "command": -1.0}
         self._counter = {"keepalive": 0, "command": 0}
         self._open_mask: int | None = None
@@ -108,7 +112,7 @@ class BmsCanLink:
     # ------------------------------------------------------------------ receive
     def poll(self, now_s: float, max_frames: int = 100_000) -> int:
         """Drain what has arrived (non-blocking); send what is due; returns how many frames were taken."""
-        n = 0
+        n = cells_in = clusters_in = 0
         while n < max_frames:
             try:
                 msg = self.bus.recv(timeout=0.0)
@@ -124,6 +128,7 @@ class BmsCanLink:
             cells = self._cell_ids.get(msg.arbitration_id)
             if cells is not None:
                 cells.feed(bytes(msg.data), now_s, self.counters)
+                cells_in += 1
                 continue
             decoded = self.decoder.decode(msg.arbitration_id, bytes(msg.data))
             if decoded is None:
@@ -132,11 +137,18 @@ class BmsCanLink:
             cl = self._cluster_ids.get(msg.arbitration_id)
             if cl is not None:
                 self._cluster_frame(name, cl[1], signals, now_s)
+                clusters_in += 1
             else:
                 self.latest[name] = (signals, now_s)
+        if n:
+            self.last_rx_s = now_s
+        self.cluster_updates += clusters_in
+        if clusters_in:
+            self._oldest_s = min(float(seen.min()) for seen in self.cluster_seen_s.values())
         if self.profile.level == "stack":
             self._stack_as_cluster(now_s)
-        elif self.cells:
+        elif self.cells and (cells_in or now_s - self._aged_s >= 0.1):     # cells age every 100 ms
+            self._aged_s = now_s
             v, t = self.cells["voltage_v"].seen_s, self.cells["temperature_degc"].seen_s
             age = self.cell_max_age_s
             np.copyto(self.fresh, ((now_s - v) <= age) & ((now_s - t) <= age), casting="unsafe")
@@ -170,13 +182,13 @@ class BmsCanLink:
         row[CL_DCHG_PROHIBITED] = float(s["discharge_enable"] == 0) if s["discharge_enable"] is not None else 0.0
         self.cell_v[0, :] = s["voltage_v"] / self.cell_v.shape[1]
         self.cell_t[0, :] = s["temperature_degc"]
-        self.cluster_seen_s.setdefault("stack", np.full(self.cluster.shape[0], -np.inf))[:] = now_s
+        if self._oldest_s != now_s:
+            self.cluster_updates += 1
+        self._oldest_s = now_s
 
     def clusters_fresh(self, now_s: float, timeout_s: float = CLUSTER_TIMEOUT_S) -> bool:
         """Every cluster's messages arrived within timeout_s (else the stack counts as lost)."""
-        if not self.cluster_seen_s:
-            return False
-        return all(bool((now_s - seen <= timeout_s).all()) for seen in self.cluster_seen_s.values())
+        return now_s - self._oldest_s <= timeout_s
 
     def value(self, message: str, now_s: float) -> dict | None:
         """The message's latest signals, or None once older than its timeout (or never received)."""

@@ -338,6 +338,8 @@ class DispatchServer:
     def apply(self, ctrl) -> int:
         """Hand the queued remote commands to the controller (fast loop); returns how many."""
         n = 0
+        if self.commands.empty():           # the common case, without an exception per tick
+            return n
         while True:
             try:
                 item = self.commands.get_nowait()

@@ -74,9 +74,13 @@ class Debouncer:
         self.inverted = frozenset(inverted)
         self.stable: dict[str, bool] = {}
         self._pending: dict[str, tuple[bool, float]] = {}
+        self._last: dict[str, bool] | None = None
 
     def update(self, raw: dict[str, bool], now_s: float) -> dict[str, bool]:
         """Feed raw levels; returns the inputs whose debounced, polarity-corrected state changed."""
+        if not self._pending and raw == self._last:
+            return {}                        # nothing moved and nothing is waiting out its debounce
+        self._last = dict(raw)
         changed = {}
         for name in (raw.keys() | self.inverted) if self.inverted else raw:
             level = raw.get(name, False)

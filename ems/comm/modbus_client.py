@@ -178,6 +178,7 @@ class Device:
     cells: int = 0
     arrays: dict[str, np.ndarray] = field(default_factory=dict)      # name → (clusters, elements) values
     array_at_s: dict[str, np.ndarray] = field(default_factory=dict)  # … and each element's arrival time
+    array_reads: int = 0                  # array blocks stored so far (a reader copies only when it moved)
     _init_done: bool = False
     _chain_reported: bool = False
 
@@ -321,6 +322,7 @@ class Channel:
         for off, a, c, e0, k in b.parts:
             d.arrays[a.name][c, e0:e0 + k] = decode_array(a, w[off:off + k * a.words])
             d.array_at_s[a.name][c, e0:e0 + k] = at
+        d.array_reads += 1
 
     async def _write(self, d: Device, name: str, value: float) -> bool:
         r = d.profile.registers[name]
@@ -508,12 +510,14 @@ class ModbusEngine:
     def hold(self, device: str, name: str, value: float, refresh_s: float = 1.0) -> None:
         """Keep `value` written to a writable register: at once when it changes, then every refresh_s."""
         ch, d = self._by_device[device]
+        key = (device, name)
+        h = ch.holds.get(key)
+        if h is not None and h.value == value and h.refresh_s == refresh_s:
+            return                           # held already: the channel refreshes it by itself
         r = d.profile.registers.get(name)
         if r is None or not r.writable:
             raise ValueError(f"{device}: {name!r} is not a writable register of {d.profile.model}")
         r.check(value)                       # range and type checked here, in the caller's thread
-        key = (device, name)
-        h = ch.holds.get(key)
         if h is None:
             ch.holds[key] = _Hold(float(value), refresh_s)
         elif h.value != value or h.refresh_s != refresh_s:

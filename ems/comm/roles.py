@@ -86,6 +86,8 @@ def check_role(profile: Profile, role: str) -> None:
 
 
 def poll_interval_s(profile: Profile, role: str) -> float:
-    """The slowest poll of what the role reads (its comm-loss age must allow for it)."""
-    return max((profile.interval_s(n) for n in role_reads(role)), default=0.0)
+    """The slowest poll of what the role's comm supervision watches (its comm-loss age must allow for it): for
+    a BMS its cluster values; its cells go stale on their own, each after twice its poll interval."""
+    watched = [n for n in role_reads(role) if not (role == "bms" and n.startswith("cell_"))]
+    return max((profile.interval_s(n) for n in watched), default=0.0)
 

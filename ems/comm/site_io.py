@@ -99,6 +99,7 @@ class SiteIo:
                             "pcs" if "pcs" in profile and profile["pcs"].flag("grid_forming") else "assumed")
         self._grid_flag = profile["pcs"].flag("grid_forming") if self.grid_source == "pcs" else None
         self._raw: dict[str, bool] = {}
+        self._bms_seen = -1
         self._contact_errors = 0
         self._contact_error_logged_s = -1e18
 
@@ -169,7 +170,8 @@ class SiteIo:
             self._alarm_word(ctrl, dev, r, dev_id)
         if self.bms is not None:
             self.bms.poll(now_s)
-            if self.bms.clusters_fresh(now_s):
+            if self.bms.clusters_fresh(now_s) and self.bms.cluster_updates != self._bms_seen:
+                self._bms_seen = self.bms.cluster_updates     # only news: the cluster data changes every 100 ms
                 t = self.bms.cluster
                 ctrl.update_bms(None, None, t[:, CL_V], t[:, CL_I], t[:, CL_CHG_A], t[:, CL_DCHG_A], t[:, CL_CONNECTED],
                                 t[:, CL_CHG_PROHIBITED], t[:, CL_DCHG_PROHIBITED], t[:, CL_INSULATION])

@@ -319,7 +319,8 @@ class Controller:
         c.pcs_run = not (self.operator["one_click_shutdown"] or self.operator["pcs_off"] or stop or self._pcs_stop_by)
         q = self._reactive
         c.pcs_reactive_var = q[0] if (q is not None and c.pcs_run and self.clock.monotonic_s() <= q[1]) else 0.0
-        c.open_contactors = tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
+        c.open_contactors = (tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
+                             if b.results[L.TO_ANY_TRIPPED] else ())
         self._set_output("trip", bool(c.open_contactors))
         c.balancing = b.balancing
         c.pv_limit_w = self._pv_limit(sp)

@@ -133,8 +133,10 @@ class SiteRecords:
         `devices_fn` (the Modbus engine's rows; a CAN BMS is the battery rows here)."""
         cfg, lost = self.cfg, self.ctrl.comm_lost
         dv = cfg.devices
-        if dv.bms == "modbus":
-            protocol, addr = "modbus", next((f"{d.name}" for d in dv.modbus if d.role == "bms"), "-")
+        others = self.devices_fn() if self.devices_fn is not None else []
+        if dv.bms == "modbus":         # the BAU's own row is the battery rows here (one device ID each)
+            bau = next((r for r in others if r.get("role") == "bms"), None)
+            protocol, addr = (bau["protocol"], bau["address"]) if bau else ("modbus", "-")
         else:
             protocol = "can"
             addr = (f"socketcand:{dv.can_host}:{dv.can_port}/{dv.can_channel}" if dv.can_interface == "socketcand"
@@ -147,9 +149,9 @@ class SiteRecords:
         rows += [{"device_id": cluster_id(c), "name": f"Battery cluster{c + 1:02d}", "protocol": protocol,
                   "model": "-", "address": addr, "cycle_ms": 100.0, "status": bms,
                   "last_seen": None if bms == "lost" else t} for c in range(cfg.battery.clusters)]
-        if self.devices_fn is not None:
-            for r in self.devices_fn():
-                if r["protocol"] == "can":
+        if others:
+            for r in others:
+                if r["protocol"] == "can" or r.get("role") == "bms":
                     continue                 # the battery rows above
                 seen = r.get("last_seen_s_ago")
                 rows.append({"device_id": r["device_id"], "name": r["name"], "protocol": r["protocol"],

@@ -73,6 +73,7 @@ class DirectBms:
         self._temp_version = -1
         self._faults_sent: set = set()
         self._fresh = False
+        self.cluster_updates = 0
 
     def poll(self, now_s: float) -> None:
         site = self.site
@@ -80,6 +81,7 @@ class DirectBms:
         if not self._fresh:
             return
         st = site.plant.stack
+        self.cluster_updates += 1
         chg, dchg, chp, dchp = st.limits()
         t = self.cluster
         t[:, CL_V], t[:, CL_I], t[:, CL_CHG_A], t[:, CL_DCHG_A] = st.cluster_voltage(), st.cluster_i_a, chg, dchg

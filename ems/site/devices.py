@@ -100,13 +100,11 @@ class SiteDevices:
         rows = self.engine.status()
         if self.can is not None:
             link = self.bms
-            seen = [float(s.max()) for s in link.cluster_seen_s.values()]
-            last = max(seen) if seen else None
-            now = time.monotonic()
+            last, now = link.last_rx_s, time.monotonic()
             rows.append({"name": "bms", "device_id": STACK_ID, "role": "bms", "protocol": "can",
                          "model": self.cfg.devices.can_profile, "address": self.can.label, "cycle_ms": 100.0,
                          "status": "online" if link.clusters_fresh(now) else self.can.state,
-                         "last_seen_s_ago": None if last is None or last == float("-inf") else round(now - last, 3),
+                         "last_seen_s_ago": None if last is None else round(now - last, 3),
                          "requests": 0, "errors": self.can.errors + link.counters["malformed"]
                          + link.counters["wrong_length"], "timeouts": 0})
         return rows
