@@ -1,4 +1,5 @@
-"""Simulation speed (a day at 1 s steps), real-time fast-loop jitter, slow-loop duration.
+"""Simulation speed (a day at 1 s steps); the controller's real-time fast-loop jitter and slow-loop duration, with
+the simulated site in a process of its own (`ems run --config` against `ems sim-site`: the board's path).
 
 Reported by benchmarks/report.py next to the kernel table; never asserted in tests.
 """
@@ -8,9 +9,12 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from ems.comm.net import free_port
 from ems.config import site_from_dict
-from ems.sim.live import run_live
+from ems.config.load import load_site
 from ems.sim.runner import simulate
+from ems.site.runtime import run_site
+from tests.procs import sim_site
 from ems.sim.scenario import Simulation
 
 SITES = {
@@ -38,13 +42,21 @@ RT_MODES = {
 
 
 @pytest.mark.parametrize("mode", list(RT_MODES))
-def test_bench_realtime_loop_jitter(benchmark, mode):
-    """60 s of `ems run` in real time on the demo site; period error of the 10 ms fast loop, with and without
-    the real-time settings (a refused setting is reported in the output, and the run goes on without it)."""
+def test_bench_realtime_loop_jitter(benchmark, mode, tmp_path):
+    """60 s of the controller in real time on the demo site, its devices `ems sim-site` in another process;
+    period error of the 10 ms fast loop, with and without the real-time settings (a refused setting is
+    reported in the output, and the run goes on without it)."""
+    import tomli_w
+    base = tmp_path / "base.toml"
+    base.write_bytes(tomli_w.dumps({"dispatch": {"port": free_port()}, **RT_MODES[mode]}).encode())
+    sim = sim_site(tmp_path, base)
     probe = {}
     out = io.StringIO()
-    benchmark.pedantic(run_live, args=(site_from_dict(RT_MODES[mode]), 60.0), kwargs=dict(out=out, probe=probe),
-                       rounds=1, iterations=1)
+    try:
+        benchmark.pedantic(run_site, args=(load_site(sim.site_file), 60.0), kwargs=dict(out=out, probe=probe),
+                           rounds=1, iterations=1)
+    finally:
+        sim.stop()
     rt_line = next((line for line in out.getvalue().splitlines() if line.startswith(("real-time", "not applied"))), "")
     period_ms = np.diff(probe["tick_start_s"]) * 1e3
     err = np.abs(period_ms - 10.0)

@@ -16,7 +16,7 @@ from tests.procs import EmsRun, control, sim_site, status_lines
 INVALID_S32 = (0x8000, 0x0000)
 
 
-def base_site(tmp_path, body: str = "") -> "Path":
+def base_site(tmp_path, body: str = ""):
     """A site file for a test: its own dispatch port (no clash with another run), no devices of its own unless
     `body` names them (the simulated site adds its own on free loopback ports)."""
     f = tmp_path / "base.toml"

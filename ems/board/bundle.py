@@ -25,6 +25,10 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:                   # for the annotations only: the module itself imports cryptography lazily
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 def _crypto():

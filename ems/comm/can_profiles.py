@@ -54,7 +54,7 @@ from pathlib import Path
 
 import cantools
 
-from ems.comm.profiles import ProfileError, _Checker, _header_lines, _key_line, _read_toml
+from ems.comm.profiles import ProfileError, Checker, header_lines, key_line, read_profile_toml, load_folder
 
 LEVELS = ("cell", "stack")
 CLUSTER_QUANTITIES = {"voltage_v": True, "current_a": True, "charge_limit_a": True, "discharge_limit_a": True,
@@ -116,26 +116,26 @@ class CanProfile:
 
 def load_can_profile(path: str | Path) -> CanProfile:
     path = Path(path)
-    data, lines = _read_toml(path)
-    ck = _Checker(path, lines)
+    data, lines = read_profile_toml(path)
+    ck = Checker(path, lines)
     ck.unknown_keys(data, TOP_KEYS, 0, "top level")
     dev = data.get("device", {}) if isinstance(data.get("device"), dict) else {}
-    dev_line = (_header_lines(lines, "device") or [1])[0]
+    dev_line = (header_lines(lines, "device") or [1])[0]
     ck.unknown_keys(dev, DEVICE_KEYS, dev_line, "[device]")
     if dev.get("kind") != "bms":
-        ck.bad(_key_line(lines, dev_line, "kind"), f"[device] kind {dev.get('kind')!r} must be \"bms\"")
+        ck.bad(key_line(lines, dev_line, "kind"), f"[device] kind {dev.get('kind')!r} must be \"bms\"")
     level = dev.get("level")
     if level not in LEVELS:
-        ck.bad(_key_line(lines, dev_line, "level"), f"[device] level {level!r} must be cell or stack")
+        ck.bad(key_line(lines, dev_line, "level"), f"[device] level {level!r} must be cell or stack")
     db = None
     dbc = dev.get("dbc")
     if not isinstance(dbc, str):
-        ck.bad(_key_line(lines, dev_line, "dbc"), "[device] dbc must name the DBC file beside this profile")
+        ck.bad(key_line(lines, dev_line, "dbc"), "[device] dbc must name the DBC file beside this profile")
     else:
         try:
             db = cantools.database.load_string((path.parent / dbc).read_text(encoding="ascii"), database_format="dbc")
         except (OSError, UnicodeError, cantools.database.UnsupportedDatabaseFormatError, ValueError) as exc:
-            ck.bad(_key_line(lines, dev_line, "dbc"), f"[device] dbc {dbc!r}: {exc}")
+            ck.bad(key_line(lines, dev_line, "dbc"), f"[device] dbc {dbc!r}: {exc}")
     if db is None:
         raise ProfileError(ck.problems)
     refs = _Refs(ck, db)
@@ -144,18 +144,18 @@ def load_can_profile(path: str | Path) -> CanProfile:
     p = CanProfile(str(path), dev.get("model", path.stem), str(dev.get("vendor", "")), level or "cell", db,
                    timeouts, optional)
     cl = data.get("cluster", {})
-    cl_line = (_header_lines(lines, "cluster") or [0])[0]
+    cl_line = (header_lines(lines, "cluster") or [0])[0]
     if cl:
         ck.unknown_keys(cl, set(CLUSTER_QUANTITIES) | {"index"}, cl_line, "[cluster]")
         p.cluster_index = cl.get("index")
         p.cluster = {q: r for q in CLUSTER_QUANTITIES if (r := refs.signal(cl, q, cl_line, "cluster")) is not None}
         for q, r in p.cluster.items():
             if not isinstance(p.cluster_index, str) or not refs.has(r.message, p.cluster_index):
-                ck.bad(_key_line(lines, cl_line, "index"), f"[cluster] index {p.cluster_index!r} must be a signal "
+                ck.bad(key_line(lines, cl_line, "index"), f"[cluster] index {p.cluster_index!r} must be a signal "
                                                            f"of every cluster message ({r.message} has none)")
                 break
     st = data.get("stack", {})
-    st_line = (_header_lines(lines, "stack") or [0])[0]
+    st_line = (header_lines(lines, "stack") or [0])[0]
     ck.unknown_keys(st, set(STACK_QUANTITIES), st_line, "[stack]")
     p.stack = {q: r for q in STACK_QUANTITIES if (r := refs.signal(st, q, st_line, "stack")) is not None}
     for q in CELL_QUANTITIES:
@@ -164,16 +164,16 @@ def load_can_profile(path: str | Path) -> CanProfile:
             cell = refs.cells(raw, q)
             if cell is not None:
                 p.cells[q] = cell
-    ck.unknown_keys(data.get("cells") or {}, set(CELL_QUANTITIES), (_header_lines(lines, "cells") or [0])[0],
+    ck.unknown_keys(data.get("cells") or {}, set(CELL_QUANTITIES), (header_lines(lines, "cells") or [0])[0],
                     "[cells]")
     p.command = refs.periodic(data.get("command"), "command", open_contactors=True)
     p.keepalive = refs.periodic(data.get("keepalive"), "keepalive")
     fl = data.get("flags", {})
-    fl_line = (_header_lines(lines, "flags") or [0])[0]
+    fl_line = (header_lines(lines, "flags") or [0])[0]
     ck.unknown_keys(fl, {"bits", "states"}, fl_line, "[flags]")
     for key in ("bits", "states"):
         if key in fl and fl[key] not in refs.signals:
-            ck.bad(_key_line(lines, fl_line, key), f"[flags] {key}: no message {fl[key]!r} in the DBC")
+            ck.bad(key_line(lines, fl_line, key), f"[flags] {key}: no message {fl[key]!r} in the DBC")
     p.flag_bits, p.flag_states = fl.get("bits"), fl.get("states")
     required = CLUSTER_QUANTITIES if p.level == "cell" else STACK_QUANTITIES
     have = p.cluster if p.level == "cell" else p.stack
@@ -193,7 +193,7 @@ def load_can_profile(path: str | Path) -> CanProfile:
 class _Refs:
     """Checks references to the DBC's messages and signals, reporting at the line of their key."""
 
-    def __init__(self, ck: _Checker, db):
+    def __init__(self, ck: Checker, db):
         self.ck, self.db = ck, db
         self.signals = {m.name: {s.name for s in m.signals} for m in db.messages}
 
@@ -201,13 +201,13 @@ class _Refs:
         return signal in self.signals.get(message, ())
 
     def timeouts(self, raw, table: str) -> dict[str, float]:
-        line = (_header_lines(self.ck.lines, table) or [0])[0]
+        line = (header_lines(self.ck.lines, table) or [0])[0]
         out = {}
         for name, t in (raw or {}).items():
             if name not in self.signals:
-                self.ck.bad(_key_line(self.ck.lines, line, name), f"[{table}] no message {name!r} in the DBC")
+                self.ck.bad(key_line(self.ck.lines, line, name), f"[{table}] no message {name!r} in the DBC")
             elif isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 3600:
-                self.ck.bad(_key_line(self.ck.lines, line, name), f"[{table}] {name}: timeout must be a number of "
+                self.ck.bad(key_line(self.ck.lines, line, name), f"[{table}] {name}: timeout must be a number of "
                                                                   f"seconds above 0 up to 3600, got {t!r}")
             else:
                 out[name] = float(t)
@@ -217,7 +217,7 @@ class _Refs:
         raw = table.get(key)
         if raw is None:
             return None
-        line = _key_line(self.ck.lines, header, key)
+        line = key_line(self.ck.lines, header, key)
         scale = 1.0
         if isinstance(raw, dict):
             unknown = set(raw) - {"signal", "scale"}
@@ -238,7 +238,7 @@ class _Refs:
         return SignalRef(message, signal, float(scale))
 
     def cells(self, raw, q: str) -> CellMessage | None:
-        line = (_header_lines(self.ck.lines, f"cells.{q}") or [0])[0]
+        line = (header_lines(self.ck.lines, f"cells.{q}") or [0])[0]
         where = f"[cells.{q}]"
         if not isinstance(raw, dict):
             self.ck.bad(line, f"{where} must be a table")
@@ -246,7 +246,7 @@ class _Refs:
         self.ck.unknown_keys(raw, {"message", "cluster", "group", "signals", "not_available"}, line, where)
         msg, sigs = raw.get("message"), raw.get("signals")
         if msg not in self.signals:
-            self.ck.bad(_key_line(self.ck.lines, line, "message"), f"{where} no message {msg!r} in the DBC")
+            self.ck.bad(key_line(self.ck.lines, line, "message"), f"{where} no message {msg!r} in the DBC")
             return None
         names = [raw.get("cluster"), raw.get("group")] + (list(sigs) if isinstance(sigs, list) else [])
         missing = [n for n in names if not isinstance(n, str) or not self.has(msg, n)]
@@ -255,23 +255,23 @@ class _Refs:
             return None
         na = raw.get("not_available")
         if na is not None and (isinstance(na, bool) or not isinstance(na, int)):
-            self.ck.bad(_key_line(self.ck.lines, line, "not_available"), f"{where} not_available must be a raw integer")
+            self.ck.bad(key_line(self.ck.lines, line, "not_available"), f"{where} not_available must be a raw integer")
             na = None
         return CellMessage(msg, raw["cluster"], raw["group"], tuple(sigs), na)
 
     def periodic(self, raw, table: str, open_contactors: bool = False) -> Periodic | None:
         if raw is None:
             return None
-        line = (_header_lines(self.ck.lines, table) or [0])[0]
+        line = (header_lines(self.ck.lines, table) or [0])[0]
         keys = {"message", "counter", "period_s"} | ({"open_contactors"} if open_contactors else set())
         self.ck.unknown_keys(raw, keys, line, f"[{table}]")
         msg = raw.get("message")
         if msg not in self.signals:
-            self.ck.bad(_key_line(self.ck.lines, line, "message"), f"[{table}] no message {msg!r} in the DBC")
+            self.ck.bad(key_line(self.ck.lines, line, "message"), f"[{table}] no message {msg!r} in the DBC")
             return None
         for key in keys - {"message", "period_s"}:
             if key in raw and not self.has(msg, raw[key]):
-                self.ck.bad(_key_line(self.ck.lines, line, key), f"[{table}] {key}: no signal {raw[key]!r} in {msg}")
+                self.ck.bad(key_line(self.ck.lines, line, key), f"[{table}] {key}: no signal {raw[key]!r} in {msg}")
                 return None
         if open_contactors and "open_contactors" not in raw:
             self.ck.bad(line, f"[{table}] needs open_contactors (the signal whose bit N opens cluster N)")
@@ -280,26 +280,11 @@ class _Refs:
         return Periodic(msg, raw.get("counter"), float(period), raw.get("open_contactors"))
 
 
-def _load_folder(root, into: dict[str, CanProfile], problems: list) -> None:
-    known = {str(Path(p.path).resolve()) for p in into.values()}
-    for f in sorted(root.iterdir(), key=lambda p: p.name):
-        if f.name.endswith(".toml") and str(Path(str(f)).resolve()) not in known:
-            try:
-                p = load_can_profile(Path(str(f)))
-            except ProfileError as exc:
-                problems += exc.problems
-                continue
-            if p.model in into:
-                problems.append((p.path, 1, f"model {p.model} already defined in {into[p.model].path}"))
-                continue
-            into[p.model] = p
-
-
 @lru_cache(maxsize=1)
 def _shipped() -> tuple[tuple[str, CanProfile], ...]:
     out: dict[str, CanProfile] = {}
     problems: list = []
-    _load_folder(resources.files("ems.drivers").joinpath("can"), out, problems)
+    load_folder(resources.files("ems.drivers").joinpath("can"), out, problems, load_can_profile, recursive=False)
     if problems:
         raise ProfileError(problems)
     return tuple(out.items())
@@ -311,7 +296,7 @@ def can_profiles(profiles_dir: str | Path | None = None) -> dict[str, CanProfile
     folder = Path(profiles_dir) / "can" if profiles_dir else None
     if folder is not None and folder.is_dir():
         problems: list = []
-        _load_folder(folder, out, problems)
+        load_folder(folder, out, problems, load_can_profile, recursive=False)
         if problems:
             raise ProfileError(problems)
     return out

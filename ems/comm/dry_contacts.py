@@ -112,6 +112,8 @@ class ModbusContacts:
         self.inputs = {c.name: c.channel for c in channels if c.name in KNOWN_INPUTS}
         self.outputs = {c.name: c.channel for c in channels if c.name in DO_NAMES}
         self._seen_at: float | None = None
+        self._bits: int | None = None
+        self._levels: dict[str, bool] = {}
 
     def wired_inputs(self) -> tuple[str, ...]:
         return tuple(self.inputs)
@@ -122,7 +124,10 @@ class ModbusContacts:
             return None
         self._seen_at = sample[1]
         bits = int(sample[0])
-        return {name: bool(bits >> ch & 1) for name, ch in self.inputs.items()}
+        if bits != self._bits:                # the same word: the same levels (a new reading all the same)
+            self._bits = bits
+            self._levels = {name: bool(bits >> ch & 1) for name, ch in self.inputs.items()}
+        return self._levels
 
     def write_outputs(self, outputs: dict[str, bool]) -> None:
         mask = 0

@@ -125,13 +125,13 @@ class Profile:
 
 
 # ---------------------------------------------------------------------------------------------- lines
-def _header_lines(lines: list[str], table: str) -> list[int]:
+def header_lines(lines: list[str], table: str) -> list[int]:
     """1-based lines of every `[table]` or `[[table]]` header."""
     pat = re.compile(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
     return [n for n, line in enumerate(lines, start=1) if pat.match(line)]
 
 
-def _key_line(lines: list[str], header: int, key: str) -> int:
+def key_line(lines: list[str], header: int, key: str) -> int:
     """The line of `key = …` inside the table whose header is on line `header` (else the header's line;
     header 0: the top of the file, before any table)."""
     for n in range(header, len(lines)):          # lines after the header (0-based index = line number)
@@ -142,7 +142,7 @@ def _key_line(lines: list[str], header: int, key: str) -> int:
     return max(header, 1)
 
 
-class _Checker:
+class Checker:
     """Collects problems of one file, each with the line of the key it concerns."""
 
     def __init__(self, path: Path, lines: list[str]):
@@ -155,7 +155,7 @@ class _Checker:
     def unknown_keys(self, table: dict, known: set[str], header: int, where: str) -> None:
         for key in table:
             if key not in known:
-                self.bad(_key_line(self.lines, header, key),
+                self.bad(key_line(self.lines, header, key),
                          f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
     def number(self, raw: dict, key: str, header: int, where: str, default, lo=-math.inf, hi=math.inf,
@@ -170,12 +170,12 @@ class _Checker:
             what = "a whole number" if integer else "a number"
             rng = f" {'above' if lo_open else 'from'} {lo:g}" if lo > -math.inf else ""
             rng += f" up to {hi:g}" if hi < math.inf else ""
-            self.bad(_key_line(self.lines, header, key), f"{where}: {key} must be {what}{rng}, got {v!r}")
+            self.bad(key_line(self.lines, header, key), f"{where}: {key} must be {what}{rng}, got {v!r}")
             return default
         return v
 
 
-def _read_toml(path: Path) -> tuple[dict, list[str]]:
+def read_profile_toml(path: Path) -> tuple[dict, list[str]]:
     text = path.read_text(encoding="utf-8")
     try:
         return tomllib.loads(text), text.splitlines()
@@ -188,24 +188,24 @@ def _read_toml(path: Path) -> tuple[dict, list[str]]:
 # ---------------------------------------------------------------------------------------------- loading
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
-    data, lines = _read_toml(path)
-    ck = _Checker(path, lines)
+    data, lines = read_profile_toml(path)
+    ck = Checker(path, lines)
     ck.unknown_keys(data, TOP_KEYS, 0, "top level")
     dev = data.get("device", {})
-    dev_line = (_header_lines(lines, "device") or [1])[0]
+    dev_line = (header_lines(lines, "device") or [1])[0]
     if not isinstance(dev, dict):
         ck.bad(dev_line, "[device] must be a table")
         dev = {}
     ck.unknown_keys(dev, DEVICE_KEYS, dev_line, "[device]")
     kind = dev.get("kind")
     if kind not in KINDS:
-        ck.bad(_key_line(lines, dev_line, "kind"), f"[device] kind {kind!r} must be one of {', '.join(KINDS)}")
+        ck.bad(key_line(lines, dev_line, "kind"), f"[device] kind {kind!r} must be one of {', '.join(KINDS)}")
     for key in ("vendor", "model", "description"):
         if key in dev and not isinstance(dev[key], str):
-            ck.bad(_key_line(lines, dev_line, key), f"[device] {key} must be a string")
+            ck.bad(key_line(lines, dev_line, key), f"[device] {key} must be a string")
     default_order = dev.get("word_order", "big")
     if default_order not in WORD_ORDERS:
-        ck.bad(_key_line(lines, dev_line, "word_order"), f"[device] word_order {default_order!r} must be big or little")
+        ck.bad(key_line(lines, dev_line, "word_order"), f"[device] word_order {default_order!r} must be big or little")
         default_order = "big"
     merge_gap = ck.number(dev, "merge_gap", dev_line, "[device]", 0, 0, 100, integer=True)
     max_block = ck.number(dev, "max_block", dev_line, "[device]", 125, 2, 125, integer=True)
@@ -214,7 +214,7 @@ def load_profile(path: str | Path) -> Profile:
         try:
             layout = sunspec_chain([int(m) for m in dev["sunspec_chain"]])
         except (KeyError, TypeError, ValueError) as exc:
-            ck.bad(_key_line(lines, dev_line, "sunspec_chain"),
+            ck.bad(key_line(lines, dev_line, "sunspec_chain"),
                    f"[device] sunspec_chain {dev['sunspec_chain']!r}: not a list of SunSpec model IDs ({exc})")
     groups = _groups(data.get("groups", {}), ck)
     regs = _registers(data.get("register", []), ck, layout, groups, default_order)
@@ -232,7 +232,7 @@ def load_profile(path: str | Path) -> Profile:
                            f"same function without a scale factor of its own")
     init_writes = dev.get("init_writes", {})
     if not isinstance(init_writes, dict):
-        ck.bad(_key_line(lines, dev_line, "init_writes"), "[device] init_writes must be a table")
+        ck.bad(key_line(lines, dev_line, "init_writes"), "[device] init_writes must be a table")
         init_writes = {}
     for n, v in init_writes.items():
         r = regs.get(n)
@@ -241,7 +241,7 @@ def load_profile(path: str | Path) -> Profile:
                 raise ValueError(f"{n!r} is not a register of this profile")
             r.check(v)
         except ValueError as exc:
-            ck.bad((_header_lines(lines, "device.init_writes") or [dev_line])[0], f"[device.init_writes] {exc}")
+            ck.bad((header_lines(lines, "device.init_writes") or [dev_line])[0], f"[device.init_writes] {exc}")
     arrays = _arrays(data.get("array", []), ck, groups, default_order)
     if arrays and kind != "bms":
         ck.bad(arrays[next(iter(arrays))].line, "[[array]] is for BMS profiles (kind = \"bms\")")
@@ -252,14 +252,14 @@ def load_profile(path: str | Path) -> Profile:
                    max_block, {n: float(v) for n, v in init_writes.items()}, expected, arrays)
 
 
-def _groups(raw, ck: _Checker) -> dict[str, float]:
-    line = (_header_lines(ck.lines, "groups") or [1])[0]
+def _groups(raw, ck: Checker) -> dict[str, float]:
+    line = (header_lines(ck.lines, "groups") or [1])[0]
     if not isinstance(raw, dict):
         ck.bad(line, "[groups] must be a table of name = { interval_ms = … }")
         return {}
     groups = {}
     for name, g in raw.items():
-        at = _key_line(ck.lines, line, name)
+        at = key_line(ck.lines, line, name)
         if not isinstance(g, dict):
             ck.bad(at, f"[groups] {name}: must be {{ interval_ms = … }}")
             continue
@@ -274,14 +274,14 @@ def _groups(raw, ck: _Checker) -> dict[str, float]:
     return groups
 
 
-def _registers(raw_list, ck: _Checker, layout, groups: dict, default_order: str) -> dict[str, Register]:
-    headers = _header_lines(ck.lines, "register")
+def _registers(raw_list, ck: Checker, layout, groups: dict, default_order: str) -> dict[str, Register]:
+    headers = header_lines(ck.lines, "register")
     regs: dict[str, Register] = {}
     for i, raw in enumerate(raw_list if isinstance(raw_list, list) else []):
         line = headers[i] if i < len(headers) else 0
 
         def at(key: str, header=line) -> int:
-            return _key_line(ck.lines, header, key)
+            return key_line(ck.lines, header, key)
 
         if not isinstance(raw, dict):
             ck.bad(line, "[[register]] must be a table")
@@ -348,7 +348,7 @@ def _registers(raw_list, ck: _Checker, layout, groups: dict, default_order: str)
     return regs
 
 
-def _bit_table(raw: dict, key: str, typ: str, ck: _Checker, line: int, where: str, ok, form: str) -> tuple:
+def _bit_table(raw: dict, key: str, typ: str, ck: Checker, line: int, where: str, ok, form: str) -> tuple:
     """`flags = { name = bit }` → ((name, bit), …); `alarm_bits = { bit = code }` → ((bit, code), …), the codes
     checked against the alarm catalogue."""
     table = raw.get(key)
@@ -379,8 +379,8 @@ def _bit_table(raw: dict, key: str, typ: str, ck: _Checker, line: int, where: st
     return tuple(sorted(out))
 
 
-def _arrays(raw_list, ck: _Checker, groups: dict, default_order: str) -> dict[str, ArraySpec]:
-    headers = _header_lines(ck.lines, "array")
+def _arrays(raw_list, ck: Checker, groups: dict, default_order: str) -> dict[str, ArraySpec]:
+    headers = header_lines(ck.lines, "array")
     out: dict[str, ArraySpec] = {}
     for i, raw in enumerate(raw_list if isinstance(raw_list, list) else []):
         line = headers[i] if i < len(headers) else 0
@@ -390,7 +390,7 @@ def _arrays(raw_list, ck: _Checker, groups: dict, default_order: str) -> dict[st
         name = raw.get("name")
         where = f"array {name if isinstance(name, str) else i}"
         ck.unknown_keys(raw, ARRAY_KEYS, line, where)
-        at = lambda key: _key_line(ck.lines, line, key)     # noqa: E731 - local shorthand
+        at = lambda key: key_line(ck.lines, line, key)     # noqa: E731 - local shorthand
         if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in out:
             ck.bad(at("name"), f"{where}: name must be lower_snake_case and unique")
             continue
@@ -426,7 +426,7 @@ def _arrays(raw_list, ck: _Checker, groups: dict, default_order: str) -> dict[st
     return out
 
 
-def _check_overlaps(regs: dict[str, Register], ck: _Checker) -> None:
+def _check_overlaps(regs: dict[str, Register], ck: Checker) -> None:
     by_function: dict[int, list[Register]] = {}
     for r in regs.values():
         by_function.setdefault(r.function, []).append(r)
@@ -465,16 +465,20 @@ def _sunspec_register(raw: dict, layout, bad) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------- sets of profiles
-def _load_folder(root, into: dict[str, Profile], problems: list) -> None:
-    """Every *.toml below `root` (a Path or an importlib Traversable), in name order; a file already loaded
-    (the shipped folder itself, when a site file sits at the top of an editable install) is skipped."""
+def load_folder(root, into: dict, problems: list, loader=None, recursive: bool = True) -> None:
+    """Every *.toml in `root` (below it too when `recursive`; a Path or an importlib Traversable), in name
+    order, loaded by `loader` (default: a Modbus profile) into `into` by model; problems collected. A file
+    already loaded (the shipped folder itself, when a site file sits at the top of an editable install) is
+    skipped; a model defined twice is a problem."""
+    loader = loader or load_profile
     known = {str(Path(p.path).resolve()) for p in into.values()}
     for f in sorted(root.iterdir(), key=lambda p: p.name):
         if f.is_dir():
-            _load_folder(f, into, problems)
+            if recursive:
+                load_folder(f, into, problems, loader, recursive)
         elif f.name.endswith(".toml") and str(Path(str(f)).resolve()) not in known:
             try:
-                p = load_profile(Path(str(f)))
+                p = loader(Path(str(f)))
             except ProfileError as exc:
                 problems += exc.problems
                 continue
@@ -489,7 +493,7 @@ def _load_folder(root, into: dict[str, Profile], problems: list) -> None:
 def _shipped() -> tuple[tuple[str, Profile], ...]:
     out: dict[str, Profile] = {}
     problems: list = []
-    _load_folder(resources.files("ems.drivers").joinpath("modbus"), out, problems)
+    load_folder(resources.files("ems.drivers").joinpath("modbus"), out, problems)
     if problems:
         raise ProfileError(problems)
     return tuple(out.items())
@@ -507,7 +511,7 @@ def site_profiles(profiles_dir: str | Path | None) -> dict[str, Profile]:
     folder = Path(profiles_dir) / "modbus" if profiles_dir else None
     if folder is not None and folder.is_dir():
         problems: list = []
-        _load_folder(folder, out, problems)
+        load_folder(folder, out, problems)
         if problems:
             raise ProfileError(problems)
     return out

@@ -25,7 +25,7 @@ from ems.comm.can_link import (CL_CHG_A, CL_CHG_PROHIBITED, CL_CONNECTED, CL_DCH
 from ems.comm.dry_contacts import Debouncer
 from ems.comm.modbus_client import Device, Link, ModbusEngine
 from ems.comm.profiles import Profile, shipped_profiles
-from ems.comm.roles import ROLE_COMM, ROLE_DEVICE_IDS, ROLE_READS, ROLE_WRITES, check_role
+from ems.comm.roles import ROLE_COMM, ROLE_DEVICE_IDS, ROLE_READS, check_role
 from ems.control.io_map import SAFETY_INPUTS
 
 log = logging.getLogger("ems.site_io")
@@ -180,9 +180,9 @@ class SiteIo:
 
     def _alarm_word(self, ctrl, dev: str, r, dev_id: int) -> None:
         sample = self.modbus.sample(dev, r.name)
-        if sample is None or sample[0] is None or self._seen.get((dev, r.name)) == sample[1]:
-            return
-        self._seen[(dev, r.name)] = sample[1]
+        if sample is None or sample[0] is None or self._seen.get((dev, r.name)) == sample[0]:
+            return                            # nothing new: the word has not changed
+        self._seen[(dev, r.name)] = sample[0]
         for bit, code in r.alarm_bits:
             active = r.bit(sample[0], bit)
             key = (dev, r.name, bit)

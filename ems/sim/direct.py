@@ -41,12 +41,11 @@ class DirectModbus:
         return s
 
     def hold(self, device: str, name: str, value: float, refresh_s: float = 1.0) -> None:
-        r = self._devices[device].profile.registers[name]
-        r.check(value)
         key, now = (device, name), self.now_s()
         last = self._held.get(key)
         if last is not None and last[0] == value and now - last[1] < refresh_s:
             return
+        self._devices[device].profile.registers[name].check(value)
         store = self.site.stores[device]
         if not store.silent:
             store.write(name, float(value))

@@ -105,6 +105,9 @@ class SimSiteProcess:
     def __init__(self, cfg, step_s: float = 0.02, pv_profile: str = "cloudy", load_profile: str = "commercial",
                  load_peak_w: float = 80_000.0):
         self.cfg, self.step_s = cfg, step_s
+        # pymodbus logs a client's every disconnect at ERROR with its last frames: a controller stopping or
+        # restarting is normal life for a simulated device
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         self.io = IoThread("ems-sim-io")
         self.writes: collections.deque = collections.deque(maxlen=WRITE_LOG)
         self.events: collections.deque = collections.deque()      # from the control channel, for the loop
@@ -189,6 +192,9 @@ class SimSiteProcess:
         ev = parse_event(req, self.cfg, "request", problems, datetime.now(timezone.utc), timed=False)
         if ev is None:
             return {"ok": False, "error": "; ".join(str(p) for p in problems)}
+        sent = None
+        if ev.kind == "cell_fault" and req.get("now") and self.site.bms is not None:
+            sent = self._cell_frame_now(ev.args["cluster"], ev.args["cell"], float(ev.args["voltage_v"]))
         done = {"at": None, "error": None}
         self.events.append((ev, done))
         deadline = time.monotonic() + 2.0
@@ -196,7 +202,21 @@ class SimSiteProcess:
             await asyncio.sleep(0.002)   # the plant loop takes it at its next step
         if done["error"]:
             return {"ok": False, "error": done["error"]}
-        return {"ok": done["at"] is not None, "applied_at_s": done["at"]}
+        return {"ok": done["at"] is not None, "applied_at_s": done["at"], **({"sent_at_s": sent} if sent else {})}
+
+    def _cell_frame_now(self, cluster: int, cell: int, voltage_v: float) -> float:
+        """`cell_fault` with `"now": true`: the BMS reports the faulty cell at once, in a frame of its own (as a
+        real one does between its cyclic frames), not at the plant's next step; the plant keeps reporting it."""
+        import can
+        m = self.site.bms.db.get_message_by_name("ClusterCellVoltages")
+        per = len([s for s in m.signals if s.name.startswith("cell_")])
+        group = cell // per
+        volts = self.site.plant.stack.cell_v[cluster, group * per:(group + 1) * per].tolist()
+        volts[cell - group * per] = voltage_v
+        signals = {"cluster": cluster, "group": group, **{f"cell_{'abc'[k]}_v": v for k, v in enumerate(volts)}}
+        for k in range(len(volts), per):
+            signals[f"cell_{'abc'[k]}_v"] = 0.0
+        return self.can.send_now([can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(signals))])
 
     # ------------------------------------------------------------------ the plant loop
     def run(self, duration_s: float | None = None) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ems.comm.modbus_server import ProfileImage
 from ems.comm.profiles import Profile, site_profiles
+from ems.comm.roles import ROLE_READS
 from ems.control.io_map import DO_NAMES, KNOWN_INPUTS
 from ems.sim.bms_can import SimBmsCan
 from ems.sim.plant import Plant
@@ -114,6 +115,13 @@ class SimSite:
             self.devices[d.name], self.stores[d.name], self.by_role[d.role] = (d.role, p), store, d.name
             zero_sf = {r.scale_factor: 0 for r in p.registers.values() if r.scale_factor}
             store.publish_many(zero_sf)           # SunSpec scale factors: the devices publish in plain units
+        # what each device publishes: served, every register of its profile (a real client may read any);
+        # in-process, only what the device layer reads (ROLE_READS, status and fault words)
+        self._roles = {d.role: (self.stores[d.name], self._wanted(d.role, self.devices[d.name][1]))
+                       for d in cfg.devices.modbus}
+        pcs = self.devices[self.by_role["pcs"]][1] if "pcs" in self.by_role else None
+        self._pcs_flags = {n: bit for r in pcs.registers.values() for n, bit in r.flags} if pcs else {}
+        self._pcs_fault_words = [(r.name, r.alarm_bits) for r in pcs.alarm_registers()] if pcs else []
         dc = cfg.dry_contacts
         self.inverted = frozenset(dc.inverted_inputs)
         self.in_channels = {c.name: c.channel for c in dc.channels if c.name in KNOWN_INPUTS}
@@ -149,65 +157,67 @@ class SimSite:
                 self.open_mask = int(value)
         return {"pcs": pcs, "pv_inverter": pv, "io_module": io, "bms": bms}.get(role, lambda *a: None)
 
+    def _wanted(self, role: str, p: Profile) -> set[str]:
+        if self.served:
+            return set(p.registers)
+        return set(ROLE_READS.get(role, {})) | {r.name for r in p.registers.values() if r.flags or r.alarm_bits}
+
     # ------------------------------------------------------------------ plant → devices
     def _publish(self, role: str, values: dict) -> None:
-        name = self.by_role.get(role)
-        if name is None:
-            return
-        store, regs = self.stores[name], self.devices[name][1].registers
-        store.publish_many({k: v for k, v in values.items() if k in regs})
+        entry = self._roles.get(role)
+        if entry is not None:
+            store, regs = entry
+            store.publish_many({k: v for k, v in values.items() if k in regs})
 
-    def _word(self, role: str, values: dict) -> int:
-        """A status word from named flags, as the role's profile lays them out."""
-        name = self.by_role.get(role)
-        word = 0
-        if name is None:
-            return word
-        p = self.devices[name][1]
-        for flag, on in values.items():
-            where = p.flag(flag)
-            if where is not None and on:
-                word |= 1 << where[1]
-        return word
+    def _has(self, role: str, register: str) -> bool:
+        entry = self._roles.get(role)
+        return entry is not None and register in entry[1]
 
     def publish(self) -> None:
+        """The plant's state into the devices' registers (only what each profile has: this runs every step)."""
         p, f = self.plant, self.plant.flows
-        grid_up = p.grid_available
-        volts = NOMINAL_V if grid_up else 0.0
+        volts = NOMINAL_V if p.grid_available else 0.0
         for role, value in (("grid_meter", f.grid_w), ("pv_meter", f.pv_w), ("dg_meter", f.dg_w)):
+            if role not in self._roles:
+                continue
+            if not self.served:
+                self._roles[role][0].publish("active_power_w", value)
+                continue
             v = volts if role == "grid_meter" else NOMINAL_V
             self._publish(role, {"active_power_w": value, "phase_a_active_power_w": value / 3,
                                  "phase_b_active_power_w": value / 3, "phase_c_active_power_w": value / 3,
                                  "phase_a_voltage_v": v, "phase_b_voltage_v": v, "phase_c_voltage_v": v,
                                  "frequency_hz": NOMINAL_HZ if v else 0.0, "reactive_power_var": 0.0,
                                  "power_factor": 1.0})
-        st = p.stack
-        running = abs(f.pcs_w) > 1.0
-        faults = self._fault_words()
-        self._publish("pcs", {"active_power_w": round(f.pcs_w), "reactive_power_var": 0,
-                              "dc_voltage_v": float(np.mean(st.cluster_voltage())),
-                              "dc_current_a": float(np.clip(np.sum(st.cluster_i_a), -3276.0, 3276.0)),
-                              "grid_frequency_hz": NOMINAL_HZ,
-                              "status_word": self._word("pcs", {"running": running, "fault": bool(self.pcs_faults),
-                                                                "remote": True, "grid_forming": not p.grid_connected}),
-                              "inverter_state": 3 if running else 1, "soc_pct": round(st.true_soc_pct()),
-                              "rated_power_w": self.cfg.pcs.rated_power_w, **faults})
+        if "pcs" in self._roles:
+            self._publish_pcs()
         self._publish("pv_inverter", {"active_power_w": round(f.pv_w), "status_word": int(f.pv_w > 0)})
         if p.cabinet is not None:
             self._publish("air_conditioner", {"cabinet_temperature_degc": p.cabinet.t_degc})
         self._publish("io_module", {"di_bits": self._di_bits()})
-        if "bms" in self.by_role and self.served:      # in-process, the BMS is read from the stack directly
+        if "bms" in self._roles and self.served:      # in-process, the BMS is read from the stack directly
             self._publish_bau()
 
-    def _fault_words(self) -> dict:
-        """The PCS's fault words with the bits of the codes it reports now (profile alarm_bits)."""
-        name = self.by_role.get("pcs")
-        if name is None:
-            return {}
-        out = {}
-        for r in self.devices[name][1].alarm_registers():
-            out[r.name] = sum(1 << bit for bit, code in r.alarm_bits if code in self.pcs_faults)
-        return out
+    def _publish_pcs(self) -> None:
+        p, f, st = self.plant, self.plant.flows, self.plant.stack
+        running = abs(f.pcs_w) > 1.0
+        word = 0
+        for flag, on in (("running", running), ("fault", bool(self.pcs_faults)), ("remote", True),
+                         ("grid_forming", not p.grid_connected)):
+            bit = self._pcs_flags.get(flag)
+            if bit is not None and on:
+                word |= 1 << bit
+        values = {"active_power_w": round(f.pcs_w), "reactive_power_var": 0, "grid_frequency_hz": NOMINAL_HZ,
+                  "status_word": word, "inverter_state": 3 if running else 1,
+                  "rated_power_w": self.cfg.pcs.rated_power_w}
+        for name, bits in self._pcs_fault_words:      # the bits of the codes the PCS reports now
+            values[name] = sum(1 << bit for bit, code in bits if code in self.pcs_faults) if self.pcs_faults else 0
+        if self._has("pcs", "dc_voltage_v"):         # the costlier values only where the profile has them
+            values["dc_voltage_v"] = float(np.mean(st.cluster_voltage()))
+            values["dc_current_a"] = float(np.clip(np.sum(st.cluster_i_a), -3276.0, 3276.0))
+        if self._has("pcs", "soc_pct"):
+            values["soc_pct"] = round(st.true_soc_pct())
+        self._publish("pcs", values)
 
     def _di_bits(self) -> int:
         """Raw input levels at the module's terminals: the plant's own signals and the scenario's contacts,
@@ -323,6 +333,7 @@ class SimSite:
         elif ev.kind == "cell_fault_clear":
             p.stack.cell_fault_v.pop((a["cluster"], a["cell"]), None)
             self.sensor_faults.discard((a["cluster"], a["cell"]))
+            self._next_cells_s = -math.inf          # … and its end
         elif ev.kind == "sensor_fault":
             self.sensor_faults.add((a["cluster"], a["cell"]))
         elif ev.kind in ("comm_loss", "comm_restore"):

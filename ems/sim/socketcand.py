@@ -115,6 +115,11 @@ class SocketcandServer:
         data, self._queue = b"".join(self._queue), []
         self.loop.call_soon_threadsafe(self._write, data)
 
+    def send_now(self, msgs) -> float:
+        """Write frames at once (on the server's loop); returns when they were handed to the sockets."""
+        self._write(b"".join(frame_text(m) for m in msgs))
+        return time.monotonic()
+
     def _write(self, data: bytes) -> None:
         for w in list(self._raw):
             if w.transport.get_write_buffer_size() > 1 << 20:      # a client that does not read: drop it
