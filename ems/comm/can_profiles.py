@@ -54,7 +54,8 @@ from pathlib import Path
 
 import cantools
 
-from ems.comm.profiles import ProfileError, Checker, header_lines, key_line, read_profile_toml, load_folder
+from ems.comm.profiles import load_folder
+from ems.comm.toml_check import Checker, ProfileError, header_lines, key_line, read_profile_toml
 
 LEVELS = ("cell", "stack")
 CLUSTER_QUANTITIES = {"voltage_v": True, "current_a": True, "charge_limit_a": True, "discharge_limit_a": True,

@@ -195,11 +195,10 @@ def test_a_modbus_bms_is_read_as_per_cluster_arrays_into_engineering_values(io):
 
 
 def test_array_planning_merges_across_clusters_and_refuses_a_stride_too_small():
-    from ems.comm.modbus_client import plan_array_blocks
     p = shipped_profiles()["SIM-BAU"]
-    blocks = plan_array_blocks(p, 32, 396)
+    blocks = Device("bau", p, 1, clusters=32, cells=396).blocks
     cells = [b for b in blocks if b.group == "cells"]
     assert len(cells) == -(-32 * 400 // 125) and all(b.count <= 125 for b in blocks)
     assert sum(k for b in cells for _, a, _, _, k in b.parts) == 32 * 396
     with pytest.raises(ValueError, match="overlap"):
-        plan_array_blocks(p, 2, 401)                         # 401 cells do not fit the 400-register stride
+        Device("bau", p, 1, clusters=2, cells=401)           # 401 cells do not fit the 400-register stride
