@@ -274,3 +274,20 @@ def test_the_bms_on_modbus_or_on_the_stack_only_protocol_drives_the_controller(t
     finally:
         assert run.stop() == 0
         sim.stop()
+
+
+def test_gpio_lines_the_kernel_refuses_are_a_clear_start_up_error(tmp_path):
+    fake = tmp_path / "gpiochip0"
+    fake.write_text("")                     # exists, but is no GPIO chip: libgpiod's request fails
+    site = base_site(tmp_path, f'''
+[devices]
+can_interface = "virtual"
+[dry_contacts]
+backend = "gpio"
+gpio_chip = "{fake}"
+gpio_lines = [{{ name = "epo", line = 5 }}]
+''')
+    run = EmsRun("--config", str(site), "--no-history", "--state", str(tmp_path / "state.json"))
+    assert run.proc.wait(30) == 1
+    err = "".join(run.err)
+    assert "dry_contacts.gpio_lines: cannot request GPIO lines [5]" in err and "Traceback" not in err

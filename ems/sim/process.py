@@ -122,11 +122,13 @@ class SimSiteProcess:
         for name, store in self.site.stores.items():            # every write the devices take is logged
             store.on_write = self._logged(name, store.on_write)
         groups: dict[tuple[str, int], dict[int, object]] = {}
+        owner: dict[tuple[str, int, int], str] = {}
         for d in cfg.devices.modbus:
-            units = groups.setdefault((d.host, d.port), {})
-            if d.unit_id in units:
-                raise SimSiteError(f"{d.name}: unit {d.unit_id} at {d.host}:{d.port} is already {d.name!r}'s")
-            units[d.unit_id] = self.site.stores[d.name]
+            key = (d.host, d.port, d.unit_id)
+            if key in owner:
+                raise SimSiteError(f"{d.name}: unit {d.unit_id} at {d.host}:{d.port} is {owner[key]!r}'s already")
+            owner[key] = d.name
+            groups.setdefault((d.host, d.port), {})[d.unit_id] = self.site.stores[d.name]
         for (host, port), units in groups.items():
             self.io.serve_tcp(units, host, port)
         self.control_port: int | None = None

@@ -79,7 +79,12 @@ class SiteDevices:
             self.bms = ModbusBms(self.engine, self.roles["bms"], b.cell_v, b.cell_t, b.fresh,
                                  cell_max_age_s=next(d.comm_loss_s for d in dv.modbus if d.role == "bms"),
                                  refresh_s=dv.setpoint_refresh_s)
-        self.contacts = make_backend(cfg.dry_contacts, self.engine, dv.setpoint_refresh_s)
+        try:
+            self.contacts = make_backend(cfg.dry_contacts, self.engine, dv.setpoint_refresh_s)
+        except RuntimeError as exc:           # GpioError: lines held by another process, a kernel refusal …
+            if self.can is not None:
+                self.can.shutdown()
+            raise SiteError([f"dry_contacts.gpio_lines: {exc}"]) from exc
         self.io = SiteIo(cfg, self.engine, self.roles, self.bms, self.contacts)
         self.engine.start()
 
