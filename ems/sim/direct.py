@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from ems.comm.roles import ROLE_DEVICE_IDS
 from ems.comm.can_link import (CL_CHG_A, CL_CHG_PROHIBITED, CL_CONNECTED, CL_DCHG_A, CL_DCHG_PROHIBITED, CL_I,
                                CL_INSULATION, CL_V)
 
@@ -52,7 +53,8 @@ class DirectModbus:
             self._held[key] = (value, now)
 
     def status(self) -> list[dict]:
-        return [{"name": n, "device_id": 0, "role": d.role, "protocol": "sim", "model": d.profile.model,
+        return [{"name": n, "device_id": ROLE_DEVICE_IDS[d.role], "role": d.role, "protocol": "sim",
+                 "model": d.profile.model,
                  "address": "in-process", "cycle_ms": None, "status": "offline" if self.site.stores[n].silent
                  else "online", "last_seen_s_ago": None, "requests": 0, "errors": 0, "timeouts": 0}
                 for n, d in self._devices.items()]

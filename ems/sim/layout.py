@@ -50,7 +50,8 @@ def sim_config(cfg):
     t = device_table(cfg.generator.enabled, cfg.air_conditioner.enabled, cfg.devices.bms, cfg.devices.can_profile)
     devices, dc = cfg.devices, cfg.dry_contacts
     if not devices.modbus:
-        extra = {k: v for k, v in t["devices"].items() if k != "modbus"}
+        extra = {k: v for k, v in t["devices"].items() if k not in ("modbus", "can_host", "can_port")}
+        extra.update(can_interface="virtual", can_channel="in-process")     # in-process: no bus, no port
         devices = dataclasses.replace(devices, modbus=[ModbusDevice(**e) for e in t["devices"]["modbus"]], **extra)
     elif not any(d.role == "io_module" for d in devices.modbus):
         io = next(e for e in t["devices"]["modbus"] if e["role"] == "io_module")

@@ -109,14 +109,15 @@ def simulate(cfg: SiteConfig, sim: Simulation, out_dir: str | Path | None, write
         log.sinks.append(sink)
         fh = open(out / "timeseries.csv", "w", newline="", encoding="utf-8")
     ctrl = Controller(cfg, clock, log)
-    records = None
-    if out is not None and write:
-        from ems.records.site import SiteRecords
-        records = SiteRecords(cfg, ctrl, fresh_history(out), fast_period_s=sim.step_s)
-        records.start()
     link = SimLink(cfg, ctrl, sim.pv_profile, sim.load_profile, sim.load_peak_w, sim.seed, sim.outside_mean_degc,
                    sim.outside_swing_degc, sim.charger_w)
     plant = link.plant
+    records = None
+    if out is not None and write:
+        from ems.records.site import SiteRecords
+        records = SiteRecords(link.cfg, ctrl, fresh_history(out), fast_period_s=sim.step_s,
+                              devices_fn=link.modbus.status)
+        records.start()
     step = sim.step_s
     n_steps = int(round(sim.duration_s / step))
     slow_every = max(1, int(round(cfg.loops.slow_period_ms / 1000.0 / step)))
