@@ -71,7 +71,7 @@ class CanPort:
         self._retry_at = 0.0
         self._last_rx = clock()
         self.state = "connecting"
-        self.opens = self.errors = 0
+        self.errors = 0
         self._reported: str | None = None
         self._closed = False
         self._start_open()
@@ -105,7 +105,6 @@ class CanPort:
             if self._opened is not None:
                 self._bus, self._opened = self._opened, None
                 self._backoff_s, self._last_rx, self.state = 0.0, now, "connected"
-                self.opens += 1
                 self._report(f"{self.label}: connected")
             else:
                 self._down(now, self._open_error or "open failed")

@@ -111,9 +111,6 @@ class CanProfile:
     flag_bits: str | None = None
     flag_states: str | None = None
 
-    def cluster_messages(self) -> set[str]:
-        return {r.message for r in self.cluster.values()}
-
 
 def load_can_profile(path: str | Path) -> CanProfile:
     path = Path(path)

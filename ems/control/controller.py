@@ -133,12 +133,6 @@ class Controller:
         self.disabled: dict[str, str] = {}
         self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w", "cabinet_t_degc", "irradiance_w_m2",
                                                  "charger_demand_w", "contacts")}
-        # which devices are supervised for comm loss, each with its age (default: the plant's full set)
-        self.supervised: dict[str, float] = {d: max_age_s for d in ("grid_meter", "pcs", "bms", "pv")}
-        if cfg.air_conditioner.enabled:
-            self.supervised["air_conditioner"] = max_age_s
-        self._ages = {DEVICE_READINGS[d]: a for d, a in self.supervised.items() if DEVICE_READINGS[d]}
-        self._bms_age_s = max_age_s
         self._contacts_stop = False          # the I/O module carries inputs that stop the PCS
         self._pcs_stop_by: str | None = None
         self.bms_at_s = -1e18
@@ -162,7 +156,10 @@ class Controller:
         self._last_strategy = None
         self.commands = Commands()
         self.snapshot: Snapshot | None = None
-        self._started_s = clock.monotonic_s()   # devices get one max age to answer before they count as lost
+        # which devices are supervised for comm loss, each with its age (until the device layer says: the
+        # plant's full set); each gets its age to answer before it counts as lost
+        self.supervise({d: max_age_s for d in ("grid_meter", "pcs", "bms", "pv")
+                        + (("air_conditioner",) if cfg.air_conditioner.enabled else ())})
 
     def supervise(self, devices: dict[str, float], contacts_stop: bool = False) -> None:
         """The site's devices (COMM_ALARMS keys) and their comm-loss ages, s: only these raise comm-loss alarms.

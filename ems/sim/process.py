@@ -211,13 +211,11 @@ class SimSiteProcess:
         real one does between its cyclic frames), not at the plant's next step; the plant keeps reporting it."""
         import can
         m = self.site.bms.db.get_message_by_name("ClusterCellVoltages")
-        per = len([s for s in m.signals if s.name.startswith("cell_")])
-        group = cell // per
-        volts = self.site.plant.stack.cell_v[cluster, group * per:(group + 1) * per].tolist()
-        volts[cell - group * per] = voltage_v
-        signals = {"cluster": cluster, "group": group, **{f"cell_{'abc'[k]}_v": v for k, v in enumerate(volts)}}
-        for k in range(len(volts), per):
-            signals[f"cell_{'abc'[k]}_v"] = 0.0
+        names = [s.name for s in m.signals if s.name.startswith("cell_")]      # the frame's cells, in order
+        group = cell // len(names)
+        volts = self.site.plant.stack.cell_v[cluster, group * len(names):(group + 1) * len(names)].tolist()
+        volts[cell - group * len(names)] = voltage_v
+        signals = {"cluster": cluster, "group": group, **dict.fromkeys(names, 0.0), **dict(zip(names, volts))}
         return self.can.send_now([can.Message(arbitration_id=m.frame_id, is_extended_id=False, data=m.encode(signals))])
 
     # ------------------------------------------------------------------ the plant loop

@@ -110,7 +110,7 @@ class SiteDevices:
                          "model": self.cfg.devices.can_profile, "address": self.can.label, "cycle_ms": 100.0,
                          "status": "online" if link.clusters_fresh(now) else self.can.state,
                          "last_seen_s_ago": None if last is None else round(now - last, 3),
-                         "requests": 0, "errors": self.can.errors + link.counters["malformed"]
+                         "requests": 0, "errors": self.can.errors + link.send_errors + link.counters["malformed"]
                          + link.counters["wrong_length"], "timeouts": 0})
         return rows
 
