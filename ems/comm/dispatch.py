@@ -24,7 +24,9 @@ import logging
 import math
 import queue
 import struct
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -61,6 +63,50 @@ SUNSPEC_WRITABLE = {
 }
 SCALE_FACTORS = {"W_SF": 1, "Var_SF": 1, "Hz_SF": -2, "WSet_SF": 0, "WSetPct_SF": -1, "VarSet_SF": 0,
                  "VarSetPct_SF": -1, "WH_SF": 1, "Pct_SF": -1, "VA_SF": 1, "PF_SF": -3, "A_SF": -1, "V_SF": -1}
+
+
+@dataclass(frozen=True)
+class SetpointPair:
+    """A SunSpec enable point and the setpoint it enables: an enable needs a valid, fresh setpoint."""
+    enable: str
+    mode: str
+    value_by_mode: dict            # mode point's value → the value point it selects
+    reversion: str
+    command: str                   # the controller command it becomes
+    label: str
+
+    @property
+    def points(self) -> set[str]:
+        return {self.enable, self.mode, self.reversion, *self.value_by_mode.values()}
+
+
+SETPOINT_PAIRS = (
+    SetpointPair("WSetEna", "WSetMod", {1: "WSet", 0: "WSetPct"}, "WSetRvrtTms", "dispatch_w", "active_power"),
+    SetpointPair("VarSetEna", "VarSetMod", {4: "VarSet"}, "VarSetRvrtTms", "reactive_var", "reactive_power"),
+)
+
+
+def _signed_marker(sunspec_type: str) -> int:
+    """The "not implemented" raw value as `SunSpecMap.raw` reads it (signed types negative)."""
+    raw = NOT_IMPLEMENTED[sunspec_type]
+    fmt = _FMT[sunspec_type]
+    return struct.unpack(fmt, struct.pack(fmt.upper(), raw))[0]
+
+
+def normalise_address(address) -> str | None:
+    """An IP address in its canonical text (IPv6 compressed, IPv4-mapped IPv6 as IPv4), so allowlist
+    entries and client addresses compare equal however they were written; None when it is not one."""
+    import ipaddress
+
+    if not isinstance(address, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip().split("%")[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 class SunSpecMap:
@@ -151,12 +197,17 @@ class DispatchServer:
         self.clock = clock
         self.tz = ZoneInfo(cfg.site.timezone)
         d = cfg.dispatch
-        self.allowed = set(d.allowed_clients)
+        self.allowed = {normalise_address(a) for a in d.allowed_clients}
         self.unit_id = d.unit_id
         self.remote = bool(d.start_remote)
         self.native: Profile = shipped_profiles()["EMS-DISPATCH"]
         self.ss = SunSpecMap()
         self.rated_w = rated_power_w or cfg.pcs.rated_power_w
+        self.rated_va = max(cfg.pcs.apparent_va, self.rated_w)
+        # a value point's last write (monotonic s): an enable takes only a setpoint younger than its lease
+        self._written_s: dict[str, float] = {}
+        # the I/O thread (writes) and the control thread (publish) both change the SunSpec words
+        self._ss_lock = threading.Lock()
         b = cfg.battery
         self.battery_wh = battery_wh or b.clusters * b.cells_per_cluster * b.cell_capacity_ah * 3.2
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
@@ -203,11 +254,17 @@ class DispatchServer:
             self.image.set_words(table, first, img.get_words(table, first, count))
 
     # ------------------------------------------------------------------ writes (I/O thread)
+    def _client_allowed(self, client: str | None) -> bool:
+        if (client or "").startswith("serial:"):
+            return True
+        return normalise_address(client) in self.allowed
+
     def _validate(self, table: int, address: int, words: list[int], client: str | None) -> None:
-        if table != HOLDING:
-            raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, "input registers are read-only")
-        if client not in self.allowed and not (client or "").startswith("serial:"):
+        # the allowlist first: a client outside it learns nothing about the map from its write attempts
+        if not self._client_allowed(client):
             raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, f"client {client} is not in [dispatch] allowed_clients")
+        if table != HOLDING:
+            raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, "only holding registers are writable")
         if address >= SUNSPEC_BASE:
             changes = self._sunspec_write(address, words)
         else:
@@ -227,6 +284,10 @@ class DispatchServer:
                 raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "SCADA → EMS timing is off ([dispatch] clock_from_scada)")
             if self.clock is None or not hasattr(self.clock, "set_wall"):
                 raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "this EMS cannot set its clock")
+        for r, value in decoded:
+            limit = {"active_power_setpoint_w": self.rated_w, "reactive_power_setpoint_var": self.rated_va}.get(r.name)
+            if limit is not None and abs(value) > limit:
+                raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{r.name}: {value:g} outside ±{limit:g} (the PCS rating)")
         out = []
         for r, value in decoded:        # all checked: now apply
             out.append((r.name, value, self._native_command(r.name, value)))
@@ -272,6 +333,10 @@ class DispatchServer:
         return ("mode", remote, None)
 
     def _sunspec_write(self, address: int, words: list[int]):
+        with self._ss_lock:
+            return self._sunspec_write_locked(address, words)
+
+    def _sunspec_write_locked(self, address: int, words: list[int]):
         ss = self.ss
         decoded = []
         a = address
@@ -289,43 +354,68 @@ class DispatchServer:
             raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "local mode: switch to remote (native register 0) first")
         for p, value, _ in decoded:
             self._check_sunspec_range(p, value)
-        out = []
+        # apply to the words, work out what it commands, and put every word back if that is refused: a
+        # refused request changes nothing
+        saved = list(ss.words)
+        now_s = time.monotonic()
         for p, value, chunk in decoded:
             ss.set_words(p.address, chunk)
-            out.append((f"{p.model}.{p.name}", value, None))
-        out += self._sunspec_commands({p.name for p, _, _ in decoded})
+        written = {p.name for p, _, _ in decoded}
+        try:
+            commands = self._sunspec_commands(written, now_s)
+        except WriteRefused:
+            ss.words[:] = saved
+            raise
+        for name in written:
+            self._written_s[name] = now_s
+        out = [(f"{p.model}.{p.name}", value, None) for p, value, _ in decoded] + commands
         self._sync_sunspec()
         return out
 
     def _check_sunspec_range(self, p: Point, value: float) -> None:
-        w = self.rated_w
+        w, va = self.rated_w, self.rated_va
         limits = {"WSetEna": (0, 1), "WSetMod": (0, 1), "WSet": (-w, w), "WSetPct": (-100, 100),
-                  "WSetRvrtTms": (0, 86400), "VarSetEna": (0, 1), "VarSetMod": (4, 4), "VarSet": (-w, w),
+                  "WSetRvrtTms": (0, 86400), "VarSetEna": (0, 1), "VarSetMod": (4, 4), "VarSet": (-va, va),
                   "VarSetRvrtTms": (0, 86400), "ControllerHb": (0, 0xFFFFFFFF), "AlarmReset": (0, 1), "OpCtl": (0, 1)}
         lo, hi = limits[p.name]
         if not lo <= value <= hi:
             raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{p.model}.{p.name}: {value:g} outside {lo:g} … {hi:g}")
 
-    def _sunspec_commands(self, written: set[str]):
+    def _enabled_setpoint(self, pair: SetpointPair, written_now: set[str], now_s: float) -> tuple[float, int]:
+        """The value an enabled pair dispatches and its reversion time; WriteRefused (ILLEGAL_VALUE) when
+        there is no valid one: never written, the "not implemented" marker, out of range, or older than
+        its lease."""
+        ss = self.ss
+        mode = ss.raw(ss.point(704, pair.mode))
+        name = pair.value_by_mode.get(mode)
+        if name is None:
+            raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"704.{pair.mode} = {mode}: not a supported mode")
+        p = ss.point(704, name)
+        raw = ss.raw(p)
+        tms = ss.raw(ss.point(704, pair.reversion))
+        lease_s = tms or self.cfg.dispatch.lease_s
+        written = now_s if name in written_now else self._written_s.get(name)
+        if written is None or raw == _signed_marker(p.type):
+            raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"704.{pair.enable} = 1 without a setpoint: write 704.{name} first")
+        if now_s - written > lease_s:
+            raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"704.{pair.enable} = 1: 704.{name} was written "
+                               f"{now_s - written:.0f} s ago, older than its lease of {lease_s:g} s: write it again")
+        value = ss.value(p)
+        if name == "WSetPct":
+            value = value / 100.0 * self.rated_w
+        self._check_sunspec_range(p, ss.value(p))
+        return value, tms
+
+    def _sunspec_commands(self, written: set[str], now_s: float):
         ss, out = self.ss, []
-        pt = lambda name: ss.point(704, name)        # noqa: E731 - local shorthand
-        if written & {"WSetEna", "WSetMod", "WSet", "WSetPct", "WSetRvrtTms"}:
-            if ss.raw(pt("WSetEna")) == 1:
-                if ss.raw(pt("WSetMod")) == 1:
-                    w = ss.value(pt("WSet"))
-                else:
-                    w = ss.value(pt("WSetPct")) / 100.0 * self.rated_w
-                tms = ss.raw(pt("WSetRvrtTms"))
-                out.append(("704.active_power", w, ("dispatch_w", w, tms or None)))
+        for pair in SETPOINT_PAIRS:
+            if not written & pair.points:
+                continue
+            if ss.raw(ss.point(704, pair.enable)) == 1:
+                value, tms = self._enabled_setpoint(pair, written, now_s)
+                out.append((f"704.{pair.label}", value, (pair.command, value, tms or None)))
             else:
-                out.append(("704.active_power", 0.0, ("dispatch_w", None, None)))
-        if written & {"VarSetEna", "VarSet", "VarSetRvrtTms", "VarSetMod"}:
-            if ss.raw(pt("VarSetEna")) == 1:
-                q = ss.value(pt("VarSet"))
-                tms = ss.raw(pt("VarSetRvrtTms"))
-                out.append(("704.reactive_power", q, ("reactive_var", q, tms or None)))
-            else:
-                out.append(("704.reactive_power", 0.0, ("reactive_var", None, None)))
+                out.append((f"704.{pair.label}", 0.0, (pair.command, None, None)))
         if "AlarmReset" in written and ss.raw(ss.point(715, "AlarmReset")) == 1:
             out.append(("715.alarm_reset", 1, ("fault_reset", True, None)))
             ss.set_raw(715, "AlarmReset", 0)
@@ -410,7 +500,11 @@ class DispatchServer:
         for table, first, count in self._native_img.spans:
             if table == INPUT:
                 self.image.set_words(table, first, self._native_img.get_words(table, first, count))
-        ss = self.ss
+        with self._ss_lock:
+            self._publish_sunspec(ctrl, pcs, soc, alarms, disp, remaining)
+
+    def _publish_sunspec(self, ctrl, pcs, soc, alarms, disp, remaining) -> None:
+        ss, c = self.ss, ctrl.commands
         ss.set_value(701, "W", pcs)
         ss.set_value(701, "Var", c.pcs_reactive_var if pcs is not None else None)
         ss.set_value(701, "Hz", 50.0 if pcs is not None else None)
@@ -424,6 +518,8 @@ class DispatchServer:
         ss.set_raw(704, "WSetRvrtRem", round(remaining) if disp else 0)
         if disp is None and ss.raw(ss.point(704, "WSetEna")) == 1:
             ss.set_raw(704, "WSetEna", 0)          # the lease ran out: the setpoint is no longer enabled
+        if ctrl._reactive is None and ss.raw(ss.point(704, "VarSetEna")) == 1:
+            ss.set_raw(704, "VarSetEna", 0)
         self.image.set_words(HOLDING, SUNSPEC_BASE, list(ss.words))
 
 

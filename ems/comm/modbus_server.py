@@ -17,20 +17,25 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from ems.comm.limits import ConnectionGate, IdleTimer, RateLimitedLog, peer_host
 from ems.comm.profiles import Profile
 from ems.comm.registers import Register
 
 log = logging.getLogger("ems.comm.server")
 
 _CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("modbus_client", default=None)
-HOLDING, INPUT = 3, 4
-_TABLE = {3: HOLDING, 6: HOLDING, 16: HOLDING, 22: HOLDING, 23: HOLDING, 4: INPUT}
+HOLDING, INPUT, COILS, DISCRETE = 3, 4, 1, 2
+_TABLE = {3: HOLDING, 6: HOLDING, 16: HOLDING, 22: HOLDING, 23: HOLDING, 4: INPUT, 1: COILS, 5: COILS, 15: COILS,
+          2: DISCRETE}
 
 
 def client_address() -> str | None:
@@ -66,6 +71,7 @@ class RegisterImage:
         self.refused = 0            # writes refused (counted for the equipment list / tests)
         self.accepted = 0
         self.silent = False         # simulation: the device behind a gateway stops answering
+        self._refused_log = RateLimitedLog(log)    # refused writes: one line per client and reason per interval
 
     def set_words(self, table: int, address: int, words: list[int]) -> None:
         with self.lock:
@@ -95,9 +101,9 @@ class RegisterImage:
         if self.silent:                      # what a Modbus gateway answers for a dead serial device
             return ExcCodes.GATEWAY_NO_RESPONSE
         table = _TABLE.get(function_code)
-        if table is None:
-            return None                      # coils / discrete inputs: not used by our devices
         if set_values is None:               # read: serve the latest words
+            if table not in (HOLDING, INPUT):
+                return None                  # coils / discrete inputs: a stand-in bit, reads as 0
             if self.on_read is not None:
                 try:
                     self.on_read(table, address, count)
@@ -110,11 +116,16 @@ class RegisterImage:
         try:
             if self.validate is None:
                 raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, "read-only device")
+            # coil writes (FC05/FC15) go through the same rules: none of our devices has a writable coil,
+            # so they are refused (by the allowlist first, where there is one)
             self.validate(table, address, words, client_address())
+            if table not in (HOLDING, INPUT):
+                raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, "no writable coils")
         except WriteRefused as exc:
             self.refused += 1
-            log.warning("write refused: table %d address %d words %s from %s: %s", table, address, words,
-                        client_address(), exc)
+            client = client_address()
+            self._refused_log.warning(f"{client}:{int(exc.code)}", "write refused: table %d address %d words %s from %s: %s",
+                             table or 0, address, words[:8], client, exc)
             return exc.code
         except Exception:                    # a broken hook must not kill the server: refuse the write
             self.refused += 1
@@ -198,26 +209,164 @@ def decode_write(by_address: dict, table: int, address: int, words: list[int],
     return decoded
 
 
-class _Handler(ServerRequestHandler):
-    """pymodbus's connection handler, plus the client's address in a context variable while a request is
-    served (the validate hooks decide on it)."""
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many TCP connections a server takes (in all, and from one client address), and how long a
+    connection may send nothing before it is closed. Pending requests per connection are bounded too."""
+    max_total: int = 64
+    max_per_client: int = 32
+    idle_timeout_s: float = 600.0
+    max_pending: int = 16           # pipelined requests queued on one connection; beyond: SERVER_DEVICE_BUSY
 
-    async def handle_request(self):
-        peer = None
-        if self.transport is not None:
-            info = self.transport.get_extra_info("peername")
-            peer = info[0] if isinstance(info, tuple) else (str(info) if info else None)
-        if peer is None:                # a serial line: named after its port
+
+class _Handler(ServerRequestHandler):
+    """pymodbus's connection handler, with what a server facing SCADA clients needs on top of it:
+
+    - the client's address in a context variable while a request is served (the validate hooks decide on it);
+    - pipelined requests: every complete frame in a received chunk is a request, answered in order. pymodbus
+      3.16.1 decodes one frame per chunk into a single `last_pdu` slot and clears its receive buffer when it
+      sends a response, so the second of two back-to-back requests was never answered;
+    - FC23 (read/write multiple) atomic: its read range is checked before the write is applied (pymodbus
+      writes first and may then answer the read with an exception, leaving the write applied);
+    - connection limits (per server and per client address) and an idle timeout;
+    - a Modbus TCP stream with a protocol ID other than 0 cannot be resynchronised: the connection is closed
+      (pymodbus would wait, holding the garbage, until its buffer overflowed).
+    """
+
+    def __init__(self, owner, *args):
+        super().__init__(owner, *args)
+        self.peer: str | None = None
+        self._pending: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._timer: IdleTimer | None = None
+        self._admitted = False
+
+    # ---------------------------------------------------------------- connection
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        info = transport.get_extra_info("peername")
+        if info is None:                 # a serial line: named after its port, one "connection", no gate
             src = self.comm_params.source_address
-            peer = f"serial:{src[0] if src else self.comm_params.host}"
-        token = _CLIENT.set(peer)
+            self.peer = f"serial:{src[0] if src else self.comm_params.host}"
+        else:
+            self.peer = peer_host(transport)
+            gate: ConnectionGate | None = getattr(self.server, "gate", None)
+            if gate is not None:
+                if not gate.admit(self.peer):
+                    self.close()
+                    return
+                self._admitted = True
+                self._timer = IdleTimer(gate, transport, self.peer)
+        limits = getattr(self.server, "limits", ConnectionLimits())
+        self._pending = asyncio.Queue(limits.max_pending)
+        self._worker = asyncio.ensure_future(self._serve_in_order())
+
+    def callback_disconnected(self, exc) -> None:
+        super().callback_disconnected(exc)
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._admitted:
+            self._admitted = False
+            self.server.gate.release(self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            self._timer.touch()
+        super().data_received(data)
+
+    # ---------------------------------------------------------------- requests
+    def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
+        """Every complete frame in `data` is queued as a request; returns the bytes used (a partial frame
+        stays in the receive buffer for the next chunk)."""
+        if self._pending is None:        # refused at connect: nothing is served
+            return len(data)
+        used = 0
+        while used < len(data):
+            chunk = data[used:]
+            if self.peer and not self.peer.startswith("serial:") and len(chunk) >= 4 and chunk[2:4] != b"\0\0":
+                _BAD_STREAM.warning(self.peer, "modbus: connection from %s closed: protocol ID %s is not Modbus",
+                                    self.peer, chunk[2:4].hex())
+                self.close()
+                return len(data)
+            try:
+                n, pdu = self.framer.handleFrame(chunk, 0, 0)
+            except ModbusIOException as exc:      # a frame that is not a request we know: answer, go on
+                n = self.framer.decode(chunk)[0] or len(chunk)
+                self._queue(ExceptionResponse(exc.fcode or 0, exception_code=ExcCodes.ILLEGAL_FUNCTION,
+                                              device_id=exc.dev_id, transaction=exc.transaction_id), addr)
+                used += n
+                continue
+            if n == 0:
+                break
+            used += n
+            if pdu is not None:
+                self._queue(self.trace_pdu(False, pdu), addr)
+        return used
+
+    def _queue(self, item, addr) -> None:
         try:
-            await super().handle_request()
-        finally:
-            _CLIENT.reset(token)
+            self._pending.put_nowait((item, addr))
+        except asyncio.QueueFull:
+            if isinstance(item, ExceptionResponse):
+                return
+            busy = ExceptionResponse(item.function_code, exception_code=ExcCodes.DEVICE_BUSY,
+                                     device_id=item.dev_id, transaction=item.transaction_id)
+            self.server_send(busy, addr)
+
+    async def _serve_in_order(self) -> None:
+        while True:
+            item, addr = await self._pending.get()
+            if isinstance(item, ExceptionResponse):
+                self.server_send(item, addr)
+                continue
+            self.last_pdu, self.last_addr = item, addr
+            token = _CLIENT.set(self.peer)
+            try:
+                if item.function_code == 23 and not await self._fc23_read_ok(item):
+                    resp = ExceptionResponse(23, ExcCodes.ILLEGAL_ADDRESS)
+                    resp.transaction_id, resp.dev_id = item.transaction_id, item.dev_id
+                    self.server_send(resp, addr)
+                    continue
+                await self.handle_request()
+            except asyncio.CancelledError:
+                raise
+            except Exception:                # never let one request end the connection's service
+                log.exception("request handling failed")
+            finally:
+                _CLIENT.reset(token)
+                self.last_pdu = None
+
+    async def _fc23_read_ok(self, pdu) -> bool:
+        """Whether FC23's read part can be served (checked before its write is applied)."""
+        if not 1 <= pdu.read_count <= 0x7D:
+            return True                      # pymodbus refuses this one itself, before writing
+        try:
+            got = await self.server.context.async_getValues(pdu.dev_id, 3, pdu.read_address, pdu.read_count)
+        except Exception:                    # an unknown device: pymodbus answers that one itself
+            return True
+        return not isinstance(got, ExcCodes)
+
+    def send(self, data: bytes, addr: tuple | None = None) -> None:
+        """pymodbus clears the receive buffer when it sends: keep a partial next request instead."""
+        pending = self.recv_buffer
+        super().send(data, addr)
+        self.recv_buffer = pending
+
+
+_BAD_STREAM = RateLimitedLog(log)
 
 
 class TcpServer(ModbusTcpServer):
+    def __init__(self, *args, limits: ConnectionLimits | None = None, name: str = "modbus", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limits = limits or ConnectionLimits()
+        self.gate = ConnectionGate(name, self.limits.max_total, self.limits.max_per_client,
+                                   self.limits.idle_timeout_s, log)
+
     def callback_new_connection(self):
         return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
@@ -246,10 +395,12 @@ class IoThread:
     def call(self, coro, timeout_s: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
-    def serve_tcp(self, devices: dict[int, RegisterImage], host: str = "127.0.0.1", port: int = 502) -> TcpServer:
+    def serve_tcp(self, devices: dict[int, RegisterImage], host: str = "127.0.0.1", port: int = 502,
+                  limits: ConnectionLimits | None = None, name: str = "modbus") -> TcpServer:
         """Start a Modbus TCP server for the images (unit ID → image); returns once it listens."""
         async def start():
-            server = TcpServer([img.sim_device(uid) for uid, img in devices.items()], address=(host, port))
+            server = TcpServer([img.sim_device(uid) for uid, img in devices.items()], address=(host, port),
+                               limits=limits, name=name)
             await server.serve_forever(background=True)
             return server
         server = self.call(start())

@@ -194,7 +194,6 @@ def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
     device per role (the controller reads one grid meter, one PCS …); an RTU device names its serial port and
     shares its line's framing; each role's poll interval fits inside its comm-loss age; the BMS is reachable
     the way [devices] bms says."""
-    import ipaddress
     from ems.comm.can_profiles import can_profiles
     from ems.comm.profiles import ProfileError, site_profiles
     from ems.comm.roles import ROLE_KINDS, check_role, poll_interval_s
@@ -272,11 +271,17 @@ def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
         if wired is not None and name not in wired:
             problems.append(Problem(f"dry_contacts.inverted_inputs[{i}]", name, "not wired: a normally-closed input "
                                     "that is not wired would read active (for an EPO: the PCS stopped)"))
-    for i, addr in enumerate(cfg.dispatch.allowed_clients):
-        try:
-            ipaddress.ip_address(addr)
-        except (ValueError, TypeError):
-            problems.append(Problem(f"dispatch.allowed_clients[{i}]", addr, "not an IP address"))
+
+
+def _check_allowlist(cfg: SiteConfig, problems: list[Problem]) -> None:
+    """[dispatch] allowed_clients: each an IP address (client addresses are compared in canonical form,
+    so "0:0:0:0:0:0:0:1" and "::1" are one entry; an integer or a host name would match nobody)."""
+    from ems.comm.dispatch import normalise_address
+
+    for i, a in enumerate(cfg.dispatch.allowed_clients):
+        if normalise_address(a) is None:
+            problems.append(Problem(f"dispatch.allowed_clients[{i}]", a, "not an IP address (e.g. \"10.0.0.5\" or "
+                                    "\"::1\"): it would match no client"))
 
 
 def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
@@ -290,6 +295,10 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
     except Exception:
         problems.append(Problem("site.timezone", cfg.site.timezone, "not a known IANA time zone (e.g. Europe/Berlin)"))
     rated = cfg.pcs.rated_power_w
+    if 0 < cfg.pcs.rated_apparent_va < rated:
+        problems.append(Problem("pcs.rated_apparent_va", cfg.pcs.rated_apparent_va,
+                                f"below pcs.rated_power_w ({rated:g} W): S is at least P (0: equal to it)"))
+    _check_allowlist(cfg, problems)
     _check_devices(cfg, problems)
     _check_windows(cfg.time_based.groups, "time_based.groups", problems)
     for i, g in enumerate(cfg.time_based.groups):
@@ -439,14 +448,25 @@ def site_from_dict(data: dict, source: str = "config", base_dir: str | Path | No
 
 
 def read_toml(path: str | Path) -> dict:
+    """A site file's tables; ConfigError for anything that is not a readable TOML file of sane size and
+    depth (binary, UTF-16, a directory, unreadable, nesting deeper than Python's recursion, an integer
+    beyond Python's digit limit)."""
+    from ems.config.files import MAX_SITE_BYTES, FileRefused, read_text_bounded
+
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError([Problem("(file)", str(p), "no such file")], str(p)) from None
+        text = read_text_bounded(p, MAX_SITE_BYTES, "site file")
+    except FileRefused as exc:
+        raise ConfigError([Problem("(file)", str(p), str(exc).removeprefix(f"{p}: "))], str(p)) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem("(syntax)", str(p), str(exc))], str(p)) from None
+    except RecursionError:
+        raise ConfigError([Problem("(syntax)", str(p), "arrays or tables nested too deep")], str(p)) from None
+    except ValueError as exc:           # an integer with thousands of digits (Python's int conversion limit)
+        raise ConfigError([Problem("(syntax)", str(p), "a number with thousands of digits (more than Python reads "
+                                       "as an integer): no parameter takes that")], str(p)) from None
 
 
 def load_site(path: str | Path, data: dict | None = None) -> SiteConfig:

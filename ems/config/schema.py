@@ -48,8 +48,16 @@ class Battery:
 @dataclass
 class Pcs:
     rated_power_w: float = spec(100_000.0, 1_000.0, 10_000_000.0, "W", "PCS rated active power")
+    rated_apparent_va: float = spec(0.0, 0.0, 10_000_000.0, "VA", "PCS rated apparent power S: active and reactive "
+                                    "setpoints together stay within P² + Q² ≤ S² (active power first); 0: equal to "
+                                    "rated_power_w")
     ramp_w_per_s: float = spec(50_000.0, 0.0, 10_000_000.0, "W/s", "setpoint ramp, 0 = none")
     deadband_w: float = spec(100.0, 0.0, 100_000.0, "W", "setpoint changes smaller than this are not sent")
+
+    @property
+    def apparent_va(self) -> float:
+        """S: rated_apparent_va, or the rated active power when that is 0 (never below it)."""
+        return max(self.rated_apparent_va or self.rated_power_w, self.rated_power_w)
 
 
 @dataclass
@@ -393,6 +401,11 @@ class Dispatch:
                                   "the EMS clock (off: refused; leave off where the board has NTP)")
     clock_step_min_s: float = spec(2.0, 0.0, 3600.0, "s", "a SCADA time closer than this to the EMS clock "
                                    "changes nothing (no needless steps of the wall clock)")
+    max_connections: int = spec(32, 1, 1000, "", "TCP connections the dispatch server takes at once (more are "
+                                "closed at connect, logged once per 10 s)")
+    max_connections_per_client: int = spec(8, 1, 1000, "", "... of which from one client address")
+    idle_timeout_s: float = spec(120.0, 5.0, 86400.0, "s", "a connection that sends no request for this long is "
+                                 "closed (SCADA reconnects; a dead peer frees its slot)")
 
 
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner", "bms", "io_module")
@@ -464,6 +477,9 @@ class Api:
     host: str = spec("127.0.0.1", doc="address it listens on (0.0.0.0: every interface)")
     port: int = spec(8080, 1, 65535, "", "TCP port")
     session_ttl_min: float = spec(480.0, 1.0, 10080.0, "min", "a login token expires this long after its last use")
+    max_connections: int = spec(64, 1, 1000, "", "HTTP connections taken at once (more are closed at connect)")
+    max_connections_per_client: int = spec(16, 1, 1000, "", "... of which from one client address")
+    idle_timeout_s: float = spec(300.0, 5.0, 86400.0, "s", "a connection that sends nothing for this long is closed")
 
 
 @dataclass

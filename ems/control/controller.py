@@ -95,6 +95,14 @@ def _moved(initial, value) -> bool:
         return True
 
 
+def limit_reactive(q_var: float, p_w: float, pcs) -> float:
+    """Reactive power within what the PCS's apparent power leaves beside the active setpoint
+    (P² + Q² ≤ S², active power first: it carries the site's energy strategy and protection)."""
+    s_va = pcs.apparent_va
+    q_max = math.sqrt(max(s_va * s_va - p_w * p_w, 0.0))
+    return max(-q_max, min(q_max, q_var))
+
+
 class Controller:
     def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0,
                  protection_rows: list | None = None):
@@ -315,7 +323,8 @@ class Controller:
         c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
         c.pcs_run = not (self.operator["one_click_shutdown"] or self.operator["pcs_off"] or stop or self._pcs_stop_by)
         q = self._reactive
-        c.pcs_reactive_var = q[0] if (q is not None and c.pcs_run and self.clock.monotonic_s() <= q[1]) else 0.0
+        q_var = q[0] if (q is not None and c.pcs_run and self.clock.monotonic_s() <= q[1]) else 0.0
+        c.pcs_reactive_var = limit_reactive(q_var, c.pcs_setpoint_w, self.cfg.pcs)
         c.open_contactors = (tuple(int(i) for i in np.nonzero(b.cluster_prot[:, L.CLP_TRIPPED])[0])
                              if b.results[L.TO_ANY_TRIPPED] else ())
         self._set_output("trip", bool(c.open_contactors))

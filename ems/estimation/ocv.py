@@ -106,11 +106,13 @@ def parse(text: str, source: str) -> OcvTable:
 
 
 def load(path: str | Path) -> OcvTable:
+    from ems.config.files import FileRefused, read_text_bounded
+
     p = Path(path)
     try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise OcvError(f"{p}: cannot read the OCV table: {e}") from None
+        text = read_text_bounded(p, what="OCV table")
+    except FileRefused as e:
+        raise OcvError(str(e)) from None
     return parse(text, str(p))
 
 

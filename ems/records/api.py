@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ems.comm.limits import ConnectionGate, GatedProtocol, Throttle
 from ems.config.load import ConfigError
 from ems.control.controller import LIVE_SECTIONS
 from ems.records import db as DB
@@ -46,6 +48,24 @@ MAX_BODY = 64 * 1024
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024     # an update bundle (every wheel for the board): streamed, not buffered
 
 
+MAX_JSON_DEPTH = 8          # the deepest body any route takes is 3 ({"section": {"key": [..]}})
+
+
+def _depth(value, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """Nesting depth of a parsed JSON value, counted no further than `limit` (no recursion)."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if d >= limit:
+            return d
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
 def _json(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
@@ -60,6 +80,7 @@ class Api:
                  maintenance=None):
         self.db_path, self.config_path, self.users, self.commands = Path(db_path), config_path, users, commands
         self.maintenance = maintenance      # ems.board.maintenance.RemoteMaintenance, None: not offered
+        self._failed_logins = Throttle(60.0, 256)
 
     # ------------------------------------------------------------------ plumbing
     def _db(self) -> sqlite3.Connection:
@@ -96,8 +117,14 @@ class Api:
             data = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise AuthError(400, "body must be a JSON object") from None
+        except RecursionError:
+            raise AuthError(400, "body: JSON nested too deep") from None
+        except ValueError as exc:        # e.g. an integer of thousands of digits (Python's conversion limit)
+            raise AuthError(400, f"body: not a JSON value this API takes ({str(exc)[:80]})") from None
         if not isinstance(data, dict):
             raise AuthError(400, "body must be a JSON object")
+        if _depth(data) > MAX_JSON_DEPTH:
+            raise AuthError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return data
 
     @web.middleware
@@ -165,7 +192,13 @@ class Api:
         try:
             token, role, expires = self.users.login(name, body.get("password"))
         except AuthError as exc:
-            self._log(str(name)[:64], "login_failed", str(exc))
+            # one operation-log row per name per interval, with how many were held back: a flood of bad
+            # logins cannot fill the database (the lockout itself is in Users)
+            who = str(name)[:64]
+            ok, more = self._failed_logins.allow(who)
+            if ok:
+                self._log(who, "login_failed", str(exc)[:200] + (f" (and {more} more failed logins for this name)"
+                                                                  if more else ""))
             raise
         self._log(name, "login", f"role {role}")
         return _json({"token": token, "role": role, "expires": expires})
@@ -192,7 +225,7 @@ class Api:
         try:
             code = int(code) if code is not None else None
         except ValueError:
-            raise AuthError(400, f"code {code!r}: a whole number") from None
+            raise AuthError(400, f"code {code[:40]!r}: a whole number") from None
         rows = self._read(Q.alarms, self._q(request, "since"), self._q(request, "until"), code,
                           self._q(request, "level"), self._q(request, "device"),
                           request.query.get("active") in ("1", "true"))
@@ -449,8 +482,11 @@ class Api:
 class ApiServer:
     """The API on its own thread and event loop. `port` 0 picks a free port (tests); `.port` is the real one."""
 
-    def __init__(self, api: Api, host: str, port: int):
+    def __init__(self, api: Api, host: str, port: int, limits=None):
+        """limits: (max connections, per client address, idle timeout s); default [api]'s defaults."""
         self.api, self.host, self.port = api, host, port
+        total, per_client, idle_s = limits or (64, 16, 300.0)
+        self.gate = ConnectionGate("http api", total, per_client, idle_s, logging.getLogger("ems.api"))
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -465,17 +501,24 @@ class ApiServer:
         try:
             self._runner = web.AppRunner(self.api.app(), access_log=None)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.host, self.port)
-            self._loop.run_until_complete(site.start())
-            self.port = self._runner.addresses[0][1]
+            handler = self._runner.server
+            # every connection through the gate: capped in all and per client address, closed when idle
+            self._listener = self._loop.run_until_complete(self._loop.create_server(
+                lambda: GatedProtocol(handler(), self.gate), self.host, self.port, backlog=128))
+            self.port = self._listener.sockets[0].getsockname()[1]
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         self._loop.run_forever()
+        self._listener.close()
         self._loop.run_until_complete(self._runner.cleanup())
         self._loop.close()
+
+    def api_gate_active(self) -> int:
+        """Connections open now (through the gate)."""
+        return self.gate.active
 
     def stop(self) -> None:
         if self._error is None:
@@ -489,7 +532,8 @@ def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: Comma
     a = cfg.api
     users = Users(Path(db_path).with_name("auth.sqlite"), a.session_ttl_min * 60.0)
     try:
-        server = ApiServer(Api(db_path, config_path, users, commands, maintenance), a.host, a.port)
+        server = ApiServer(Api(db_path, config_path, users, commands, maintenance), a.host, a.port,
+                           (a.max_connections, a.max_connections_per_client, a.idle_timeout_s))
     except OSError as exc:
         import sys
         print(f"ems run: HTTP API on {a.host}:{a.port} not started ({exc})", file=sys.stderr)

@@ -44,6 +44,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 LOCK_AFTER = 5
 LOCK_S = 60.0
+MAX_TRACKED_FAILURES = 1024     # names with recent failed logins kept for the lockout (bounded memory)
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
@@ -187,19 +188,36 @@ class Users:
     def login(self, name, password) -> tuple[str, str, float]:
         """→ (token, role, expires). Raises AuthError 401 (wrong) or 429 (locked after repeated failures)."""
         now = time.time()
-        fails, since = self._failures.get(str(name), (0, 0.0))
+        if not isinstance(name, str) or not NAME_RE.match(name) or not isinstance(password, str) \
+                or len(password) > MAX_PASSWORD:
+            # no user can have this name (or password): refused without a lockout entry, so a flood of
+            # made-up names costs no memory
+            raise AuthError(401, "wrong user name or password")
+        with self._lock:
+            fails, since = self._failures.get(name, (0, 0.0))
         if fails >= LOCK_AFTER and now - since < LOCK_S:
             raise AuthError(429, f"too many failed logins for {name!r}: try again in {LOCK_S - (now - since):.0f} s")
         if not self.verify(name, password):
-            self._failures[str(name)] = (fails + 1 if now - since < LOCK_S else 1, now)
+            self._count_failure(name, fails, since, now)
             raise AuthError(401, "wrong user name or password")
-        self._failures.pop(name, None)
+        with self._lock:
+            self._failures.pop(name, None)
         token = secrets.token_urlsafe(32)
         expires = now + self.ttl_s
         with self._con() as con:
             con.execute("DELETE FROM sessions WHERE expires < ?", (now,))
             con.execute("INSERT INTO sessions VALUES (?, ?, ?)", (_sha(token), name, expires))
         return token, self.role_of(name), expires
+
+    def _count_failure(self, name: str, fails: int, since: float, now: float) -> None:
+        with self._lock:
+            if name not in self._failures and len(self._failures) >= MAX_TRACKED_FAILURES:
+                for key, (_, t) in list(self._failures.items()):     # expired entries first
+                    if now - t >= LOCK_S:
+                        del self._failures[key]
+                if len(self._failures) >= MAX_TRACKED_FAILURES:     # then the oldest
+                    del self._failures[min(self._failures, key=lambda k: self._failures[k][1])]
+            self._failures[name] = (fails + 1 if now - since < LOCK_S else 1, now)
 
     def session(self, token: str | None) -> tuple[str, str]:
         """→ (user, role) of a valid token, extending its expiry; AuthError 401 otherwise."""

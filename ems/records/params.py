@@ -17,6 +17,8 @@ import tomli_w
 from ems.config.load import ConfigError, Problem, read_toml, site_from_dict
 from ems.config.schema import SiteConfig
 
+SECTIONS = frozenset(f.name for f in dataclasses.fields(SiteConfig))
+
 
 def current(path: Path | None) -> dict:
     """The effective configuration (defaults filled in) as a plain dict."""
@@ -53,6 +55,11 @@ def apply_changes(path: Path, changes: dict) -> tuple[SiteConfig, list[tuple[str
             problems.append(Problem(key, value, "key must be section.name (lists are changed as a whole)"))
             continue
         section, name = parts
+        if section not in SECTIONS:
+            problems.append(Problem(key, value, f"[{section}] is not a section of the controller's parameters"
+                                    + (" ([simulation] is `ems simulate`'s: edit it in the file)"
+                                       if section == "simulation" else "")))
+            continue
         table = new.setdefault(section, {})
         if not isinstance(table, dict):
             problems.append(Problem(section, table, "not a table"))

@@ -17,6 +17,16 @@ class QueryError(ValueError):
     """A bad filter (date, level …): the message says what is allowed."""
 
 
+# the years a query or report may name: the records are epoch seconds of this controller's life; beyond
+# these, date arithmetic (the day after 9999-12-31) overflows instead of answering
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+
+
+def check_year(year: int, what: str, text: str) -> None:
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise QueryError(f"{what} {text!r}: the year must be {FIRST_YEAR} … {LAST_YEAR}")
+
+
 def site_tz(con) -> ZoneInfo:
     return ZoneInfo(DB.meta(con, "timezone", "UTC") or "UTC")
 
@@ -32,9 +42,10 @@ def parse_time(text: str | None, tz: ZoneInfo, what: str) -> float | None:
             dt = datetime.fromisoformat(text)
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=tz)
-    except ValueError:
-        raise QueryError(f"{what} {text!r}: not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM[:SS][+hh:mm])") \
-            from None
+    except (ValueError, OverflowError):
+        raise QueryError(f"{what} {text[:40]!r}: not a date (YYYY-MM-DD) or date-time "
+                         "(YYYY-MM-DDTHH:MM[:SS][+hh:mm])") from None
+    check_year(dt.year, what, text[:40])
     return dt.timestamp()
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from ems.control.events import EMS_ID, GRID_METER_ID, PCS_ID, PV_ID, STACK_ID
 from ems.records.energy import DG_METER_ID
-from ems.records.queries import QueryError, site_tz
+from ems.records.queries import QueryError, check_year, site_tz
 
 INTERVALS_MIN = (5, 10, 30, 60)
 # report column → (device, "in" | "out")
@@ -39,33 +39,37 @@ def parse_interval(text: str | int) -> int:
     except ValueError:
         minutes = -1
     if minutes not in INTERVALS_MIN:
-        raise QueryError(f"interval {text!r}: one of 5m, 10m, 30m, 60m (the manual's daily report intervals)")
+        raise QueryError(f"interval {str(text)[:40]!r}: one of 5m, 10m, 30m, 60m (the manual's daily report intervals)")
     return minutes
 
 
 def _day(text: str, what: str) -> date:
     try:
-        return date.fromisoformat(text[:10] if len(text) >= 10 else text)
+        d = date.fromisoformat(text[:10] if len(text) >= 10 else text)
     except ValueError:
-        raise QueryError(f"{what} {text!r}: not a date (YYYY-MM-DD)") from None
+        raise QueryError(f"{what} {text[:40]!r}: not a date (YYYY-MM-DD)") from None
+    check_year(d.year, what, text[:40])
+    return d
 
 
 def _month(text: str) -> tuple[int, int]:
     try:
         d = datetime.strptime(text[:7], "%Y-%m")
-        return d.year, d.month
     except ValueError:
-        raise QueryError(f"month {text!r}: give YYYY-MM (or a date in it)") from None
+        raise QueryError(f"month {text[:40]!r}: give YYYY-MM (or a date in it)") from None
+    check_year(d.year, "month", text[:40])
+    return d.year, d.month
 
 
 def _year(text: str) -> int:
     try:
         y = int(text[:4])
-        if len(text) >= 4 and 1970 <= y <= 9999:
-            return y
     except ValueError:
-        pass
-    raise QueryError(f"year {text!r}: give YYYY (or a date in it)")
+        y = None
+    if y is None or len(text) < 4:
+        raise QueryError(f"year {text[:40]!r}: give YYYY (or a date in it)")
+    check_year(y, "year", text[:40])
+    return y
 
 
 def _local(d: date, tz: ZoneInfo) -> float:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from ems.comm.dispatch import DispatchServer
-from ems.comm.modbus_server import IoThread
+from ems.comm.modbus_server import ConnectionLimits, IoThread
 from ems.config.schema import SiteConfig
 from ems.control.controller import Commands, Controller
 from ems.control.events import EventLog
@@ -50,7 +50,8 @@ def start_dispatch(cfg: SiteConfig, io: IoThread, say, clock=None) -> DispatchSe
     server = DispatchServer(cfg, clock=clock)
     listening = 0
     try:
-        io.serve_tcp({d.unit_id: server.image}, d.host, d.port)
+        io.serve_tcp({d.unit_id: server.image}, d.host, d.port, name="dispatch server",
+                     limits=ConnectionLimits(d.max_connections, d.max_connections_per_client, d.idle_timeout_s))
         say(f"dispatch server: modbus tcp {d.host}:{d.port} unit {d.unit_id} (SunSpec at 40000, native map at 0)")
         listening += 1
     except Exception as exc:         # address in use, no permission …
