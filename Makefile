@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CORE_SOURCES := $(wildcard ems/_core/*.pyx ems/_core/*.pxd ems/_core/*.h)
 
-.PHONY: install run test bench validate clean test-aarch64
+.PHONY: install run test bench validate fuzz clean test-aarch64
 
 $(STAMP): pyproject.toml setup.py $(CORE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ validate: $(STAMP)
 		$(VENV)/bin/ems simulate $$f --out build/validate/$$(basename $$f .toml) || exit 1; \
 	done
 	$(PY) -m validation.soc --json build/validate/soc.json
+
+# The dispatch server fuzzed for 5 minutes from outside the allowlist (frames, connections, writes accepted
+# against the rules, RSS, file descriptors), then kill -9 of `ems run` in a loop (databases, restored SOC).
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz_dispatch --seconds 300 --out build/fuzz/dispatch.json
+	$(PY) -m tests.kill_loop --cycles 30 --out build/fuzz/kill.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info ems/_core/*.c ems/_core/*.so ems/_core/*.html .pytest_cache .hypothesis

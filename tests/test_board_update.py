@@ -352,3 +352,56 @@ def test_upgrade_tasks_over_the_api_are_verified_at_once_and_applied_by_the_time
         assert {"update_reserved", "update_cancelled"} <= actions
     finally:
         server.stop()
+
+
+def test_a_bundle_cannot_fill_the_disk_before_its_hash_is_checked(board):
+    """Issue 17 item 11: a genuine, signed manifest, but the wheel in the tar is 64 MiB of zeros in a small
+    gzip; the extraction stops before writing a byte of it (the manifest's size is the limit)."""
+    import gzip
+    paths, key, work = board
+    good = build(work, key, "0.2.0")
+    with tarfile.open(good) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    whl = next(n for n in members if n.endswith(".whl"))
+    bomb = work / "bomb.bundle"
+    with gzip.open(bomb, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for n, d in members.items():
+            info = tarfile.TarInfo(n)
+            if n == whl:
+                info.size = 64 << 20
+                tar.addfile(info, io.BytesIO(b"\0" * info.size))
+            else:
+                info.size = len(d)
+                tar.addfile(info, io.BytesIO(d))
+    assert bomb.stat().st_size < 1 << 20
+    staging = work / "staging"
+    with pytest.raises(BundleError, match="the manifest says"):
+        bundle.verify(bomb, bundle.load_trusted(paths.keys), staging)
+    written = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) if staging.exists() else 0
+    assert written == 0
+    with pytest.raises(BundleError):
+        update.apply(paths, bomb, deadline_s=60, restart=service(paths))
+    assert running_version(paths) == "0.1.0"
+
+
+def test_a_copy_stops_at_the_first_byte_past_the_manifest_size():
+    src, dst = io.BytesIO(b"x" * 1000), io.BytesIO()
+    with pytest.raises(BundleError, match="more data"):
+        bundle._copy_at_most(src, dst, 999, "w.whl")
+    assert len(dst.getvalue()) <= 999
+
+
+def test_an_older_signed_version_is_refused_unless_a_downgrade_is_asked_for(board):
+    """Issue 17 item 12: downgrade protection."""
+    paths, key, work = board
+    b2 = build(work, key, "0.2.0")
+    assert "confirmed" in update.apply(paths, b2, deadline_s=60, restart=service(paths), poll_s=0.01)
+    old = build(work, key, "0.1.5", name="old.bundle")
+    with pytest.raises(UpdateError, match="older than the running 0.2.0"):
+        update.apply(paths, old, deadline_s=60, restart=service(paths))
+    with pytest.raises(UpdateError, match="older"):
+        update.schedule(paths, old, datetime.now(timezone.utc) + timedelta(hours=1))
+    assert running_version(paths) == "0.2.0" and update.scheduled(paths) == []
+    result = update.apply(paths, old, deadline_s=60, restart=service(paths), poll_s=0.01, allow_downgrade=True,
+                          who="admin")
+    assert "confirmed" in result and running_version(paths) == "0.1.5"

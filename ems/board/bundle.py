@@ -41,6 +41,7 @@ def _crypto():
 
 FORMAT = 1
 MAX_MEMBERS = 2000
+MAX_TOTAL_BYTES = 1 << 30          # everything a bundle may extract (the program and its wheels: ~60 MB today)
 ALLOWED = re.compile(r"^(wheels/[A-Za-z0-9_.+-]+\.whl|migrations/v\d{4}\.py)$")
 
 
@@ -187,6 +188,13 @@ def verify(bundle: Path, trusted: list[Ed25519PublicKey], dest: Path) -> Verifie
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"{bundle}: unreadable manifest ({exc})") from None
         listed = set(files)
+        try:
+            sizes = {arc: int(meta["size"]) for arc, meta in files.items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{bundle}: unreadable manifest ({exc})") from None
+        if any(n < 0 for n in sizes.values()) or sum(sizes.values()) > MAX_TOTAL_BYTES:
+            raise BundleError(f"{bundle}: the manifest lists {sum(sizes.values())} bytes, more than the "
+                              f"{MAX_TOTAL_BYTES} a bundle may extract")
         if listed != names - {"manifest.json", "manifest.sig"}:
             raise BundleError(f"{bundle}: the files do not match the manifest "
                               f"(missing {sorted(listed - names)}, extra {sorted(names - listed - {'manifest.json', 'manifest.sig'})})")
@@ -197,12 +205,17 @@ def verify(bundle: Path, trusted: list[Ed25519PublicKey], dest: Path) -> Verifie
             # copied by hand, not tar.extract(filter="data"): that argument is 3.11.4+, and the board's
             # Debian bookworm has 3.11.2 (found by make test-aarch64). The member checks above already
             # admit only plain files under relative names, and the file is written with our own mode.
+            # the signed manifest says how large each file is: a member of another size is refused before
+            # a byte is written, and the copy stops at the manifest's size (a 1 GiB wheel of zeros in a
+            # 1 MB gzip cannot fill the disk before its hash is checked)
+            if m.size != sizes[m.name]:
+                raise BundleError(f"{bundle}: {m.name} is {m.size} bytes, the manifest says {sizes[m.name]}")
             try:
                 target = dest / m.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(m)
                 with open(target, "xb") as fh:
-                    shutil.copyfileobj(src, fh)
+                    _copy_at_most(src, fh, sizes[m.name], m.name)
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise BundleError(f"{bundle}: corrupt archive at {m.name} ({exc})") from None
     for arc, meta in files.items():
@@ -211,6 +224,20 @@ def verify(bundle: Path, trusted: list[Ed25519PublicKey], dest: Path) -> Verifie
             raise BundleError(f"{bundle}: {arc} does not match its hash (corrupt or altered)")
     (dest / "manifest.json").write_bytes(body)
     return Verified(manifest, dest)
+
+
+def _copy_at_most(src, dst, size: int, name: str) -> None:
+    left = size
+    while True:
+        block = src.read(min(1 << 20, left + 1))
+        if not block:
+            break
+        if len(block) > left:
+            raise BundleError(f"{name}: more data than the manifest's {size} bytes")
+        dst.write(block)
+        left -= len(block)
+    if left:
+        raise BundleError(f"{name}: truncated ({size - left} of {size} bytes)")
 
 
 def _read(tar: tarfile.TarFile, name: str, limit: int) -> bytes:

@@ -35,6 +35,8 @@ def add_parsers(sub) -> None:
     ua.add_argument("--deadline", type=float, default=300.0, help="seconds the new version has to confirm (30 … 3600)")
     ua.add_argument("--no-wait", action="store_true", help="return after the switch (the boot guard and the "
                     "service still roll back an unhealthy version)")
+    ua.add_argument("--allow-downgrade", action="store_true", help="install a version older than the running one "
+                    "(refused without this; logged)")
     for name, text in (("status", "slots, versions, the update in progress, the last outcome"),
                        ("confirm", "mark the running trial version good (normally the service does this)"),
                        ("rollback", "go back to the previous version now"),
@@ -83,11 +85,12 @@ def run(args) -> int:
                 if not 30.0 <= args.deadline <= 3600.0:
                     raise ValueError(f"--deadline must be 30 … 3600 s, got {args.deadline:g}")
                 if args.at:
-                    task = update.schedule(paths, args.bundle, _iso(args.at), args.deadline)
+                    task = update.schedule(paths, args.bundle, _iso(args.at), args.deadline,
+                                           allow_downgrade=args.allow_downgrade)
                     print(f"reserved: task {task} at {args.at}")
                     return 0
                 print(update.apply(paths, args.bundle, args.deadline, restart=slots.systemctl_restart(),
-                                   wait=not args.no_wait))
+                                   wait=not args.no_wait, allow_downgrade=args.allow_downgrade))
                 return 0
             if cmd == "status":
                 print(json.dumps(slots.status(paths), indent=1))

@@ -110,13 +110,14 @@ class RemoteMaintenance:
             raise FileNotFoundError("not running as the board's service (ems run --board-root)")
         return self.paths
 
-    def reserve_update(self, bundle: Path, at: datetime, deadline_s: float, creator: str) -> dict:
+    def reserve_update(self, bundle: Path, at: datetime, deadline_s: float, creator: str,
+                       allow_downgrade: bool = False) -> dict:
         """The cloud manual's upgrade task (Reservation yes: at a time; no: now). The bundle is verified now
         and kept; ems-update.timer (root: the service's user cannot write the slots) applies it when due and
         verifies it again. Raises BundleError / UpdateError / MigrationError for a bundle it refuses."""
         from ems.board import update
         paths = self._board()
-        task_id = update.schedule(paths, bundle, at, deadline_s, creator)
+        task_id = update.schedule(paths, bundle, at, deadline_s, creator, allow_downgrade)
         return next(t for t in update.scheduled(paths) if t["id"] == task_id)
 
     def updates(self) -> dict:

@@ -10,6 +10,7 @@ minute) once their time has come.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,14 +24,41 @@ from ems.board.bundle import BundleError, load_trusted, verify
 from ems.board.migrate import MigrationError, load_steps
 from ems.board.slots import BoardPaths, UpdateError
 
+log = logging.getLogger("ems.update")
+
+
+def check_downgrade(paths: BoardPaths, manifest: dict, allow_downgrade: bool, who: str | None = None) -> str | None:
+    """UpdateError when the bundle is older than the running version, unless allow_downgrade (an admin's
+    explicit choice, logged); a signed old bundle with a fixed vulnerability must not simply install.
+    Returns a note when a downgrade is allowed."""
+    from packaging.version import InvalidVersion, Version
+
+    running = slots.status(paths)["active_version"]
+    if running is None:
+        return None                          # first install: nothing to go back from
+    try:
+        new, old = Version(str(manifest["version"])), Version(running)
+    except InvalidVersion as exc:
+        raise UpdateError(f"cannot compare versions ({exc}): refused") from None
+    if new >= old:
+        return None
+    if not allow_downgrade:
+        raise UpdateError(f"{new} is older than the running {old}: a downgrade needs --allow-downgrade "
+                          "(API: allow_downgrade = true, admin only)")
+    note = f"downgrade {old} → {new} allowed explicitly by {who or _os_user()}"
+    log.warning(note)
+    return note
+
 
 def apply(paths: BoardPaths, bundle: Path, deadline_s: float = 300.0, restart=None, wait: bool = True,
-          poll_s: float = 1.0, installer=slots.pip_installer, clock=time.time, sleep=time.sleep) -> str:
+          poll_s: float = 1.0, installer=slots.pip_installer, clock=time.time, sleep=time.sleep,
+          allow_downgrade: bool = False, who: str | None = None) -> str:
     """Install and switch; with wait, block until confirmed or rolled back. Returns the outcome in words."""
     paths.update.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="staging-", dir=paths.update))
     try:
         v = verify(bundle, load_trusted(paths.keys), staging)
+        check_downgrade(paths, v.manifest, allow_downgrade, who)
         load_steps(v.migrations)                  # a broken migration refuses the update before anything changes
         trial = slots.begin(paths, v.manifest, deadline_s, now=clock())
         try:
@@ -62,7 +90,8 @@ def apply(paths: BoardPaths, bundle: Path, deadline_s: float = 300.0, restart=No
 
 
 # ---------------------------------------------------------------- reserved-time upgrades
-def schedule(paths: BoardPaths, bundle: Path, at: datetime, deadline_s: float = 300.0, creator: str | None = None) -> str:
+def schedule(paths: BoardPaths, bundle: Path, at: datetime, deadline_s: float = 300.0, creator: str | None = None,
+             allow_downgrade: bool = False) -> str:
     """Verify the bundle now (a bad one is refused at once, not at night) and keep it for `at`, with its
     health deadline and who reserved it (the cloud manual's task list: number, creator, firmware, time)."""
     if at.tzinfo is None:
@@ -70,6 +99,7 @@ def schedule(paths: BoardPaths, bundle: Path, at: datetime, deadline_s: float = 
     probe = Path(tempfile.mkdtemp(prefix="check-", dir=_mk(paths.update)))
     try:
         v = verify(bundle, load_trusted(paths.keys), probe)
+        check_downgrade(paths, v.manifest, allow_downgrade, creator)
         load_steps(v.migrations)
     finally:
         shutil.rmtree(probe, ignore_errors=True)
@@ -78,6 +108,7 @@ def schedule(paths: BoardPaths, bundle: Path, at: datetime, deadline_s: float = 
     shutil.copy2(bundle, d / "bundle.tar")
     slots.write_json(d / "task.json", {"id": task_id, "at": at.isoformat(), "version": v.manifest["version"],
                                        "deadline_s": deadline_s, "creator": creator or _os_user(),
+                                       "allow_downgrade": bool(allow_downgrade),
                                        "created": datetime.now(timezone.utc).isoformat()})
     return task_id
 
@@ -110,7 +141,8 @@ def run_due(paths: BoardPaths, now: datetime | None = None, **apply_kw) -> list[
             continue
         d = paths.scheduled / task["id"]
         try:
-            kw = {"deadline_s": float(task.get("deadline_s", 300.0)), **apply_kw}
+            kw = {"deadline_s": float(task.get("deadline_s", 300.0)), "allow_downgrade":
+                  bool(task.get("allow_downgrade", False)), "who": task.get("creator"), **apply_kw}
             results.append(f"{task['id']}: " + apply(paths, d / "bundle.tar", **kw))
         except (UpdateError, BundleError, MigrationError) as exc:
             results.append(f"{task['id']}: refused: {exc}")

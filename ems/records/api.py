@@ -428,7 +428,8 @@ class Api:
 
     async def reserve_update(self, request):
         """The bundle is the request body (application/octet-stream), streamed to a file under the update
-        folder with a size cap; ?at=ISO time with zone (absent: now), ?deadline_s= (30 … 3600, 300)."""
+        folder with a size cap; ?at=ISO time with zone (absent: now), ?deadline_s= (30 … 3600, 300),
+        ?allow_downgrade=true to install an older version (admin only; logged)."""
         from ems.board.bundle import BundleError
         from ems.board.migrate import MigrationError
         from ems.board.slots import UpdateError
@@ -442,6 +443,12 @@ class Api:
             raise AuthError(400, "at needs a time zone, e.g. 2026-11-22T02:00:00+01:00")
         if not 30.0 <= deadline_s <= 3600.0:
             raise AuthError(400, f"deadline_s must be 30 … 3600, got {deadline_s:g}")
+        downgrade = request.query.get("allow_downgrade", "false")
+        if downgrade not in ("true", "false", "1", "0"):
+            raise AuthError(400, f"allow_downgrade {downgrade[:20]!r}: true or false")
+        downgrade = downgrade in ("true", "1")
+        if downgrade and self.users.role_of(user) != "admin":
+            raise AuthError(403, "only an admin may allow a downgrade")
         try:
             folder = m.upload_dir()
         except OSError as exc:
@@ -458,12 +465,14 @@ class Api:
                     fh.write(chunk)
             loop = asyncio.get_running_loop()
             try:
-                task = await loop.run_in_executor(None, m.reserve_update, upload, at, deadline_s, f"api:{user}")
+                task = await loop.run_in_executor(None, m.reserve_update, upload, at, deadline_s, f"api:{user}",
+                                                  downgrade)
             except (BundleError, UpdateError, MigrationError) as exc:
                 raise AuthError(400, f"bundle refused, nothing reserved: {exc}") from None
         finally:
             upload.unlink(missing_ok=True)
-        self._log(user, "update_reserved", f"{task['version']} at {task['at']} (task {task['id']})")
+        self._log(user, "update_reserved", f"{task['version']} at {task['at']} (task {task['id']})"
+                  + (" — downgrade allowed explicitly" if downgrade else ""))
         return _json(task, 201)
 
     async def cancel_update(self, request):
