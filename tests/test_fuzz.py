@@ -28,3 +28,14 @@ def test_seconds_of_fuzzing_accept_no_write_and_keep_scada_served(tmp_path):
     finally:
         run.stop()
         sim.stop()
+
+
+def test_kill_minus_9_leaves_a_sound_database_and_a_recent_state_that_is_restored(tmp_path):
+    """Issue 17 item 18: the estimate is saved periodically (here every 5 s), so a kill costs at most that."""
+    from tests.kill_loop import SAVE_INTERVAL_S, kill_cycles
+
+    report = kill_cycles(tmp_path, cycles=2, seed=int(time.time()) % 1000, min_s=3.0, max_s=5.0)
+    assert report["cycles"] == 2 and report["db_corrupt"] == 0, report
+    assert report["state_unreadable"] == 0 and report["state_too_old"] == 0, report
+    assert report["max_state_age_s"] <= SAVE_INTERVAL_S + 2.0
+    assert report["details"][1]["restored"] and report["restore_mismatch"] == 0, report

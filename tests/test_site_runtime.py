@@ -291,3 +291,25 @@ gpio_lines = [{{ name = "epo", line = 5 }}]
     assert run.proc.wait(30) == 1
     err = "".join(run.err)
     assert "dry_contacts.gpio_lines: cannot request GPIO lines [5]" in err and "Traceback" not in err
+
+
+def test_the_periodic_saver_writes_on_its_interval_and_after_an_anchor(tmp_path):
+    from datetime import datetime, timezone
+
+    from ems._core import layout as L
+    from ems.config.schema import SiteConfig
+    from ems.control.clock import VirtualClock
+    from ems.control.controller import Controller
+    from ems.site.state import PeriodicSaver
+
+    ctrl = Controller(SiteConfig(), VirtualClock(datetime(2026, 6, 1, tzinfo=timezone.utc)))
+    saver = PeriodicSaver(tmp_path / "state.json", interval_s=60.0)
+    try:
+        assert saver.poll(ctrl, 0.0)                 # the first poll saves
+        assert not saver.poll(ctrl, 30.0)
+        ctrl.fast.buffers.est_state[0, L.SE_ANCHOR_SEQ] += 1
+        assert saver.poll(ctrl, 31.0)                # an anchor: saved at once
+        assert not saver.poll(ctrl, 60.0) and saver.poll(ctrl, 91.5)
+    finally:
+        saver.close()
+    assert saver.saved >= 1 and (tmp_path / "state.json").exists() and not (tmp_path / "state.tmp").exists()

@@ -162,6 +162,8 @@ class SocCalibration:
 class SocEstimation:
     """SOC/SOH estimation (docs/soc.md). Sensor figures are the datasheet bounds, not the actual errors."""
     charge_efficiency_pct: float = spec(99.9, 90.0, 100.0, "%", "coulombic efficiency of charging (LFP ≈ 99.9)")
+    save_interval_s: float = spec(60.0, 5.0, 3600.0, "s", "the estimate (and SOH) is saved this often and after "
+                                  "every anchor, so a power loss costs at most this much (ems run --state)")
     current_gain_error_pct: float = spec(1.0, 0.0, 10.0, "%", "current sensor gain error bound")
     current_offset_a: float = spec(0.3, 0.0, 100.0, "A", "current sensor offset bound")
     zero_current_a: float = spec(0.5, 0.0, 50.0, "A", "a current within ± this counts as zero (the sensor's "

@@ -24,7 +24,7 @@ from ems.control.events import EventLog
 from ems.control.protection_table import BatteryRatings, default_rows
 from ems.site.clock import SiteClock
 from ems.site.devices import SiteDevices, SiteError, bms_measures_insulation
-from ems.site.state import load_state, save_state
+from ems.site.state import PeriodicSaver, load_state, save_state
 from ems.site.view import panel, status_line
 
 INSULATION_SOURCES = ("insulation", "insulation_monitor_fault")
@@ -194,6 +194,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
     wd = watchdog or LoopWatchdog.from_env(max_tick_age_s=bc.watchdog_tick_age_ms / 1000.0,
                                           max_overrun_s=bc.watchdog_overrun_ms / 1000.0)
     health = HealthConfirm(board, bc.health_confirm_s)
+    saver = PeriodicSaver(state_path, cfg.soc_estimation.save_interval_s) if state_path is not None else None
     start = time.monotonic()
     deadline = start
     next_view = start
@@ -216,6 +217,8 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
                 if n // slow_every < len(slow_s):
                     slow_s[n // slow_every] = t_slow
                 health.observe(wd.healthy()[0])
+                if saver is not None:
+                    saver.poll(ctrl, time.monotonic())
                 if health.result:
                     out.write(f"update: {health.result}\n")
                     health.result = None
@@ -243,6 +246,8 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
         # clean stop: PCS to zero and stopped at once, the writes confirmed before we go, state saved
         site_io.actuate(Commands(pcs_setpoint_w=0.0, pcs_run=False), time.monotonic())
         confirmed = devices.stop_commands(1.0)
+        if saver is not None:
+            saver.close()
         if state_path is not None:
             save_state(ctrl, state_path)
         if api is not None:

@@ -3,6 +3,9 @@ learned current offset and capacity, SOH — knowledge of the cells, not a setti
 from __future__ import annotations
 
 import json
+import logging
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +13,98 @@ import numpy as np
 from ems._core import layout as L
 from ems.control.controller import Controller
 
+log = logging.getLogger("ems.state")
+
+
+def snapshot(ctrl: Controller) -> dict:
+    """The state to save, copied out of the core's buffers (cheap: the fast loop's thread takes it; the
+    conversion to JSON and the write happen elsewhere)."""
+    b = ctrl.fast.buffers
+    return {"version": 2, "saved_at": ctrl.clock.now().isoformat(),
+            "cell_soc": b.cell_soc.copy(), "cell_sigma": b.cell_sig.copy(),
+            "hysteresis": b.est_state[:, L.SE_HYST].copy(), "offset_a": b.est_state[:, L.SE_OFFSET_A].copy(),
+            "offset_bound_a": b.est_state[:, L.SE_OFFSET_BOUND_A].copy(),
+            "capacity_error": b.est_state[:, L.SE_CAP_ERR].copy(),
+            "capacity_ah": b.capacity_ah.copy(), "soh": ctrl.soh.to_dict(),
+            "soc_pct": float(b.stack_soc[L.SOC_MEAN])}
+
+
+def write_snapshot(state: dict, path: Path) -> None:
+    """Atomic and durable: temp file, fsync, rename, fsync the folder — after a power loss the file is the
+    old state or the new one, never a mix or empty."""
+    out = {k: (np.round(v, 6).tolist() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(out))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 def save_state(ctrl: Controller, path: Path) -> None:
     """The SOC estimate (every cell's SOC and sigma, hysteresis, the learned current offset) and SOH survive
-    a restart (written atomically: temp file, then rename)."""
-    b = ctrl.fast.buffers
-    state = {"version": 2, "saved_at": ctrl.clock.now().isoformat(),
-             "cell_soc": b.cell_soc.round(6).tolist(), "cell_sigma": b.cell_sig.round(6).tolist(),
-             "hysteresis": b.est_state[:, L.SE_HYST].tolist(), "offset_a": b.est_state[:, L.SE_OFFSET_A].tolist(),
-             "offset_bound_a": b.est_state[:, L.SE_OFFSET_BOUND_A].tolist(),
-             "capacity_error": b.est_state[:, L.SE_CAP_ERR].tolist(),
-             "capacity_ah": b.capacity_ah.tolist(), "soh": ctrl.soh.to_dict(),
-             "soc_pct": float(b.stack_soc[L.SOC_MEAN])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
+    a restart (written atomically and durably)."""
+    write_snapshot(snapshot(ctrl), path)
+
+
+class PeriodicSaver:
+    """Saves the state every `interval_s` and soon after every SOC anchor, so a power loss or a kill -9
+    costs at most that much of the estimate. The fast loop only takes the snapshot (`poll`); a writer
+    thread turns it into JSON and writes it (an fsync on an SD card can take tens of ms)."""
+
+    def __init__(self, path: Path, interval_s: float = 60.0):
+        self.path, self.interval_s = Path(path), interval_s
+        self._last_s: float | None = None
+        self._anchors: np.ndarray | None = None
+        self._pending: dict | None = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self.saved = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="ems-state", daemon=True)
+        self._thread.start()
+
+    def poll(self, ctrl: Controller, now_s: float) -> bool:
+        """Call from the slow loop; True when a save was started."""
+        anchors = ctrl.fast.buffers.est_state[:, L.SE_ANCHOR_SEQ]
+        anchored = self._anchors is not None and not np.array_equal(anchors, self._anchors)
+        if self._last_s is not None and now_s - self._last_s < self.interval_s and not anchored:
+            if self._anchors is None:
+                self._anchors = anchors.copy()
+            return False
+        self._last_s, self._anchors = now_s, anchors.copy()
+        with self._cv:
+            self._pending = snapshot(ctrl)
+            self._cv.notify()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._stop:
+                    self._cv.wait()
+                if self._pending is None:
+                    return
+                state, self._pending = self._pending, None
+            try:
+                write_snapshot(state, self.path)
+                self.saved += 1
+            except OSError as exc:                 # a full or read-only disk: logged, the loop runs on
+                self.errors += 1
+                log.error("state not saved to %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Finish the write in progress or pending, then stop (the final save is the caller's: save_state)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(5.0)
 
 
 def load_state(ctrl: Controller, path: Path) -> bool:
