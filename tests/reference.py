@@ -6,6 +6,8 @@ both in the same run.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ems._core import layout as L
@@ -118,7 +120,8 @@ class ProtectionState:
         self.trip_timer = np.zeros(C)
 
 
-def protection_step(table_f, table_i, src, cl_in, idle_a, dt_ms, trip_delay_ms, reset, st: ProtectionState):
+def protection_step(table_f, table_i, src, cl_in, idle_a, dt_ms, trip_delay_ms, reset, st: ProtectionState,
+                    trip_open_a=math.inf, trip_max_wait_ms=0.0):
     x = src[table_i[:, L.PT_SOURCE], :]
     direction = table_i[:, L.PT_DIR][:, None]
     when = table_i[:, L.PT_WHEN][:, None]
@@ -172,7 +175,9 @@ def protection_step(table_f, table_i, src, cl_in, idle_a, dt_ms, trip_delay_ms, 
                     cp[c, L.CLP_TRIP_PENDING] = 1
                     st.trip_timer[c] = 0.0
                 st.trip_timer[c] += dt_ms
-                if st.trip_timer[c] >= trip_delay_ms:
+                i_a = cl_in[c, L.CL_I]
+                if st.trip_timer[c] >= trip_delay_ms and (
+                        (not math.isnan(i_a) and abs(i_a) <= trip_open_a) or st.trip_timer[c] >= trip_max_wait_ms):
                     cp[c, L.CLP_TRIPPED], cp[c, L.CLP_TRIP_PENDING] = 1, 0
         else:
             cp[c, L.CLP_TRIP_PENDING] = cp[c, L.CLP_TRIPPED] = 0
@@ -561,7 +566,8 @@ class ReferenceTick:
         soc, soc_out, anchored, stack_soc = r.soc_pct, r.out.copy(), r.anchored.copy(), r.stack.copy()
         src = sources(cl_f, cl_i, b.cluster_in, soc_out)
         n_changed = protection_step(b.table_f, b.table_i, src, b.cluster_in, p[L.TP_IDLE_A], dt_ms,
-                                    p[L.TP_TRIP_DELAY_MS], reset, self.prot)
+                                    p[L.TP_TRIP_DELAY_MS], reset, self.prot, p[L.TP_TRIP_OPEN_A],
+                                    p[L.TP_TRIP_MAX_WAIT_MS])
         derated, stack_a = derate(b.table_f, b.table_i, src, b.cluster_in, b.cluster_flags, self.prot.cl_prot,
                                   p[L.TP_STACK_MAX_CHG_A], p[L.TP_STACK_MAX_DCHG_A])
         self.balancing, bal_count = balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], cl_f, b.cluster_flags,

@@ -98,3 +98,31 @@ def test_config_template_cli_prints_every_section():
     out = subprocess.run([sys.executable, "-m", "ems", "config", "template"], capture_output=True, text=True).stdout
     for section in ("[battery]", "[grid]", "[self_use]", "[time_based]", "[peak_shaving]", "[rrcr]", "[sec14a]"):
         assert section in out
+
+
+def test_protection_limits_are_set_per_datasheet_in_the_site_file():
+    """Issue 17 item 19: [protection] rows override the LFP defaults, validated."""
+    from ems.config import site_from_dict
+    from ems.config.load import ConfigError
+    from ems.control.clock import VirtualClock
+    from ems.control.controller import Controller
+    from datetime import datetime, timezone
+
+    cfg = site_from_dict({"protection": {"trip_delay_ms": 300.0, "rows": [
+        {"name": "cell_over_voltage", "levels": [3.45, 3.55, 3.62], "set_ms": [0, 500, 800]},
+        {"name": "cell_over_temp_charge", "levels": [40, 45, 50], "hysteresis": [2, 2, 2]}]}})
+    ctrl = Controller(cfg, VirtualClock(datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    table = ctrl.fast.table
+    assert [table.threshold("cell_over_voltage", lv) for lv in range(3)] == [3.45, 3.55, 3.62]
+    assert table.rows[table.index("cell_over_voltage")].set_ms == (0.0, 500.0, 800.0)
+    assert table.threshold("cell_over_temp_charge", 2) == 50.0
+    assert table.threshold("cell_under_voltage", 2) == 2.70            # untouched rows keep their defaults
+    for bad, why in (({"name": "cell_over_voltage", "levels": [3.60, 3.55, 3.62]}, "operating → warning → fault"),
+                     ({"name": "cell_over_voltage", "levels": [3450, 3550, 3620]}, "physical range"),
+                     ({"name": "cell_under_voltage", "levels": [3.0, 2.8]}, "three finite numbers"),
+                     ({"name": "no_such_row", "levels": [1, 2, 3]}, "no such row"),
+                     ({"name": "cell_over_voltage", "set_ms": [0, -1, 5]}, "finite and >= 0")):
+        with pytest.raises(ConfigError, match=why):
+            site_from_dict({"protection": {"rows": [bad]}})
+    with pytest.raises(ConfigError, match="below protection.trip_delay_ms"):
+        site_from_dict({"protection": {"trip_delay_ms": 500.0, "trip_max_wait_ms": 100.0}})

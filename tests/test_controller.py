@@ -387,3 +387,49 @@ def test_a_remote_reactive_setpoint_is_a_lease_of_its_own_length():
     assert s.cmd.pcs_reactive_var == 0.0
     with pytest.raises(ValueError, match="finite"):
         s.ctrl.command("reactive_var", float("nan"))
+
+
+def _trip_at_10_ms(pcs_obeys_stop: bool, **cfg):
+    """A cell fault while discharging ~30 kW, stepped at 10 ms: (the PCS power when the contactors open,
+    the time from the fault to that moment, whether the PCS was commanded to zero and stopped at once)."""
+    s = Site(start="2026-06-22T22:00:00+02:00", load="flat", load_peak_w=30e3, **cfg).run(30)
+    assert s.flows.pcs_w > 15e3
+    if not pcs_obeys_stop:                        # a PCS that ignores its stop and ramps at 50 kW/s
+        follow = s.plant.pcs.follow
+        s.plant.pcs.follow = lambda sp, dt, run, avail: follow(sp, dt, True, avail)
+    s.event("cell_fault", cluster=0, cell=5, voltage_v=3.80)
+    commanded_at_once = None
+    for k in range(1000):                         # 10 s at 10 ms
+        s.link.read()
+        if k % 100 == 0:
+            s.ctrl.slow_tick()
+        cmd = s.ctrl.fast_tick(10.0)
+        pending = s.ctrl.fast.buffers.results[L.TO_ANY_TRIP_PENDING]
+        if pending and commanded_at_once is None:
+            commanded_at_once = cmd.pcs_setpoint_w == 0.0 and not cmd.pcs_run
+        if cmd.open_contactors:
+            return s.plant.pcs.p_w, k * 0.01, commanded_at_once
+        s.link.actuate(cmd, s.clock.now().astimezone(TZ), 0.01)
+        s.clock.advance(0.01)
+    pytest.fail("no trip")
+
+
+def test_a_pending_trip_stops_the_pcs_at_once_and_the_contactors_open_without_load():
+    """Issue 17 item 14: the PCS is commanded to zero and stopped in the tick the trip latches; the
+    contactors open once the measured current is below [protection] trip_open_current_a."""
+    p_w, _, at_once = _trip_at_10_ms(pcs_obeys_stop=True)
+    assert at_once
+    assert abs(p_w) < 1e3                          # not ~20 kW as with the old fixed delay
+
+
+def test_contactors_wait_for_the_current_then_open_after_the_maximum_wait():
+    p_w, t_s, at_once = _trip_at_10_ms(pcs_obeys_stop=False,
+                                       protection={"trip_open_current_a": 5.0, "trip_max_wait_ms": 300.0})
+    assert at_once
+    # the PCS ramps 30 kW down at 50 kW/s (0.6 s): the current is not below 5 A before the 300 ms wait ends
+    assert abs(p_w) > 5e3
+    fault_to_latch_s = 1.0                         # the shutdown row's debounce (200 ms) + cell frame period
+    assert t_s <= fault_to_latch_s + 0.3 + 0.05
+    p_w, t_s, _ = _trip_at_10_ms(pcs_obeys_stop=False,
+                                 protection={"trip_open_current_a": 5.0, "trip_max_wait_ms": 3000.0})
+    assert abs(p_w) < 5.0 * 800                    # waited until the current was down (≤ 5 A at ~770 V)

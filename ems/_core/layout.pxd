@@ -297,7 +297,9 @@ cpdef enum:
     TP_PCS_MAX_DCHG_W = 16
     TP_RAMP_W_PER_S = 17        # setpoint ramp, W/s (0 = no ramp)
     TP_DEADBAND_W = 18
-    TP_COLS = 19
+    TP_TRIP_OPEN_A = 19         # a pending trip opens the contactors once |cluster current| is at most this, A
+    TP_TRIP_MAX_WAIT_MS = 20    # ... or after this long pending, whatever the current (never before the delay)
+    TP_COLS = 21
 
 # fast-loop tick results, float64 (TO_COLS,)
 cpdef enum:

@@ -9,5 +9,5 @@ cdef Py_ssize_t evaluate_table(
     Py_ssize_t n_rows, Py_ssize_t n_clusters, const double* tab_f, const int32_t* tab_i,
     const double* src, const double* cl_in, double idle_a, double dt_ms, double trip_delay_ms,
     bint reset_request, uint8_t* bits, double* timers, int8_t* level, uint8_t* changed,
-    uint8_t* cl_prot, double* trip_timer_ms,
+    uint8_t* cl_prot, double* trip_timer_ms, double trip_open_a, double trip_max_wait_ms,
 ) noexcept nogil

@@ -9,15 +9,18 @@ Levels 0 and 1 clear by themselves; level 2 latches: it clears only when the con
 reset is requested.
 
 A latched fault blocks both current directions at once. If the row trips, the cluster's trip is
-pending for `trip_delay_ms` with the allowed currents already forced to zero, so the PCS ramps down
-before the contactors open; then the cluster is tripped (open the contactors).
+pending with the allowed currents already forced to zero (the controller commands the PCS to zero and
+stops it at once); the cluster is tripped (open the contactors) when the pending time has reached
+`trip_delay_ms` and the measured cluster current is at most `trip_open_a`, or when it has reached
+`trip_max_wait_ms` whatever the current (a PCS that does not stop, a current that is not measured):
+contactors are not opened under load while the current is still coming down.
 
 A NaN value freezes the row: nothing sets, nothing clears, the timers hold. Missing measurements are
 themselves watched by the sensor rows (SRC_*_MISSING, SRC_*_SENSOR_INVALID), and derating treats NaN
 as "no current allowed", so a lost value never silently passes as healthy.
 """
 from libc.stdint cimport uint8_t, int8_t, int32_t
-from libc.math cimport isnan, NAN
+from libc.math cimport isnan, fabs, NAN, INFINITY
 
 from ems._core.layout cimport *
 from ems._core.checks cimport require_c_contiguous, require_len
@@ -70,7 +73,7 @@ cdef Py_ssize_t evaluate_table(
     Py_ssize_t n_rows, Py_ssize_t n_clusters, const double* tab_f, const int32_t* tab_i,
     const double* src, const double* cl_in, double idle_a, double dt_ms, double trip_delay_ms,
     bint reset_request, uint8_t* bits, double* timers, int8_t* level, uint8_t* changed,
-    uint8_t* cl_prot, double* trip_timer_ms,
+    uint8_t* cl_prot, double* trip_timer_ms, double trip_open_a, double trip_max_wait_ms,
 ) noexcept nogil:
     cdef Py_ssize_t q, c, L, k, n_changed = 0, C = n_clusters
     cdef const double* tf
@@ -150,7 +153,9 @@ cdef Py_ssize_t evaluate_table(
                     cp[CLP_TRIP_PENDING] = 1
                     trip_timer_ms[c] = 0.0
                 trip_timer_ms[c] += dt_ms
-                if trip_timer_ms[c] >= trip_delay_ms:
+                i_a = cl_in[c * CL_IN_COLS + CL_I]
+                if trip_timer_ms[c] >= trip_delay_ms and (
+                        (not isnan(i_a) and fabs(i_a) <= trip_open_a) or trip_timer_ms[c] >= trip_max_wait_ms):
                     cp[CLP_TRIPPED] = 1
                     cp[CLP_TRIP_PENDING] = 0
         else:
@@ -183,8 +188,10 @@ def fill(const double[:, ::1] cluster_f, const int32_t[:, ::1] cluster_i, const 
 def evaluate(const double[:, ::1] table_f, const int32_t[:, ::1] table_i, const double[:, ::1] sources,
              const double[:, ::1] cluster_in, double idle_a, double dt_ms, double trip_delay_ms,
              bint reset_request, uint8_t[:, ::1] bits, double[:, :, ::1] timers, int8_t[:, ::1] level,
-             uint8_t[:, ::1] changed, uint8_t[:, ::1] cluster_prot, double[::1] trip_timer_ms):
+             uint8_t[:, ::1] changed, uint8_t[:, ::1] cluster_prot, double[::1] trip_timer_ms,
+             double trip_open_a=INFINITY, double trip_max_wait_ms=0.0):
     """Run the protection table for one tick; returns how many (row, cluster) levels changed.
+    trip_open_a / trip_max_wait_ms: when a pending trip opens the contactors (default: at the delay).
 
     State arrays (bits, timers, level, cluster_prot, trip_timer_ms) belong to the caller and persist
     between ticks; start them at zero.
@@ -210,5 +217,6 @@ def evaluate(const double[:, ::1] table_f, const int32_t[:, ::1] table_i, const 
     with nogil:
         n = evaluate_table(Q, C, &table_f[0, 0], &table_i[0, 0], &sources[0, 0], &cluster_in[0, 0],
                            idle_a, dt_ms, trip_delay_ms, reset_request, &bits[0, 0], &timers[0, 0, 0],
-                           &level[0, 0], &changed[0, 0], &cluster_prot[0, 0], &trip_timer_ms[0])
+                           &level[0, 0], &changed[0, 0], &cluster_prot[0, 0], &trip_timer_ms[0],
+                           trip_open_a, trip_max_wait_ms)
     return n

@@ -156,7 +156,7 @@ cdef class FastTick:
                                    tp[TP_TRIP_DELAY_MS], reset_request, &self.prot_bits[0, 0],
                                    &self.prot_timers[0, 0, 0], &self.prot_level[0, 0],
                                    &self.prot_changed[0, 0], &self.cluster_prot[0, 0],
-                                   &self.trip_timer_ms[0])
+                                   &self.trip_timer_ms[0], tp[TP_TRIP_OPEN_A], tp[TP_TRIP_MAX_WAIT_MS])
         derate_clusters(self.n_rows, C, &self.table_f[0, 0], &self.table_i[0, 0], &self.sources[0, 0],
                         &self.cluster_in[0, 0], &self.cluster_flags[0, 0], &self.cluster_prot[0, 0],
                         tp[TP_STACK_MAX_CHG_A], tp[TP_STACK_MAX_DCHG_A], &self.derated[0, 0],

@@ -273,6 +273,19 @@ def _check_devices(cfg: SiteConfig, problems: list[Problem]) -> None:
                                     "that is not wired would read active (for an EPO: the PCS stopped)"))
 
 
+def _check_protection(cfg: SiteConfig, problems: list[Problem]) -> None:
+    from ems.control.protection_table import rows_for
+
+    pr = cfg.protection
+    if pr.trip_max_wait_ms < pr.trip_delay_ms:
+        problems.append(Problem("protection.trip_max_wait_ms", pr.trip_max_wait_ms,
+                                f"below protection.trip_delay_ms ({pr.trip_delay_ms:g} ms)"))
+    try:
+        rows_for(cfg)
+    except ValueError as exc:
+        problems.append(Problem("protection.rows", "…", str(exc)))
+
+
 def _check_allowlist(cfg: SiteConfig, problems: list[Problem]) -> None:
     """[dispatch] allowed_clients: each an IP address (client addresses are compared in canonical form,
     so "0:0:0:0:0:0:0:1" and "::1" are one entry; an integer or a host name would match nobody)."""
@@ -299,6 +312,7 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
         problems.append(Problem("pcs.rated_apparent_va", cfg.pcs.rated_apparent_va,
                                 f"below pcs.rated_power_w ({rated:g} W): S is at least P (0: equal to it)"))
     _check_allowlist(cfg, problems)
+    _check_protection(cfg, problems)
     _check_devices(cfg, problems)
     _check_windows(cfg.time_based.groups, "time_based.groups", problems)
     for i, g in enumerate(cfg.time_based.groups):

@@ -46,6 +46,32 @@ class Battery:
 
 
 @dataclass
+class ProtectionOverride:
+    name: str = spec("cell_over_voltage", doc="the row (docs/protection.md lists them: cell_over_voltage, "
+                     "cell_under_voltage, cell_over_temp_charge …)")
+    levels: list = spec([], doc="operating limit (derating starts), warning, fault: three numbers in the row's "
+                        "unit (V, °C, A …), running towards the bad side; empty: the default", max_items=3)
+    hysteresis: list = spec([], doc="clearing hysteresis of each level; empty: the default", max_items=3)
+    set_ms: list = spec([], doc="debounce of each level, ms: violated this long before it sets", max_items=3)
+    clear_ms: list = spec([], doc="each level clears after the value is back past threshold ∓ hysteresis this "
+                          "long, ms", max_items=3)
+
+
+@dataclass
+class Protection:
+    """The fast loop's protection table (docs/protection.md): the LFP defaults for the site's battery,
+    with the OEM's limits per cell datasheet in [[protection.rows]]."""
+    trip_delay_ms: float = spec(200.0, 0.0, 5000.0, "ms", "a tripping fault holds the currents at zero this long "
+                                "before the contactors may open")
+    trip_open_current_a: float = spec(5.0, 0.0, 2000.0, "A", "... and then they open once the cluster's measured "
+                                      "current is at most this (never under load)")
+    trip_max_wait_ms: float = spec(2000.0, 0.0, 60000.0, "ms", "... or after this long pending, whatever the "
+                                   "current (a PCS that does not stop; no current reading)")
+    rows: list = spec([], doc="row overrides: name plus any of levels, hysteresis, set_ms, clear_ms",
+                      max_items=64, item=ProtectionOverride)
+
+
+@dataclass
 class Pcs:
     rated_power_w: float = spec(100_000.0, 1_000.0, 10_000_000.0, "W", "PCS rated active power")
     rated_apparent_va: float = spec(0.0, 0.0, 10_000_000.0, "VA", "PCS rated apparent power S: active and reactive "
@@ -81,6 +107,9 @@ class Rrcr:
     k2_pct: float = spec(60.0, 0.0, 100.0, "%", "… while K2 is closed")
     k3_pct: float = spec(30.0, 0.0, 100.0, "%", "… while K3 is closed")
     k4_pct: float = spec(0.0, 0.0, 100.0, "%", "… while K4 is closed")
+    fault_delay_s: float = spec(10.0, 1.0, 600.0, "s", "no contact closed for this long raises RRCR_fault (5009): "
+                                "a receiver always closes one (000_… 5009); meanwhile, and until one closes, the "
+                                "most restrictive of k1–k4 limits the export (ours: the manual gives no delay)")
 
 
 @dataclass
@@ -505,6 +534,7 @@ class SiteConfig:
     site: Site = section(Site)
     loops: Loops = section(Loops)
     battery: Battery = section(Battery)
+    protection: Protection = section(Protection)
     pcs: Pcs = section(Pcs)
     pv: Pv = section(Pv)
     grid: Grid = section(Grid)

@@ -21,6 +21,7 @@ from ems.config.schema import SiteConfig
 from ems.control.events import EMS_ID, EventLog, cluster_id
 from ems.control.io_map import COMM_ALARMS, DO_NAMES, KNOWN_INPUTS, SAFETY_INPUTS
 from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackShape
+from ems.control.protection_table import rows_for
 from ems.control.snapshot import Operator, Snapshot
 from ems.estimation.ocv import table_for
 from ems.estimation.params import estimator_for
@@ -106,8 +107,8 @@ def limit_reactive(q_var: float, p_w: float, pcs) -> float:
 class Controller:
     def __init__(self, cfg: SiteConfig, clock, events: EventLog | None = None, max_age_s: float = 5.0,
                  protection_rows: list | None = None):
-        """`protection_rows`: the protection table (default: `protection_table.default_rows` for the site's
-        cells per cluster). `max_age_s`: the comm-loss age of every device until `supervise` gives each its own."""
+        """`protection_rows`: the protection table (default: `protection_table.rows_for(cfg)`, the LFP
+        defaults for the site's battery with its [protection] rows). `max_age_s`: the comm-loss age of every device until `supervise` gives each its own."""
         self.cfg = cfg
         self.clock = clock
         self.tz = ZoneInfo(cfg.site.timezone)
@@ -121,9 +122,12 @@ class Controller:
                            pcs_max_charge_w=cfg.pcs.rated_power_w, pcs_max_discharge_w=cfg.pcs.rated_power_w,
                            ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w,
                            charge_efficiency=cfg.soc_estimation.charge_efficiency_pct / 100.0,
-                           cell_full_v=b.cell_full_v, cell_empty_v=b.cell_empty_v),
+                           cell_full_v=b.cell_full_v, cell_empty_v=b.cell_empty_v,
+                           trip_delay_ms=cfg.protection.trip_delay_ms,
+                           trip_open_current_a=cfg.protection.trip_open_current_a,
+                           trip_max_wait_ms=cfg.protection.trip_max_wait_ms),
             bypass=bypass_params(cfg),
-            rows=protection_rows,
+            rows=protection_rows if protection_rows is not None else rows_for(cfg),
             cell_capacity_ah=b.cell_capacity_ah,
             estimator=estimator_for(cfg.soc_estimation, table_for(b), b.cell_capacity_ah),
         )
@@ -320,8 +324,12 @@ class Controller:
         self._trip_events(b)
         c = self.commands
         stop = self.safety_stop()
-        c.pcs_setpoint_w = 0.0 if stop else sp          # EPO / fire / water act in this very tick
-        c.pcs_run = not (self.operator["one_click_shutdown"] or self.operator["pcs_off"] or stop or self._pcs_stop_by)
+        # a pending trip: the PCS to zero and stopped in this very tick (no ramp), so the current is down
+        # before the contactors open (the core opens them once it is, or after [protection] trip_max_wait_ms)
+        tripping = bool(b.results[L.TO_ANY_TRIP_PENDING])
+        c.pcs_setpoint_w = 0.0 if (stop or tripping) else sp          # EPO / fire / water act in this tick too
+        c.pcs_run = not (self.operator["one_click_shutdown"] or self.operator["pcs_off"] or stop or tripping
+                         or self._pcs_stop_by)
         q = self._reactive
         q_var = q[0] if (q is not None and c.pcs_run and self.clock.monotonic_s() <= q[1]) else 0.0
         c.pcs_reactive_var = limit_reactive(q_var, c.pcs_setpoint_w, self.cfg.pcs)

@@ -47,6 +47,8 @@ class FastPathParams:
     cell_t_sensor_range_degc: tuple[float, float] = (-40.0, 120.0)
     idle_current_a: float = 1.0
     trip_delay_ms: float = 200.0
+    trip_open_current_a: float = math.inf     # a pending trip opens at once after the delay, whatever the current
+    trip_max_wait_ms: float = 0.0
     stack_max_charge_a: float = 4480.0
     stack_max_discharge_a: float = 4480.0
     charge_efficiency: float = 0.999
@@ -67,6 +69,8 @@ class FastPathParams:
         p[L.TP_T_LO], p[L.TP_T_HI] = self.cell_t_sensor_range_degc
         p[L.TP_IDLE_A] = self.idle_current_a
         p[L.TP_TRIP_DELAY_MS] = self.trip_delay_ms
+        p[L.TP_TRIP_OPEN_A] = self.trip_open_current_a
+        p[L.TP_TRIP_MAX_WAIT_MS] = self.trip_max_wait_ms
         p[L.TP_STACK_MAX_CHG_A] = self.stack_max_charge_a
         p[L.TP_STACK_MAX_DCHG_A] = self.stack_max_discharge_a
         p[L.TP_ETA_CHARGE] = self.charge_efficiency
@@ -80,7 +84,9 @@ class FastPathParams:
         p[L.TP_PCS_MAX_DCHG_W] = self.pcs_max_discharge_w
         p[L.TP_RAMP_W_PER_S] = self.ramp_w_per_s
         p[L.TP_DEADBAND_W] = self.deadband_w
-        if not np.isfinite(p).all():
+        finite = np.ones(L.TP_COLS, bool)
+        finite[L.TP_TRIP_OPEN_A] = False          # infinity: any current (the kernel's default)
+        if not np.isfinite(p[finite]).all() or np.isnan(p[L.TP_TRIP_OPEN_A]):
             raise ValueError("fast-path parameters must be finite numbers")
         if not 0.0 < self.charge_efficiency <= 1.0:
             raise ValueError(f"charge_efficiency must be in (0, 1], got {self.charge_efficiency}")

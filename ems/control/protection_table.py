@@ -11,6 +11,7 @@ Levels: 1 operating limit (derating starts, no alarm code), 2 warning (`warn_cod
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -139,6 +140,72 @@ def default_rows(r: BatteryRatings = BatteryRatings()) -> list[ProtectionRow]:
                       30007, None, trips=False, description="SOC low"),
     ]
     return rows
+
+
+# What a cell of a chemistry can physically be set to: a threshold outside is a typo (mV for V, °F for °C),
+# not a datasheet value. Sources not named here are bounded only by the row's own ordering.
+PHYSICAL_BOUNDS = {
+    "LFP": {L.SRC_CELL_V_MAX: (2.0, 4.0), L.SRC_CELL_V_MIN: (2.0, 4.0), L.SRC_CELL_T_MAX: (-40.0, 100.0),
+            L.SRC_CELL_T_MIN: (-40.0, 100.0), L.SRC_CELL_V_SPREAD: (0.0, 2.0), L.SRC_CELL_T_SPREAD: (0.0, 60.0),
+            L.SRC_POLE_T: (-40.0, 150.0), L.SRC_HVBOX_T: (-40.0, 150.0), L.SRC_SOC_MEAN: (0.0, 100.0)},
+    "custom": {L.SRC_CELL_V_MAX: (0.5, 5.0), L.SRC_CELL_V_MIN: (0.5, 5.0), L.SRC_CELL_T_MAX: (-60.0, 150.0),
+               L.SRC_CELL_T_MIN: (-60.0, 150.0), L.SRC_CELL_V_SPREAD: (0.0, 5.0), L.SRC_CELL_T_SPREAD: (0.0, 100.0),
+               L.SRC_POLE_T: (-60.0, 200.0), L.SRC_HVBOX_T: (-60.0, 200.0), L.SRC_SOC_MEAN: (0.0, 100.0)},
+}
+ROW_NAMES = tuple(r.name for r in default_rows())
+
+
+def override_rows(rows: list[ProtectionRow], overrides, chemistry: str = "LFP") -> list[ProtectionRow]:
+    """The rows with the site's [[protection.rows]] entries applied (each names a row and gives any of
+    levels / hysteresis / set_ms / clear_ms, three values each: operating, warning, fault). Raises
+    ValueError naming the entry: an unknown row, a level the default does not use, levels out of order,
+    a threshold outside the chemistry's physical range."""
+    by_name = {r.name: r for r in rows}
+    out = dict(by_name)
+    bounds = PHYSICAL_BOUNDS.get(chemistry, PHYSICAL_BOUNDS["custom"])
+    seen = set()
+    for i, o in enumerate(overrides):
+        where = f"protection.rows[{i}] ({o.name})"
+        if o.name not in by_name:
+            raise ValueError(f"{where}: no such row; the rows are {', '.join(by_name)}")
+        if o.name in seen:
+            raise ValueError(f"{where}: the row is named twice")
+        seen.add(o.name)
+        row = by_name[o.name]
+        changes = {}
+        for key, attr in (("levels", "thresholds"), ("hysteresis", "hysteresis"), ("set_ms", "set_ms"),
+                          ("clear_ms", "clear_ms")):
+            values = getattr(o, key)
+            if not values:
+                continue
+            if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                       for v in values):
+                raise ValueError(f"{where}: {key} must be three finite numbers (operating, warning, fault), got "
+                                 f"{values!r}")
+            values = tuple(float(v) for v in values)
+            if key == "levels":
+                # a level the shipped row does not use stays unused (its code and action are not defined)
+                values = tuple(old if math.isinf(old) else new for old, new in zip(row.thresholds, values))
+                lo, hi = bounds.get(row.source, (-math.inf, math.inf))
+                bad = [v for v in values if not math.isinf(v) and not lo <= v <= hi]
+                if bad:
+                    raise ValueError(f"{where}: levels {bad} outside the physical range {lo:g} … {hi:g} of a "
+                                     f"{chemistry} cell for this quantity")
+            changes[attr] = values
+        new = dataclasses.replace(row, **changes)
+        try:
+            new.validate()
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        out[o.name] = new
+    return [out[r.name] for r in rows]
+
+
+def rows_for(cfg) -> list[ProtectionRow]:
+    """The site's protection table: the LFP defaults for its battery, with [protection] rows applied."""
+    b = cfg.battery
+    rows = default_rows(BatteryRatings(b.cells_per_cluster, b.rated_charge_a, b.rated_discharge_a))
+    return override_rows(rows, cfg.protection.rows, b.chemistry)
 
 
 @dataclass

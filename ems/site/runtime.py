@@ -21,7 +21,7 @@ from ems.comm.modbus_server import ConnectionLimits, IoThread
 from ems.config.schema import SiteConfig
 from ems.control.controller import Commands, Controller
 from ems.control.events import EventLog
-from ems.control.protection_table import BatteryRatings, default_rows
+from ems.control.protection_table import rows_for
 from ems.site.clock import SiteClock
 from ems.site.devices import SiteDevices, SiteError, bms_measures_insulation
 from ems.site.state import PeriodicSaver, load_state, save_state
@@ -31,10 +31,9 @@ INSULATION_SOURCES = ("insulation", "insulation_monitor_fault")
 
 
 def protection_rows(cfg: SiteConfig) -> list:
-    """The default protection table for the site's battery; without the insulation rows when its BMS does not
+    """The site's protection table (defaults and its [protection] rows); without the insulation rows when its BMS does not
     report insulation (the PCS's and BMS's own monitors cover it; the EMS cannot)."""
-    b = cfg.battery
-    rows = default_rows(BatteryRatings(b.cells_per_cluster, b.rated_charge_a, b.rated_discharge_a))
+    rows = rows_for(cfg)
     if not bms_measures_insulation(cfg):
         rows = [r for r in rows if r.name not in INSULATION_SOURCES]
     return rows

@@ -23,7 +23,25 @@ def test_rrcr_contacts_replace_the_coefficient_and_the_most_restrictive_wins():
     s = FeedInLimit(cfg(rrcr={"enabled": True, "k2_pct": 60.0, "k3_pct": 30.0}, pv={"installed_ac_w": 100e3}))
     assert s.limit_w(snap(di={"rrcr_k2": True}))[0] == 60e3
     assert s.limit_w(snap(di={"rrcr_k2": True, "rrcr_k3": True}))[0] == 30e3
-    assert s.limit_w(snap(di={}))[0] == 100e3       # no contact closed: the configured coefficient
+    assert s.limit_w(snap(di={}))[0] == 0.0         # no contact closed: the most restrictive step (K4 0 %)
+
+
+def test_rrcr_with_no_contact_closed_raises_5009_after_its_delay_and_limits_export_meanwhile():
+    """Issue 17 item 13: the wiring fault the manual names (5009: at least one contact is always closed)."""
+    s = FeedInLimit(cfg(rrcr={"enabled": True, "k3_pct": 30.0, "k4_pct": 20.0, "fault_delay_s": 10.0},
+                        pv={"installed_ac_w": 100e3}))
+    assert s.decide(snap(at="2026-06-22 12:00:00", di={"rrcr_k1": True})).alarms == ()
+    first = s.decide(snap(at="2026-06-22 12:00:01", grid_w=-5e3, di={}))
+    assert first.alarms == () and first.requests[0].value_w == 15e3        # 20 kW export: 15 kW more at most
+    assert s.decide(snap(at="2026-06-22 12:00:10", di={})).alarms == ()    # 9 s: a receiver switching steps
+    assert s.decide(snap(at="2026-06-22 12:00:11", di={})).alarms == (5009,)
+    assert s.decide(snap(at="2026-06-22 12:00:12", di={"rrcr_k2": True})).alarms == ()   # a contact closes: gone
+
+
+def test_a_fixed_limit_stays_when_it_is_tighter_than_the_rrcr_fallback():
+    s = FeedInLimit(cfg(grid={"feed_in_limit_mode": "fixed_w", "max_feed_in_w": 5e3},
+                        rrcr={"enabled": True, "k4_pct": 30.0}, pv={"installed_ac_w": 100e3}))
+    assert s.limit_w(snap(di={}))[0] == 5e3
 
 
 def test_rrcr_also_overrides_a_fixed_limit_while_a_contact_is_closed():
