@@ -433,3 +433,17 @@ def test_contactors_wait_for_the_current_then_open_after_the_maximum_wait():
     p_w, t_s, _ = _trip_at_10_ms(pcs_obeys_stop=False,
                                  protection={"trip_open_current_a": 5.0, "trip_max_wait_ms": 3000.0})
     assert abs(p_w) < 5.0 * 800                    # waited until the current was down (≤ 5 A at ~770 V)
+
+
+@pytest.mark.parametrize("outage_s", [5.0, 7.0, 10.0, 30.0])
+def test_a_bms_outage_is_battery_lost_and_recovers_without_a_latched_trip(outage_s):
+    """Issue 17 item 17: lost communication is the comm-loss alarm's business (battery_lost 7, safe state,
+    automatic recovery); nothing a real measurement did not violate is latched."""
+    s = Site(start="2026-06-22T22:00:00+02:00").run(30, step=0.1)
+    s.event("comm_loss", device="bms").run(outage_s, step=0.1)
+    assert s.cmd.pcs_setpoint_w == 0.0 or outage_s < 5.0
+    s.event("comm_restore", device="bms").run(15, step=0.1)
+    assert s.alarms == set(), s.alarms
+    assert not s.ctrl.fast.buffers.results[L.TO_ANY_TRIPPED]
+    assert not [e for e in s.ctrl.events.recent if e["kind"] == "trip"]
+    assert s.cmd.pcs_setpoint_w > 1e3                     # back to self-use without a fault reset

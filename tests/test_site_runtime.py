@@ -313,3 +313,16 @@ def test_the_periodic_saver_writes_on_its_interval_and_after_an_anchor(tmp_path)
     finally:
         saver.close()
     assert saver.saved >= 1 and (tmp_path / "state.json").exists() and not (tmp_path / "state.tmp").exists()
+
+
+def test_a_bms_outage_over_can_recovers_by_itself(two_processes):
+    """Issue 17 item 17 on the two-process path: 8 s without CAN frames, then the BMS is back."""
+    sim, run = two_processes
+    assert run.wait_for(lambda s: " soc " in s and "alarms none" in s) is not None, "".join(run.err)
+    control(sim, kind="comm_loss", device="bms")
+    assert run.wait_for(lambda s: "battery_lost" in s, 15, since=time.monotonic()) is not None
+    time.sleep(8)
+    control(sim, kind="comm_restore", device="bms")
+    back = time.monotonic()
+    line = run.wait_for(lambda s: " soc " in s and "alarms none" in s and "bms online" in s, 15, since=back)
+    assert line is not None, "\n".join(status_lines(run, back)[-3:])

@@ -138,6 +138,8 @@ class TimeGroup:
 class TimeBased:
     groups: list = spec([], doc="up to 28 weekly groups; outside all groups self-consumption runs (001_…)",
                         max_items=28, item=TimeGroup)
+    return_difference_pct: float = spec(2.0, 0.5, 20.0, "%", "a group whose cut-off was reached resumes only "
+                                        "past cut-off ± this, or in its next window (our choice)")
 
 
 @dataclass
@@ -175,6 +177,9 @@ class UpsReserve:
     enabled: bool = spec(False, doc="keep the battery above a reserve by charging (001_… UPS RESERVE)")
     cutoff_soc_pct: float = spec(30.0, 0.0, 100.0, "%", "below this SOC the battery is charged")
     power_w: float = spec(30_000.0, 0.0, 10_000_000.0, "W", "charging power while below the reserve")
+    return_difference_pct: float = spec(2.0, 0.5, 20.0, "%", "forced charging ends at cutoff + half this, discharge "
+                                        "is allowed again above cutoff + this (our choice: the manual's exit at the "
+                                        "cut-off itself hands over to a discharge that undoes it)")
 
 
 @dataclass

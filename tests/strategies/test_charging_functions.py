@@ -1,4 +1,4 @@
-from ems.strategies.base import TARGET
+from ems.strategies.base import LE, TARGET
 from ems.strategies.forced_charge import ForcedCharge
 from ems.strategies.ups_reserve import UpsReserve
 from tests.strategies.harness import cfg, snap, wants
@@ -26,11 +26,17 @@ def test_undervoltage_charging_exits_when_the_battery_cannot_be_charged():
     assert wants(s, snap(soc=3, charge_prohibited=True)) is None
 
 
-def test_ups_reserve_charges_below_the_cut_off_and_exits_above_it():
-    s = UpsReserve(cfg(ups_reserve={"enabled": True, "cutoff_soc_pct": 30.0, "power_w": 20e3}))
+def test_ups_reserve_charges_below_the_cut_off_and_exits_above_it_with_a_return_difference():
+    s = UpsReserve(cfg(ups_reserve={"enabled": True, "cutoff_soc_pct": 30.0, "power_w": 20e3,
+                                    "return_difference_pct": 2.0}))
     assert wants(s, snap(soc=29.0)) == [(TARGET, -20e3)]
     assert wants(s, snap(soc=30.0)) == [(TARGET, -20e3)], "at the cut-off it keeps charging"
-    assert wants(s, snap(soc=30.5)) is None
+    assert wants(s, snap(soc=30.5)) == [(TARGET, -20e3)], "… up to cut-off + half the return difference"
+    assert wants(s, snap(soc=31.0)) == [(LE, 0.0)], "then no discharge (the floor) …"
+    assert wants(s, snap(soc=32.0)) == [(LE, 0.0)], "… until above cut-off + the return difference"
+    assert wants(s, snap(soc=32.5)) is None
+    assert wants(s, snap(soc=31.0)) is None, "discharging down from above: free until the cut-off"
+    assert wants(s, snap(soc=30.0)) == [(LE, 0.0)], "the cut-off is a floor: a lower strategy cannot undo it"
 
 
 def test_ups_reserve_disabled_does_nothing():
