@@ -142,6 +142,8 @@ class Controller:
         self.strategies = build(cfg)
         self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
+        # peak exceedances since the start (the records keep every one): count, largest excess, energy above
+        self.peak_totals = {"count": 0, "max_excess_w": 0.0, "energy_wh": 0.0}
         self.disabled: dict[str, str] = {}
         self.readings = {k: Reading() for k in ("grid_w", "pv_w", "pcs_w", "dg_w", "cabinet_t_degc", "irradiance_w_m2",
                                                  "charger_demand_w", "contacts")}
@@ -471,7 +473,25 @@ class Controller:
         self._pv_setpoint = min(pv_limits) if pv_limits else None
         self._pcs_stop_by = pcs_stop_by
         self._write_requests(slots)
+        self._peak_events(now)
         return snap
+
+    def _peak_events(self, now) -> None:
+        """Each finished peak exceedance: an event (the records keep it; stats and reports sum them)."""
+        peak = self._by_name.get("peak_shaving")
+        if peak is None or not peak.finished:
+            return
+        for ep in peak.finished:
+            t = self.peak_totals
+            t["count"] += 1
+            t["max_excess_w"] = max(t["max_excess_w"], ep.max_excess_w)
+            t["energy_wh"] += ep.energy_wh
+            self.events.emit(now, "peak_exceeded", None, "peak_shaving",
+                             detail=f"{ep.max_excess_w / 1000:.2f} kW above the {ep.limit_w / 1000:g} kW peak at most, "
+                                    f"{ep.energy_wh:.1f} Wh above it, {ep.start:%H:%M:%S}–{ep.end:%H:%M:%S}",
+                             data={"start": ep.start.isoformat(), "end": ep.end.isoformat(), "limit_w": ep.limit_w,
+                                   "max_excess_w": ep.max_excess_w, "energy_wh": ep.energy_wh})
+        peak.finished.clear()
 
     def _estimation(self, now) -> None:
         """SOH from the core's anchors; learned capacity and current offset back to the counting; a SOC

@@ -31,10 +31,13 @@ class EventLog:
         self.recent: list[dict] = []
 
     def emit(self, time: datetime, kind: str, code: int | None = None, name: str = "",
-             device_id: int = EMS_ID, detail: str = "", user: str = "") -> dict:
-        """`user`: who did it, for operations (a login name, `cli:<os user>`, a Modbus client address)."""
+             device_id: int = EMS_ID, detail: str = "", user: str = "", data: dict | None = None) -> dict:
+        """`user`: who did it, for operations (a login name, `cli:<os user>`, a Modbus client address).
+        `data`: machine-readable figures of the event (a peak exceedance's), for the records."""
         ev = {"time": time.isoformat(), "kind": kind, "code": code, "name": name,
               "device_id": device_hex(device_id), "detail": detail, "user": user}
+        if data is not None:
+            ev["data"] = data
         self.recent.append(ev)
         del self.recent[:-200]
         for sink in self.sinks:

@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS log (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS log_t ON log (t);
+CREATE TABLE IF NOT EXISTS peak_exceedances (   -- grid import above a peak shaving limit, one row per episode
+    id INTEGER PRIMARY KEY,
+    t_start REAL NOT NULL,
+    t_end REAL NOT NULL,
+    limit_w REAL NOT NULL,
+    max_excess_w REAL NOT NULL,
+    energy_wh REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS peak_exceedances_t ON peak_exceedances (t_start);
 CREATE TABLE IF NOT EXISTS fault_records (
     id INTEGER PRIMARY KEY,
     t REAL NOT NULL,

@@ -207,6 +207,11 @@ class Recorder:
             con.execute("UPDATE alarms SET cleared_at=?, clear_detail=? WHERE code=? AND device_id=? AND "
                         "cleared_at IS NULL", (t, ev.get("detail", ""), ev["code"], dev))
         else:
+            if kind == "peak_exceeded" and isinstance(ev.get("data"), dict):
+                d = ev["data"]
+                con.execute("INSERT INTO peak_exceedances (t_start, t_end, limit_w, max_excess_w, energy_wh) "
+                            "VALUES (?, ?, ?, ?, ?)", (_ts(d["start"]), _ts(d["end"]), d["limit_w"],
+                                                       d["max_excess_w"], d["energy_wh"]))
             log_kind = "operation" if kind in OPERATION_KINDS else "system"
             action = kind if not ev.get("name") else f"{kind}:{ev['name']}"
             detail = ev.get("detail", "")
@@ -237,6 +242,7 @@ class Recorder:
             "DELETE FROM samples WHERE (device_id, t) IN (SELECT device_id, t FROM samples WHERE t < ? LIMIT ?)",
             "DELETE FROM alarms WHERE id IN (SELECT id FROM alarms WHERE cleared_at < ? LIMIT ?)",
             "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE t < ? LIMIT ?)",
+            "DELETE FROM peak_exceedances WHERE id IN (SELECT id FROM peak_exceedances WHERE t_start < ? LIMIT ?)",
             "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE t < ? LIMIT ?)",
         )
         try:

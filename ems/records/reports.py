@@ -9,6 +9,7 @@ Not built: the manual's "query time point" (48 half-hour points) of the monthly 
 from __future__ import annotations
 
 import calendar
+import sqlite3
 from datetime import date, datetime, time as dtime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -131,13 +132,29 @@ def buckets(con, edges: list[tuple[str, float]]) -> list[dict]:
     return rows
 
 
-REPORT_COLUMNS = ("period",) + tuple(ENERGY_COLUMNS) + ("soc_end_pct", "soc_min_pct", "soc_max_pct")
+REPORT_COLUMNS = ("period",) + tuple(ENERGY_COLUMNS) + ("soc_end_pct", "soc_min_pct", "soc_max_pct",
+                                                        "peak_exceedances", "peak_max_excess_kw", "peak_excess_kwh")
+
+
+def _exceedances(con, t0: float, t1: float) -> dict:
+    """Peak exceedance episodes that started in [t0, t1): how many, the largest excess, the energy above."""
+    try:
+        n, mx, e = con.execute("SELECT count(*), max(max_excess_w), sum(energy_wh) FROM peak_exceedances "
+                               "WHERE t_start >= ? AND t_start < ?", (t0, t1)).fetchone()
+    except sqlite3.OperationalError:  # a database from before the table existed: nothing recorded
+        n, mx, e = 0, None, None
+    return {"peak_exceedances": int(n or 0), "peak_max_excess_kw": round((mx or 0.0) / 1000.0, 3),
+            "peak_excess_kwh": round((e or 0.0) / 1000.0, 4)}
 
 
 def report(con, kind: str, when: str, interval: str | int = 60) -> list[dict]:
     """daily DATE [interval], monthly YYYY-MM, annual YYYY: rows of REPORT_COLUMNS."""
     minutes = parse_interval(interval) if kind == "daily" else 60
-    return buckets(con, edges_for(kind, when, site_tz(con), minutes))
+    edges = edges_for(kind, when, site_tz(con), minutes)
+    rows = buckets(con, edges)
+    for row, (_, t0), (_, t1) in zip(rows, edges, edges[1:]):
+        row.update(_exceedances(con, t0, t1))
+    return rows
 
 
 STATS_PERIODS = {"day": ("daily", 60), "month": ("monthly", 60), "year": ("annual", 60)}
@@ -149,7 +166,8 @@ def stats(con, period: str, when: str) -> dict:
     if period not in STATS_PERIODS:
         raise QueryError(f"period {period!r}: day, month or year")
     kind, minutes = STATS_PERIODS[period]
-    rows = buckets(con, edges_for(kind, when, site_tz(con), minutes))
+    edges = edges_for(kind, when, site_tz(con), minutes)
+    rows = buckets(con, edges)
     total = {col: round(sum(r[col] for r in rows), 3) for col in ENERGY_COLUMNS}
     pv, load, exp, imp = total["pv_kwh"], total["load_kwh"], total["export_kwh"], total["import_kwh"]
     supplied = pv + total["discharge_kwh"] - total["charge_kwh"] + imp - exp + total["generator_kwh"]
@@ -159,5 +177,6 @@ def stats(con, period: str, when: str) -> dict:
         "self_sufficiency_pct": round(100.0 * (1.0 - min(imp, load) / load), 2) if load > 0 else None,
         "balance_error_pct": round(100.0 * (supplied - load) / load, 3) if load > 0 else None,
     }
-    return {"period": period, "when": when, "totals_kwh": total, "kpis": kpis,
+    peak = _exceedances(con, edges[0][1], edges[-1][1])
+    return {"period": period, "when": when, "totals_kwh": total, "kpis": kpis, "peak": peak,
             "breakdown": [{k: r[k] for k in ("period",) + tuple(ENERGY_COLUMNS)} for r in rows]}

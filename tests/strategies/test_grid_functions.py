@@ -9,9 +9,17 @@ from tests.strategies.harness import cfg, snap, wants
 WINDOW = {"windows": [{"days": "weekdays", "start": "08:00", "end": "20:00", "peak_w": 50e3, "valley_w": 5e3}]}
 
 
-def test_peak_shaving_holds_grid_import_at_or_below_the_peak():
-    # importing 70 kW with the PCS charging 10 kW: it must deliver at least 10 kW (−10 + 70 − 50)
-    assert wants(PeakShaving(cfg(peak_shaving=WINDOW)), snap(at="2026-06-22 10:00", grid_w=70e3, pcs_w=-10e3))[0] == (GE, 10e3)
+def test_peak_shaving_holds_grid_import_below_the_peak_by_its_margin():
+    # importing 70 kW with the PCS charging 10 kW: it must deliver at least 10 kW (−10 + 70 − 50) plus the
+    # margin (a steady load: the minimum, 1 kW)
+    assert wants(PeakShaving(cfg(peak_shaving=WINDOW)), snap(at="2026-06-22 10:00", grid_w=70e3, pcs_w=-10e3))[0] == (GE, 11e3)
+
+
+def test_the_peak_margin_grows_with_the_load_variability():
+    s = PeakShaving(cfg(peak_shaving={**WINDOW, "margin_sigma": 2.0, "min_margin_w": 0.0, "variability_ticks": 10}))
+    for k in range(60):
+        s.decide(snap(at=f"2026-06-22 10:00:{k:02d}", grid_w=70e3 + (3e3 if k % 2 else -3e3), pcs_w=0.0))
+    assert 10e3 < s.margin_w() < 13e3               # changes of ±6 kW: σ ≈ 6 kW, margin ≈ 12 kW
 
 
 def test_valley_filling_holds_grid_import_at_or_above_the_valley():
