@@ -232,6 +232,21 @@ def _devices(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `ems` command. Output cut short by its reader (`ems report … | head`) ends quietly with exit
+    code 141 (the shell's code for SIGPIPE), not a BrokenPipeError traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "core":
         if not 1 <= args.clusters <= 32:

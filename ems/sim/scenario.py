@@ -1,6 +1,7 @@
 """A scenario: a site config plus a [simulation] section (start, duration, step, profiles, timed events)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,8 @@ EVENT_FIELDS = {
 }
 DEVICES = ("grid_meter", "pcs", "bms", "pv", "air_conditioner", "io_module")
 COMMANDS = ("one_click_shutdown", "forced_charge", "fault_reset", "soc_calibration", "generator")
+MAX_EVENTS = 10_000
+MAX_AFTER_H = 24 * 366
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,14 @@ def parse_simulation(raw: dict, site: SiteConfig, source: str = "scenario") -> S
                 problems.append(Problem(f"simulation.{name}", value, "CSV file not found"))
         elif value not in choices:
             problems.append(Problem(f"simulation.{name}", value, f"one of {', '.join(choices)} or csv:PATH"))
-    for i, ev in enumerate(raw.get("events", [])):
+    events = raw.get("events", [])
+    if not isinstance(events, list):
+        problems.append(Problem("simulation.events", events, "must be a list of tables ([[simulation.events]])"))
+        events = []
+    elif len(events) > MAX_EVENTS:
+        problems.append(Problem("simulation.events", f"{len(events)} events", f"at most {MAX_EVENTS}"))
+        events = events[:MAX_EVENTS]
+    for i, ev in enumerate(events):
         event = parse_event(ev, site, f"simulation.events[{i}]", problems, sim.start)
         if event is not None:
             sim.events.append(event)
@@ -130,7 +140,10 @@ def parse_event(ev, site: SiteConfig, key: str, problems: list[Problem], start: 
         at = start
     elif "at" in ev:
         at = _parse_time(ev["at"], start, f"{key}.at", problems)
-    elif isinstance(ev.get("after_h"), (int, float)) and start is not None:
+    elif isinstance(ev.get("after_h"), (int, float)) and not isinstance(ev["after_h"], bool) and start is not None:
+        if not 0 <= ev["after_h"] <= MAX_AFTER_H:          # NaN fails this too
+            problems.append(Problem(f"{key}.after_h", ev["after_h"], f"allowed 0 … {MAX_AFTER_H} h after the start"))
+            return None
         at = start + timedelta(hours=ev["after_h"])
     else:
         problems.append(Problem(key, ev, "needs 'at' (ISO date-time) or 'after_h' (hours after start)"))
@@ -160,8 +173,13 @@ def parse_event(ev, site: SiteConfig, key: str, problems: list[Problem], start: 
             problems.append(Problem(f"{key}.code", args["code"], "a PCS code of the alarm catalogue (1000xx)"))
     for name in ("value", "value_w", "voltage_v"):
         v = args.get(name)
-        if name in args and kind != "command" and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            problems.append(Problem(f"{key}.{name}", v, "must be a number"))
+        if name in args and kind != "command" and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                   or not math.isfinite(v) or abs(v) > 1e9):
+            problems.append(Problem(f"{key}.{name}", v, "must be a finite number (|x| ≤ 1e9)"))
+    if kind == "command" and "value" in args and not isinstance(args["value"], bool):
+        problems.append(Problem(f"{key}.value", args["value"], "must be true or false"))
+    if kind == "pv_scale" and isinstance(args.get("value"), (int, float)) and not 0 <= args["value"] <= 10:
+        problems.append(Problem(f"{key}.value", args["value"], "a PV scale of 0 … 10"))
     if len(problems) > before or at is None:
         return None
     return Event(at, kind, args)
