@@ -162,9 +162,10 @@ class PeakWindow:
 class PeakShaving:
     windows: list = spec([], doc="peak shaving / valley filling windows (000_… 3.4.2.4)", max_items=28,
                          item=PeakWindow)
-    margin_sigma: float = spec(2.5, 0.0, 10.0, "", "the battery aims this many standard deviations of the load's "
+    margin_sigma: float = spec(1.0, 0.0, 10.0, "", "the battery aims this many standard deviations of the load's "
                                "tick-to-tick change below the peak (a limit, not a target; our choice)")
-    min_margin_w: float = spec(1000.0, 0.0, 1_000_000.0, "W", "... and at least this far below it")
+    min_margin_w: float = spec(500.0, 0.0, 1_000_000.0, "W", "... and at least this far below it (the margin costs "
+                               "energy, margin × window hours: an energy-tight site may set less)")
     variability_ticks: int = spec(120, 5, 3600, "", "slow ticks the load's variability is averaged over")
 
 

@@ -11,8 +11,8 @@ WINDOW = {"windows": [{"days": "weekdays", "start": "08:00", "end": "20:00", "pe
 
 def test_peak_shaving_holds_grid_import_below_the_peak_by_its_margin():
     # importing 70 kW with the PCS charging 10 kW: it must deliver at least 10 kW (−10 + 70 − 50) plus the
-    # margin (a steady load: the minimum, 1 kW)
-    assert wants(PeakShaving(cfg(peak_shaving=WINDOW)), snap(at="2026-06-22 10:00", grid_w=70e3, pcs_w=-10e3))[0] == (GE, 11e3)
+    # margin (a steady load: the minimum, 0.5 kW)
+    assert wants(PeakShaving(cfg(peak_shaving=WINDOW)), snap(at="2026-06-22 10:00", grid_w=70e3, pcs_w=-10e3))[0] == (GE, 10.5e3)
 
 
 def test_the_peak_margin_grows_with_the_load_variability():
