@@ -80,17 +80,21 @@ def _connect(host: str, port: int, source: str, timeout_s: float = 1.0) -> socke
         return None
 
 
-def _answers(s: socket.socket, wait_s: float) -> list[bytes]:
-    """The response frames that arrive within wait_s."""
+def _answers(s: socket.socket, wait_s: float, closed: list | None = None) -> list[bytes]:
+    """The response frames that arrive within wait_s (`closed` gets True when the server closed)."""
     s.settimeout(wait_s)
     buf, out = b"", []
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         try:
             chunk = s.recv(4096)
-        except (socket.timeout, OSError):
+        except socket.timeout:
             break
+        except OSError:
+            chunk = b""
         if not chunk:
+            if closed is not None:
+                closed.append(True)
             break
         buf += chunk
         while len(buf) >= 8 and len(buf) >= 6 + struct.unpack(">H", buf[4:6])[0]:
@@ -119,7 +123,8 @@ def fuzz(host: str, port: int, seconds: float, seed: int = 1, pid: int | None = 
          source: str = "127.0.0.2", flood: int = 60) -> dict:
     rng = random.Random(seed)
     start = proc_stats(pid)
-    report = {"seconds": seconds, "seed": seed, "frames": 0, "connections": 0, "answers": 0, "closed_by_server": 0,
+    report = {"seconds": seconds, "seed": seed, "frames": 0, "garbage": 0, "connections": 0, "answers": 0,
+              "closed_by_server": 0,
               "probes": 0, "probe_failures": 0, "writes_accepted_against_rules": 0, "violations": []}
     end = time.monotonic() + seconds
     next_probe = time.monotonic()
@@ -148,9 +153,10 @@ def fuzz(host: str, port: int, seconds: float, seed: int = 1, pid: int | None = 
                     burst += data
                     report["frames"] += 1
                 s.sendall(burst)
-            elif mode < 0.85:                        # garbage
+            elif mode < 0.85:                        # garbage: the server may close a stream that is not Modbus
                 s.sendall(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))))
                 report["frames"] += 1
+                report["garbage"] += 1
             elif mode < 0.95:                        # slow: a frame a byte at a time
                 tid += 1
                 data, fc = frame(rng, tid)
@@ -165,8 +171,10 @@ def fuzz(host: str, port: int, seconds: float, seed: int = 1, pid: int | None = 
                 time.sleep(0.05)
                 for c in held:
                     c.close()
+                time.sleep(0.2)                      # the server releases their slots
                 continue
-            got = _answers(s, 0.3 if sent else 0.05)
+            closed: list = []
+            got = _answers(s, 0.3 if sent else 0.05, closed)
             # a lie about a length leaves the server waiting for the rest: a client gives up and reconnects
             silent = silent + 1 if (sent and not got) else 0
             for a in got:
@@ -181,7 +189,9 @@ def fuzz(host: str, port: int, seconds: float, seed: int = 1, pid: int | None = 
             s.close()
             s = None
             continue
-        if rng.random() < 0.1 or silent >= 2:
+        if closed:
+            report["closed_by_server"] += 1
+        if closed or rng.random() < 0.1 or silent >= 2:
             s.close()
             s, silent = None, 0
     if s is not None:

@@ -314,3 +314,11 @@ def test_a_lost_bms_link_holds_the_sensor_fault_rows_instead_of_tripping_them(rn
     sensor_rows = (L.SRC_T_SENSOR_INVALID, L.SRC_V_SENSOR_INVALID, L.SRC_CURRENT_MISSING, L.SRC_CLUSTER_V_MISSING)
     assert all(got[k, 0] >= 1.0 for k in sensor_rows), "a live link with dead sensors: the rows see it"
     assert all(np.isnan(got[k, 1]) for k in sensor_rows), "a lost link: the rows hold"
+
+
+def test_docs_carry_the_default_protection_rows():
+    from pathlib import Path
+
+    from ems.control.protection_table import rows_markdown
+    doc = (Path(__file__).parents[1] / "docs" / "protection.md").read_text(encoding="utf-8")
+    assert rows_markdown() in doc, "docs/protection.md is stale: paste rows_markdown()'s table"

@@ -201,6 +201,18 @@ def override_rows(rows: list[ProtectionRow], overrides, chemistry: str = "LFP") 
     return [out[r.name] for r in rows]
 
 
+def rows_markdown(rows: list[ProtectionRow] | None = None) -> str:
+    """docs/protection.md's table of the default rows (for a 396-cell cluster of 280 Ah cells at 0.5 C)."""
+    lines = ["| row | what it watches | levels (operating, warning, fault) | set ms | codes (warning / fault) | trips |",
+             "|---|---|---|---|---|---|"]
+    for r in rows or default_rows():
+        lv = ", ".join("–" if math.isinf(t) else f"{t:g}" for t in r.thresholds)
+        set_ms = ", ".join(f"{t:g}" for t in r.set_ms)
+        lines.append(f"| `{r.name}` | {r.description} | {lv} | {set_ms} | {r.warn_code or '–'} / {r.fault_code or '–'} "
+                     f"| {'yes' if r.trips else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def rows_for(cfg) -> list[ProtectionRow]:
     """The site's protection table: the LFP defaults for its battery, with [protection] rows applied."""
     b = cfg.battery
