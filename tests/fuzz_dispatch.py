@@ -13,6 +13,7 @@ RSS growth and open file descriptors, and whether it is still alive.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -80,8 +81,9 @@ def _connect(host: str, port: int, source: str, timeout_s: float = 1.0) -> socke
         return None
 
 
-def _answers(s: socket.socket, wait_s: float, closed: list | None = None) -> list[bytes]:
-    """The response frames that arrive within wait_s (`closed` gets True when the server closed)."""
+def _answers(s: socket.socket, wait_s: float, closed: list | None = None, expect: int = 0) -> list[bytes]:
+    """The response frames that arrive within wait_s, or as soon as `expect` have (`closed` gets True when
+    the server closed)."""
     s.settimeout(wait_s)
     buf, out = b"", []
     end = time.monotonic() + wait_s
@@ -101,6 +103,8 @@ def _answers(s: socket.socket, wait_s: float, closed: list | None = None) -> lis
             n = 6 + struct.unpack(">H", buf[4:6])[0]
             out.append(buf[:n])
             buf = buf[n:]
+        if expect and len(out) >= expect:
+            break
         if not buf:
             s.settimeout(0.02)                      # more may follow a burst; do not wait long
     return out
@@ -174,7 +178,7 @@ def fuzz(host: str, port: int, seconds: float, seed: int = 1, pid: int | None = 
                 time.sleep(0.2)                      # the server releases their slots
                 continue
             closed: list = []
-            got = _answers(s, 0.3 if sent else 0.05, closed)
+            got = _answers(s, 0.3 if sent else 0.05, closed, expect=len(sent))
             # a lie about a length leaves the server waiting for the rest: a client gives up and reconnects
             silent = silent + 1 if (sent and not got) else 0
             for a in got:
@@ -205,6 +209,28 @@ def fuzz(host: str, port: int, seconds: float, seed: int = 1, pid: int | None = 
     return report
 
 
+@contextlib.contextmanager
+def fuzz_target(tmp):
+    """`ems run` on a simulated site (`ems sim-site`), its dispatch server on a free port with only
+    127.0.0.1 allowed to write, ready to answer: yields (port, the EmsRun); both stopped after."""
+    from ems.comm.net import free_port
+    from tests.procs import EmsRun, sim_site
+
+    port = free_port()
+    base = tmp / "base.toml"
+    base.write_text(f'[site]\nname = "fuzz"\n[dispatch]\nport = {port}\nallowed_clients = ["127.0.0.1"]\n')
+    sim = sim_site(tmp, base)
+    run = EmsRun("--config", str(sim.site_file), "--no-history", "--state", str(tmp / "state.json"))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not probe("127.0.0.1", port):
+            time.sleep(0.2)
+        yield port, run
+    finally:
+        run.stop()
+        sim.stop()
+
+
 def main(argv=None) -> int:
     """`make fuzz`: an `ems run` of the demo site (two processes), fuzzed for --seconds; the report as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -215,24 +241,10 @@ def main(argv=None) -> int:
     import tempfile
     from pathlib import Path
 
-    from tests.procs import EmsRun, sim_site
-    from ems.comm.net import free_port
-    tmp = Path(tempfile.mkdtemp(prefix="ems-fuzz-"))
-    port = free_port()
-    base = tmp / "base.toml"
-    base.write_text(f'[site]\nname = "fuzz"\n[dispatch]\nport = {port}\nallowed_clients = ["127.0.0.1"]\n')
-    sim = sim_site(tmp, base)
-    run = EmsRun("--config", str(sim.site_file), "--no-history", "--state", str(tmp / "state.json"))
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not probe("127.0.0.1", port):
-            time.sleep(0.2)
+    with fuzz_target(Path(tempfile.mkdtemp(prefix="ems-fuzz-"))) as (port, run):
         report = fuzz("127.0.0.1", port, args.seconds, args.seed, run.proc.pid)
         report["log_lines"] = len(run.err)
         report["tracebacks"] = sum(1 for line in run.err if line.startswith("Traceback"))
-    finally:
-        run.stop()
-        sim.stop()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

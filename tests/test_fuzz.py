@@ -2,21 +2,11 @@
 `ems run` process (the long run is `make fuzz`)."""
 import time
 
-from ems.comm.net import free_port
-from tests.fuzz_dispatch import fuzz, probe
-from tests.procs import EmsRun, sim_site
+from tests.fuzz_dispatch import fuzz, fuzz_target
 
 
 def test_seconds_of_fuzzing_accept_no_write_and_keep_scada_served(tmp_path):
-    port = free_port()
-    base = tmp_path / "base.toml"
-    base.write_text(f'[site]\nname = "fuzz"\n[dispatch]\nport = {port}\nallowed_clients = ["127.0.0.1"]\n')
-    sim = sim_site(tmp_path, base)
-    run = EmsRun("--config", str(sim.site_file), "--no-history", "--state", str(tmp_path / "state.json"))
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not probe("127.0.0.1", port):
-            time.sleep(0.2)
+    with fuzz_target(tmp_path) as (port, run):
         report = fuzz("127.0.0.1", port, 6.0, seed=int(time.time()) % 1000, pid=run.proc.pid)
         assert report["alive"] and report["final_probe"], report
         assert report["writes_accepted_against_rules"] == 0, report["violations"]
@@ -25,9 +15,6 @@ def test_seconds_of_fuzzing_accept_no_write_and_keep_scada_served(tmp_path):
         assert report["fds_end"] <= report["fds_start"] + 4, report
         assert report["rss_kb_end"] - report["rss_kb_start"] < 20_000, report
         assert not any(line.startswith("Traceback") for line in run.err), "".join(run.err[-40:])
-    finally:
-        run.stop()
-        sim.stop()
 
 
 def test_kill_minus_9_leaves_a_sound_database_and_a_recent_state_that_is_restored(tmp_path):

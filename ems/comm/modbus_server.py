@@ -261,8 +261,17 @@ class _Handler(ServerRequestHandler):
         self._pending = asyncio.Queue(limits.max_pending)
         self._worker = asyncio.ensure_future(self._serve_in_order())
 
+    def connection_lost(self, exc) -> None:
+        # pymodbus skips callback_disconnected for a connection it closed itself (is_closing): release here
+        # too, or every stream closed for a bad protocol ID would keep its slot in the gate for good
+        self._release()
+        super().connection_lost(exc)
+
     def callback_disconnected(self, exc) -> None:
         super().callback_disconnected(exc)
+        self._release()
+
+    def _release(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
@@ -287,18 +296,21 @@ class _Handler(ServerRequestHandler):
         used = 0
         while used < len(data):
             chunk = data[used:]
-            if self.peer and not self.peer.startswith("serial:") and len(chunk) >= 4 and chunk[2:4] != b"\0\0":
-                _BAD_STREAM.warning(self.peer, "modbus: connection from %s closed: protocol ID %s is not Modbus",
-                                    self.peer, chunk[2:4].hex())
-                self.close()
-                return len(data)
+            if self.peer and not self.peer.startswith("serial:") and len(chunk) >= 6:
+                why = _not_modbus_tcp(chunk)
+                if why:
+                    _BAD_STREAM.warning(self.peer, "modbus: connection from %s closed: %s", self.peer, why)
+                    self.close()
+                    return len(data)
             try:
                 n, pdu = self.framer.handleFrame(chunk, 0, 0)
-            except ModbusIOException as exc:      # a frame that is not a request we know: answer, go on
-                n = self.framer.decode(chunk)[0] or len(chunk)
-                self._queue(ExceptionResponse(exc.fcode or 0, exception_code=ExcCodes.ILLEGAL_FUNCTION,
-                                              device_id=exc.dev_id, transaction=exc.transaction_id), addr)
-                used += n
+            except ModbusIOException:      # a frame that is not a request we can decode: answer it, go on
+                n, dev_id, tid, frame_data = self.framer.decode(chunk)
+                fc = frame_data[0] if frame_data else 0
+                code = ExcCodes.ILLEGAL_VALUE if fc in _DECODED_FCS else ExcCodes.ILLEGAL_FUNCTION
+                self._queue(ExceptionResponse(fc & 0x7F, exception_code=code, device_id=dev_id, transaction=tid),
+                            addr)
+                used += n or len(chunk)
                 continue
             if n == 0:
                 break
@@ -358,6 +370,19 @@ class _Handler(ServerRequestHandler):
 
 
 _BAD_STREAM = RateLimitedLog(log)
+# function codes pymodbus decodes: one of these that fails to decode has a bad field (ILLEGAL_VALUE)
+_DECODED_FCS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43})
+
+
+def _not_modbus_tcp(head: bytes) -> str | None:
+    """Why an MBAP header cannot start a Modbus TCP frame (a stream that is out of step cannot be
+    resynchronised: the connection is closed), None when it can."""
+    if head[2:4] != b"\0\0":
+        return f"protocol ID {head[2:4].hex()} is not Modbus"
+    length = int.from_bytes(head[4:6], "big")
+    if not 2 <= length <= 254:               # unit ID + PDU: an ADU is at most 260 bytes
+        return f"MBAP length {length} outside 2 … 254"
+    return None
 
 
 class TcpServer(ModbusTcpServer):

@@ -147,6 +147,14 @@ def test_fc23_refused_for_its_read_changes_nothing(served):
 
 
 # ---------------------------------------------------------------------------------------------- item 4
+def test_a_request_with_a_bad_field_gets_illegal_value_for_its_own_function(served):
+    _, port = served()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(mbap_read(5, SUNSPEC_BASE, 126))              # more than 125 registers
+        (f,) = recv_frames(s, 1)
+        assert f[7] == 0x83 and f[8] == 3
+
+
 def test_coil_writes_are_refused_like_every_write(served):
     srv, port = served(allowed_clients=["10.9.9.9"])
     m = modbus(port)
@@ -202,10 +210,12 @@ def test_back_to_back_requests_on_one_connection_are_all_answered_in_order(serve
 
 def test_a_stream_that_is_not_modbus_tcp_is_closed(served):
     _, port = served()
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
-        s.settimeout(2.0)
-        assert s.recv(100) == b""
+    for junk in (b"GET / HTTP/1.1\r\n\r\n", struct.pack(">HHHB", 1, 0, 300, 1) + b"\x03" * 20,
+                 struct.pack(">HHHB", 1, 0, 1, 1)):
+        with socket.create_connection(("127.0.0.1", port)) as s:   # not Modbus; an MBAP length > 254 or < 2
+            s.sendall(junk)
+            s.settimeout(2.0)
+            assert s.recv(100) == b""
     m = modbus(port)                              # the server serves on
     assert not m.read_holding_registers(SUNSPEC_BASE, count=2, device_id=1).isError()
     m.close()
@@ -280,3 +290,19 @@ def test_rate_limited_log_reports_how_many_it_held_back(caplog):
     rl.warning("k", "event")
     msgs = [r.getMessage() for r in caplog.records]
     assert msgs == ["event", "event (and 4 more like it in the last 0.2 s)"] and rl.events == 6
+
+
+def test_streams_closed_for_garbage_give_their_slot_back(served):
+    """Found by the fuzzer: a connection the server closed itself (not Modbus) kept its slot, so eight
+    garbage streams locked their address out for good, and 32 from a few addresses every client."""
+    srv, port = served(limits=ConnectionLimits(max_total=6, max_per_client=2, idle_timeout_s=600))
+    for _ in range(20):
+        s = connect_from("127.0.0.4", port)
+        s.sendall(b"\x00\x01\x2a\x08garbage-not-modbus")
+        assert closed_by_server(s, 2.0)
+        s.close()
+    time.sleep(0.2)
+    s = connect_from("127.0.0.4", port)
+    s.sendall(mbap_read(9, SUNSPEC_BASE, 2))
+    assert recv_frames(s, 1), "the address was locked out"
+    s.close()

@@ -34,7 +34,11 @@ class Client:
                 text = r.read().decode()
                 return r.status, text if raw else json.loads(text)
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read().decode())
+            text = e.read().decode(errors="replace")
+            try:
+                return e.code, json.loads(text)
+            except ValueError:                # aiohttp's own pages (413, 414): not JSON
+                return e.code, {"error": text}
 
     def login(self, user, pw=PW):
         status, body = self.call("POST", "/login", {"username": user, "password": pw})

@@ -16,29 +16,6 @@ from ems.records.recorder import Recorder
 from tests.records.test_api import PW, Client, site  # noqa: F401 - the fixture
 
 
-class RawClient(Client):
-    """Client whose answers may be other than JSON (aiohttp's own 413 / 414 pages)."""
-
-    def call(self, method, path, body=None, raw=False):
-        import json
-        import urllib.error
-        import urllib.request
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read().decode())
-        except urllib.error.HTTPError as e:
-            text = e.read().decode(errors="replace")
-            try:
-                return e.code, json.loads(text)
-            except ValueError:
-                return e.code, {"error": text}
-
-
 def rss_kb() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
@@ -103,7 +80,7 @@ HUGE_INT = b'{"self_use": {"reserve_soc_pct": ' + b"9" * 5000 + b"}}"
 ])
 def test_malformed_requests_get_400_with_the_reason(site, method, path, body):   # noqa: F811
     server, *_ = site
-    c = RawClient(server.port).login("admin")
+    c = Client(server.port).login("admin")
     status, answer = c.call(method, path, body)
     assert status in (400, 413, 414, 431), (status, answer)
     if status == 400:
