@@ -68,39 +68,70 @@ class RateLimitedLog:
 
 class ConnectionGate:
     """Admits a connection when the server has fewer than `max_total` and its client address fewer than
-    `max_per_client`; `idle_timeout_s` is how long a connection may send nothing before it is closed."""
+    `max_per_client`; `idle_timeout_s` is how long a connection may send nothing before it is closed.
+
+    A full server makes room: the connection that has sent nothing for the longest (at least
+    `evict_idle_s`) is closed for the newcomer, so idle sockets from many addresses cannot hold every slot.
+    `priority` addresses (the dispatch server's allowlist: the SCADA) are not counted against max_total
+    at all, only against their own per-address cap. Call from the server's event loop."""
 
     def __init__(self, name: str, max_total: int, max_per_client: int, idle_timeout_s: float,
-                 logger: logging.Logger, log_interval_s: float = 10.0):
+                 logger: logging.Logger, log_interval_s: float = 10.0, priority=frozenset(),
+                 evict_idle_s: float = 5.0):
         self.name, self.max_total, self.max_per_client = name, max_total, max_per_client
-        self.idle_timeout_s = idle_timeout_s
+        self.idle_timeout_s, self.evict_idle_s = idle_timeout_s, evict_idle_s
+        self.priority = frozenset(priority)
         self.per_client: dict[str, int] = defaultdict(int)
-        self.active = 0
+        self.active = 0                  # admitted connections outside `priority`
         self.refused = 0
         self.idle_closed = 0
+        self.evicted = 0
+        self.timers: set = set()         # IdleTimers of the admitted connections outside `priority`
+        self._evicting: set = set()      # ... of those closed to make room, until they are gone
         self._log = RateLimitedLog(logger, log_interval_s)
         self._lock = threading.Lock()
 
     def admit(self, peer: str) -> bool:
         with self._lock:
-            if self.active >= self.max_total:
-                why = f"{self.active} connections open (max {self.max_total})"
-            elif self.per_client[peer] >= self.max_per_client:
+            if self.per_client[peer] >= self.max_per_client:
                 why = f"{self.per_client[peer]} connections from this address (max {self.max_per_client})"
-            else:
-                self.active += 1
+            elif peer in self.priority or self.active - len(self._evicting) < self.max_total or self._evict():
                 self.per_client[peer] += 1
+                if peer not in self.priority:
+                    self.active += 1
                 return True
+            else:
+                why = f"{self.active} connections open (max {self.max_total}), none idle for {self.evict_idle_s:g} s"
             self.refused += 1
         self._log.warning("refused", "%s: connection from %s refused: %s", self.name, peer, why)
         return False
 
+    def _evict(self) -> bool:
+        """Close the connection idle the longest (at least evict_idle_s) to make room; False if none is."""
+        idle = [t for t in self.timers if t not in self._evicting and t.idle_s() >= self.evict_idle_s]
+        if not idle:
+            return False
+        victim = max(idle, key=lambda t: t.idle_s())
+        self._evicting.add(victim)
+        self.evicted += 1
+        victim.transport.close()
+        return True
+
     def release(self, peer: str) -> None:
         with self._lock:
-            self.active -= 1
+            if peer not in self.priority:
+                self.active -= 1
             self.per_client[peer] -= 1
             if self.per_client[peer] <= 0:
                 del self.per_client[peer]
+
+    def track(self, timer) -> None:
+        if timer.peer not in self.priority:
+            self.timers.add(timer)
+
+    def untrack(self, timer) -> None:
+        self.timers.discard(timer)
+        self._evicting.discard(timer)
 
     def closed_idle(self, peer: str) -> None:
         self.idle_closed += 1
@@ -121,9 +152,13 @@ class IdleTimer:
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
         self._handle = self._loop.call_later(gate.idle_timeout_s, self._check)
+        gate.track(self)
 
     def touch(self) -> None:
         self._last = self._loop.time()
+
+    def idle_s(self) -> float:
+        return self._loop.time() - self._last
 
     def _check(self) -> None:
         left = self._last + self.gate.idle_timeout_s - self._loop.time()
@@ -135,6 +170,7 @@ class IdleTimer:
 
     def cancel(self) -> None:
         self._handle.cancel()
+        self.gate.untrack(self)
 
 
 class GatedProtocol(asyncio.Protocol):

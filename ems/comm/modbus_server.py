@@ -217,6 +217,8 @@ class ConnectionLimits:
     max_per_client: int = 32
     idle_timeout_s: float = 600.0
     max_pending: int = 16           # pipelined requests queued on one connection; beyond: SERVER_DEVICE_BUSY
+    priority: frozenset = frozenset()   # addresses not counted against max_total (the dispatch allowlist)
+    evict_idle_s: float = 5.0       # a full server closes the connection idle the longest, if at least this
 
 
 class _Handler(ServerRequestHandler):
@@ -390,7 +392,8 @@ class TcpServer(ModbusTcpServer):
         super().__init__(*args, **kwargs)
         self.limits = limits or ConnectionLimits()
         self.gate = ConnectionGate(name, self.limits.max_total, self.limits.max_per_client,
-                                   self.limits.idle_timeout_s, log)
+                                   self.limits.idle_timeout_s, log, priority=self.limits.priority,
+                                   evict_idle_s=self.limits.evict_idle_s)
 
     def callback_new_connection(self):
         return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)

@@ -50,7 +50,8 @@ def start_dispatch(cfg: SiteConfig, io: IoThread, say, clock=None) -> DispatchSe
     listening = 0
     try:
         io.serve_tcp({d.unit_id: server.image}, d.host, d.port, name="dispatch server",
-                     limits=ConnectionLimits(d.max_connections, d.max_connections_per_client, d.idle_timeout_s))
+                     limits=ConnectionLimits(d.max_connections, d.max_connections_per_client, d.idle_timeout_s,
+                                             priority=frozenset(server.allowed)))
         say(f"dispatch server: modbus tcp {d.host}:{d.port} unit {d.unit_id} (SunSpec at 40000, native map at 0)")
         listening += 1
     except Exception as exc:         # address in use, no permission …

@@ -255,6 +255,27 @@ def test_connections_are_capped_per_client_and_in_all_and_scada_still_reads(serv
     m.close()
 
 
+def test_a_full_server_makes_room_by_closing_the_longest_idle_and_scada_always_has_a_slot(served):
+    srv, port = served(limits=ConnectionLimits(max_total=2, max_per_client=2, idle_timeout_s=600, evict_idle_s=0.3,
+                                               priority=frozenset({"127.0.0.1"})))
+    a, b = connect_from("127.0.0.5", port), connect_from("127.0.0.6", port)
+    time.sleep(0.1)
+    early = connect_from("127.0.0.7", port)
+    assert closed_by_server(early, 1.0)           # full, nobody idle long enough
+    scada = connect_from("127.0.0.1", port)       # the allowlist is not counted against the total
+    scada.sendall(mbap_read(3, SUNSPEC_BASE, 2))
+    assert recv_frames(scada, 1)
+    time.sleep(0.4)
+    b.sendall(mbap_read(4, SUNSPEC_BASE, 2))      # b is busy, a idles
+    assert recv_frames(b, 1)
+    late = connect_from("127.0.0.7", port)
+    late.sendall(mbap_read(5, SUNSPEC_BASE, 2))
+    assert recv_frames(late, 1)                   # admitted: a was closed for it
+    assert closed_by_server(a, 1.0) and not closed_by_server(b, 0.2)
+    for s in (b, late, scada):
+        s.close()
+
+
 def test_an_idle_connection_is_closed_and_frees_its_slot(served):
     srv, port = served(limits=ConnectionLimits(max_total=2, max_per_client=1, idle_timeout_s=0.5))
     s = connect_from("127.0.0.3", port)
