@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--ocv", help="OCV table CSV soc_pct,ocv_v (default: the shipped LFP table)")
     rep.add_argument("--initial-soc", type=_number(0.0, 100.0), help="SOC at the first row, %% (default: from the first "
                      "row's voltage through the OCV table)")
+    # the datasheet's current sensor and the capacity's uncertainty: [soc_estimation]'s keys of these names
+    rep.add_argument("--current-offset-a", type=_number(0.0, 100.0), help="current sensor offset bound, A "
+                     "([soc_estimation] current_offset_a; default 0.1 %% of 1 C)")
+    rep.add_argument("--current-gain-pct", type=_number(0.0, 10.0), help="current sensor gain error bound, %% "
+                     "([soc_estimation] current_gain_error_pct; default 1)")
+    rep.add_argument("--capacity-error-pct", type=_number(0.0, 50.0), help="uncertainty of --capacity-ah, %% "
+                     "([soc_estimation] capacity_error_pct; default 2)")
     records_cli.add_parsers(sub)
     board_cli.add_parsers(sub)
     return p

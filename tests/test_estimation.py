@@ -214,3 +214,51 @@ def test_the_controller_counts_with_a_learned_capacity_and_logs_it():
         s.run(1)                                       # the slow tick reads each anchor
     assert b.capacity_ah[0] == pytest.approx(250.0, rel=0.01)     # 225 Ah over 90 %
     assert any(e["kind"] == "soh_update" and "250" in e["detail"] for e in s.ctrl.events.recent)
+
+
+def test_the_same_trace_at_2_3_and_280_ah_gives_the_same_soc():
+    """Issue 18: every current threshold and noise term is a C-rate, so the estimator does not care how big
+    the cell is. One day of the project's LFP cell (rest, partial cycles, a full charge) measured at 2.3 Ah,
+    and the same trace with its current scaled to 280 Ah: the SOC agrees within 0.5 points throughout."""
+    import numpy as np
+
+    from ems.config.schema import SocEstimation
+    from ems.estimation.ocv import default_table
+    from ems.estimation.replay import CellReplay, Sample
+    from ems.sim.lfp_cell import LfpCellPlant
+
+    cell = LfpCellPlant(capacity_ah=280.0, soc=0.55, ambient_swing_degc=0.0)
+    c = cell.capacity_ah
+    plan = [(0.0, 1800), (0.3 * c, 3600), (0.0, 3600), (-0.25 * c, 4 * 3600), (0.0, 1800), (0.4 * c, 5400),
+            (0.0, 7200), (-0.5 * c, 3 * 3600), (0.0, 3600), (0.2 * c, 3600), (0.0, 3600)]
+    trace = []
+    t = 0.0
+    for i_a, seconds in plan:
+        for _ in range(seconds // 5):
+            if i_a < 0 and cell.terminal_v(i_a) >= 3.6:      # CV at the top
+                i_a = max(cell.cv_current(3.6), -0.5 * c)
+            cell.step(i_a, 5.0)
+            t += 5.0
+            trace.append((t,) + cell.measure())
+    table, est = default_table("LFP"), SocEstimation()
+    runs = {}
+    for size in (2.3, 280.0):
+        k = size / 280.0
+        r = CellReplay(size, table, est, 45.0)
+        runs[size] = np.array([r.step(Sample(t, i * k, v, temp))[0] for t, i, v, temp in trace])
+    diff = np.abs(runs[2.3] - runs[280.0])
+    assert diff.max() <= 0.5, (diff.max(), int(diff.argmax()))
+
+
+def test_a_learned_capacity_outside_a_plausible_ageing_range_is_reported_not_used():
+    """Issue 18: a capacity estimate is applied only when its own uncertainty is small and it agrees with
+    the configured capacity within a plausible ageing range (60–105 %)."""
+    from ems.estimation.soh import ClusterSoh, capacity_verdict
+
+    pairs = [(0.5, 100.0, 10.0, 1e-4, 0.01, 1.0)] * 2
+    for q, sigma, used, says in ((250.0, 1.0, True, "used"), (0.37 * 280, 0.5, False, "outside the plausible"),
+                                 (300.0, 1.0, False, "outside the plausible"), (250.0, 20.0, False, "known to"),
+                                 (None, None, False, "not learned")):
+        cs = ClusterSoh(rated_ah=280.0, capacity_ah=q, capacity_sigma_ah=sigma, pairs=list(pairs))
+        got, why = capacity_verdict(cs, 0.02)
+        assert (got is not None) == used and says in why, (q, why)

@@ -211,7 +211,7 @@ def test_the_sensor_offset_widens_the_bound_over_time():
     e.step(0.0, 0.0)
     b0 = e.bound
     e.run(0.0, 10 * 3600, dt_s=10.0)
-    assert e.bound == pytest.approx(b0 + 2 * 100 * 0.3 * 10 / 280.0, rel=1e-6)
+    assert e.bound == pytest.approx(b0 + 2 * 100 * 0.28 * 10 / 280.0, rel=1e-6)     # 0.1 % of 1 C: 0.28 A
 
 
 def test_an_unknown_current_counts_nothing_and_widens_the_bound_at_the_rated_current():

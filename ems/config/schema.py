@@ -203,10 +203,14 @@ class SocEstimation:
     charge_efficiency_pct: float = spec(99.9, 90.0, 100.0, "%", "coulombic efficiency of charging (LFP ≈ 99.9)")
     save_interval_s: float = spec(60.0, 5.0, 3600.0, "s", "the estimate (and SOH) is saved this often and after "
                                   "every anchor, so a power loss costs at most this much (ems run --state)")
-    current_gain_error_pct: float = spec(1.0, 0.0, 10.0, "%", "current sensor gain error bound")
-    current_offset_a: float = spec(0.3, 0.0, 100.0, "A", "current sensor offset bound")
-    zero_current_a: float = spec(0.5, 0.0, 50.0, "A", "a current within ± this counts as zero (the sensor's "
-                                 "offset at rest); 0 if the string feeds auxiliary loads that small")
+    current_gain_error_pct: float = spec(1.0, 0.0, 10.0, "%", "current sensor gain error bound (datasheet)")
+    current_offset_a: float = spec(0.0, 0.0, 100.0, "A", "current sensor offset bound (datasheet); 0: 0.1 % of the "
+                                   "cell's 1 C current (0.28 A at 280 Ah)")
+    zero_current_c: float = spec(0.002, 0.0, 0.2, "C", "a current within ± this (C-rate: fraction of the capacity "
+                                 "per hour) counts as zero, the sensor's offset at rest; 0 if the string feeds "
+                                 "auxiliary loads that small")
+    rest_current_c: float = spec(0.004, 0.0, 0.2, "C", "a current within ± this (C-rate) is rest: the rest timer "
+                                 "before an OCV update runs, hysteresis does not move (1.1 A at 280 Ah)")
     capacity_error_pct: float = spec(2.0, 0.0, 50.0, "%", "uncertainty of the capacity used for counting "
                                      "(2 % for new cells; say 20 % for used cells of unknown SOH): the bound grows "
                                      "with it until SOH has learned the capacity better")
@@ -227,8 +231,9 @@ class SocEstimation:
                                 "side), used where the OCV table has no hysteresis_mv column")
     hysteresis_throughput_pct: float = spec(5.0, 0.1, 100.0, "%", "throughput (of capacity) that moves the "
                                             "hysteresis 63 % of the way to its new side")
-    cell_resistance_mohm: float = spec(0.5, 0.0, 100.0, "mΩ", "cell resistance for the voltage under load (and "
-                                       "its uncertainty)")
+    cell_resistance_mohm: float = spec(0.0, 0.0, 10_000.0, "mΩ", "cell resistance for the voltage under load (and "
+                                       "its uncertainty); 0: 140 mΩ·Ah over the capacity (0.5 mΩ at 280 Ah, 61 mΩ "
+                                       "at 2.3 Ah: resistance scales inversely with cell size)")
     ocv_temp_min_degc: float = spec(10.0, -40.0, 80.0, "°C", "OCV updates only between these cell temperatures")
     ocv_temp_max_degc: float = spec(45.0, -40.0, 80.0, "°C", "")
     sigma_full_pct: float = spec(1.0, 0.1, 20.0, "%", "uncertainty of a full anchor (1 sigma)")

@@ -24,7 +24,7 @@ from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackSh
 from ems.control.protection_table import rows_for
 from ems.control.snapshot import Operator, Snapshot
 from ems.estimation.ocv import table_for
-from ems.estimation.params import estimator_for
+from ems.estimation.params import estimator_for, offset_a, rest_current_a
 from ems.estimation.soh import SohTracker
 from ems.records.catalogue import catalogue
 from ems.strategies import build
@@ -123,6 +123,7 @@ class Controller:
                            ramp_w_per_s=cfg.pcs.ramp_w_per_s, deadband_w=cfg.pcs.deadband_w,
                            charge_efficiency=cfg.soc_estimation.charge_efficiency_pct / 100.0,
                            cell_full_v=b.cell_full_v, cell_empty_v=b.cell_empty_v,
+                           idle_current_a=rest_current_a(cfg.soc_estimation, b.cell_capacity_ah),
                            trip_delay_ms=cfg.protection.trip_delay_ms,
                            trip_open_current_a=cfg.protection.trip_open_current_a,
                            trip_max_wait_ms=cfg.protection.trip_max_wait_ms),
@@ -136,7 +137,7 @@ class Controller:
         buf.cluster_in[:, L.CL_RATED_CHG_A] = b.rated_charge_a
         buf.cluster_in[:, L.CL_RATED_DCHG_A] = b.rated_discharge_a
         self.soh = SohTracker(b.clusters, b.cell_capacity_ah, cfg.soc_estimation.current_gain_error_pct / 100.0,
-                              cfg.soc_estimation.current_offset_a)
+                              offset_a(cfg.soc_estimation, b.cell_capacity_ah))
         self._soh_day = -1
         self._calibration_asked = False
         self.strategies = build(cfg)

@@ -19,11 +19,27 @@ class Estimator:
     capacity_error: float       # fraction: the SOH capacity is used once it is known better than this
 
 
+DEFAULT_OFFSET_C = 0.001          # current sensor offset when the datasheet figure is not set: 0.1 % of 1 C
+DEFAULT_R0_MOHM_AH = 140.0        # cell resistance × capacity when not set (0.5 mΩ for a 280 Ah LFP cell)
+
+
+def offset_a(est: SocEstimation, cell_capacity_ah: float) -> float:
+    """The current sensor's offset bound, A: the datasheet figure, or 0.1 % of the cell's 1 C current."""
+    return est.current_offset_a or DEFAULT_OFFSET_C * cell_capacity_ah
+
+
+def rest_current_a(est: SocEstimation, cell_capacity_ah: float) -> float:
+    """|I| at or below this is rest (the core's idle current), A."""
+    return est.rest_current_c * cell_capacity_ah
+
+
 def estimator_for(est: SocEstimation, table: OcvTable, cell_capacity_ah: float) -> Estimator:
+    """Every current threshold and noise term scales with the cell (C-rate), so one configuration works
+    for a 2.3 Ah and a 280 Ah cell alike; the datasheet figures (gain, offset in A) are taken as given."""
     p = np.zeros(L.EP_COLS, dtype=np.float64)
     p[L.EP_STEP_S] = est.step_s
     p[L.EP_GAIN_ERR] = est.current_gain_error_pct / 100.0
-    p[L.EP_OFFSET_A] = est.current_offset_a
+    p[L.EP_OFFSET_A] = offset_a(est, cell_capacity_ah)
     p[L.EP_CAP_ERR] = est.capacity_error_pct / 100.0
     p[L.EP_TAPER_A] = est.taper_c * cell_capacity_ah
     p[L.EP_SIG_FULL] = est.sigma_full_pct / 100.0
@@ -34,13 +50,13 @@ def estimator_for(est: SocEstimation, table: OcvTable, cell_capacity_ah: float) 
     p[L.EP_KNEE_V_LO], p[L.EP_KNEE_V_HI] = table.steep_bands(est.knee_min_slope_mv_per_pct)
     p[L.EP_SIG_V] = est.voltage_sigma_mv / 1000.0
     p[L.EP_HYST_AH_FRAC] = est.hysteresis_throughput_pct / 100.0
-    p[L.EP_R0_OHM] = est.cell_resistance_mohm / 1000.0
+    p[L.EP_R0_OHM] = (est.cell_resistance_mohm or DEFAULT_R0_MOHM_AH / cell_capacity_ah) / 1000.0
     p[L.EP_T_MIN], p[L.EP_T_MAX] = est.ocv_temp_min_degc, est.ocv_temp_max_degc
     p[L.EP_SIG_MIN] = est.sigma_min_pct / 100.0
     p[L.EP_BOUND_K] = est.bound_sigmas
     p[L.EP_R_STEP_A] = est.resistance_step_c * cell_capacity_ah
     p[L.EP_KNEE] = 1.0 if est.knee_filter else 0.0
-    p[L.EP_ZERO_A] = est.zero_current_a
+    p[L.EP_ZERO_A] = est.zero_current_c * cell_capacity_ah
     return Estimator(p, np.ascontiguousarray(table.grid_v), table.grid_hyst_v(est.hysteresis_mv),
                      est.initial_sigma_pct / 100.0, est.capacity_error_pct / 100.0)
 

@@ -19,8 +19,8 @@ from ems._core import soc as soc_k
 from ems.config.schema import SocEstimation
 from ems.control.fastpath import FastPathParams
 from ems.estimation.ocv import OcvTable
-from ems.estimation.params import estimator_for, initial_state
-from ems.estimation.soh import SohTracker
+from ems.estimation.params import estimator_for, initial_state, offset_a, rest_current_a
+from ems.estimation.soh import SohTracker, capacity_verdict
 
 COLUMNS = ("t_s", "current_a", "voltage_v", "temp_degc")
 
@@ -87,7 +87,7 @@ class CellReplay:
         self.table = table
         e = estimator_for(est, table, capacity_ah)
         self.tp = FastPathParams(charge_efficiency=est.charge_efficiency_pct / 100.0, cell_full_v=full_v,
-                                 cell_empty_v=empty_v).vector(1)
+                                 cell_empty_v=empty_v, idle_current_a=rest_current_a(est, capacity_ah)).vector(1)
         self.ep, self.ocv, self.hyst = e.params, e.ocv_v, e.hyst_v
         self.initial_sigma = e.initial_sigma
         self.learn = est.capacity_learning if learn_capacity is None else learn_capacity
@@ -110,7 +110,7 @@ class CellReplay:
         self.out = np.zeros((1, L.SOC_COLS), f64)
         self.anchored = np.zeros(1, np.uint8)
         self.stack = np.zeros(L.SOC_COLS, f64)
-        self.soh = SohTracker(1, capacity_ah, est.current_gain_error_pct / 100.0, est.current_offset_a)
+        self.soh = SohTracker(1, capacity_ah, est.current_gain_error_pct / 100.0, offset_a(est, capacity_ah))
         if initial_soc_pct is not None:
             if not 0.0 <= initial_soc_pct <= 100.0:
                 raise ValueError(f"initial SOC must be 0..100 %, got {initial_soc_pct}")
@@ -163,15 +163,22 @@ def main(args) -> int:
     except OSError as exc:
         print(f"ems replay-soc: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
         return 1
+    import dataclasses
+    est = SocEstimation()
+    for flag, key in (("current_offset_a", "current_offset_a"), ("current_gain_pct", "current_gain_error_pct"),
+                      ("capacity_error_pct", "capacity_error_pct")):
+        if getattr(args, flag, None) is not None:
+            est = dataclasses.replace(est, **{key: getattr(args, flag)})
     with fh:
         try:
-            r = replay(fh, sys.stdout, args.capacity_ah, table, args.initial_soc, args.input)
+            r = replay(fh, sys.stdout, args.capacity_ah, table, args.initial_soc, args.input, est)
         except (TraceError, ValueError) as exc:
             print(f"ems replay-soc: {exc}", file=sys.stderr)
             return 1
     s = r.soh.summary()[0]
-    cap = "not learned (needs two anchors at least 30 % SOC apart)" if s["capacity_ah"] is None else \
-        f"{s['capacity_ah']:.1f} Ah ± {s['capacity_sigma_ah']:.1f} ({s['soh_pct']:.1f} % of {args.capacity_ah:g})"
+    _, verdict = capacity_verdict(r.soh.clusters[0], r.cap_err)
+    cap = verdict if s["capacity_ah"] is None else \
+        f"{s['capacity_ah']:.3g} Ah ± {s['capacity_sigma_ah']:.2g} ({s['soh_pct']:.1f} % of {args.capacity_ah:g}), {verdict}"
     res = "no current steps" if s["resistance_mohm"] is None else f"{s['resistance_mohm']:.3f} mΩ"
     print(f"ems replay-soc: capacity {cap}; resistance {res}", file=sys.stderr)
     return 0

@@ -29,6 +29,10 @@ R_ALPHA = 0.05             # exponential average of resistance samples
 TREND_DAYS = 90
 MAX_POINTS = 400
 CAP_ERR_FLOOR = 0.01       # a learned capacity's error is never taken as smaller: it drifts with temperature and age
+Q_FLOOR_FRAC = 0.1 / 280.0  # a counted charge is never known better than this fraction of the capacity (0.1 Ah at
+                            # 280 Ah): relative, so a 2.3 Ah cell and a 280 Ah cell learn alike
+AGEING_RANGE = (0.6, 1.05)  # a learned capacity outside this share of the configured one is reported, not used:
+                            # cells do not grow, and below 60 % a battery is scrap, not a measurement
 
 
 @dataclass
@@ -136,7 +140,7 @@ class SohTracker:
             ds = prev[0] - anchor[0]
             dq = anchor[2] - prev[2]
             var_s = prev[1] + anchor[1]
-            var_q = (self.gain_err * abs(dq)) ** 2 + 0.01
+            var_q = (self.gain_err * abs(dq)) ** 2 + (Q_FLOOR_FRAC * cs.rated_ah) ** 2
             cs.pairs = [(a, b, t, vs, vq, w * FADING) for a, b, t, vs, vq, w in cs.pairs][-200:]
             cs.pairs.append((ds, dq, dt_h, var_s, var_q, 1.0))
             cs.fit()
@@ -193,10 +197,25 @@ class SohTracker:
         return True
 
 
+def capacity_verdict(cs: ClusterSoh, max_rel_sigma: float) -> tuple[float | None, str]:
+    """(the SOH capacity to count with, or None; why). It is used once it is known to within
+    max_rel_sigma, from two capacity pairs at least, and agrees with the configured capacity within a
+    plausible ageing range (AGEING_RANGE); otherwise it is reported and not applied."""
+    if cs.capacity_ah is None or cs.capacity_sigma_ah is None:
+        return None, "not learned (needs two anchors at least 30 % SOC apart)"
+    pairs = sum(abs(p[0]) >= MIN_SWING for p in cs.pairs)
+    if pairs < 2:
+        return None, f"not used: {pairs} capacity pair (two needed)"
+    if cs.capacity_sigma_ah > max_rel_sigma * cs.capacity_ah:
+        return None, (f"not used: ± {cs.capacity_sigma_ah / cs.capacity_ah * 100:.1f} % is not within the "
+                      f"{max_rel_sigma * 100:g} % it must be known to")
+    lo, hi = AGEING_RANGE
+    if not lo * cs.rated_ah <= cs.capacity_ah <= hi * cs.rated_ah:
+        return None, (f"not used: {cs.capacity_ah / cs.rated_ah * 100:.0f} % of the configured capacity is outside "
+                      f"the plausible {lo * 100:.0f}–{hi * 100:.0f} %")
+    return cs.capacity_ah, "used"
+
+
 def learned_capacity(cs: ClusterSoh, max_rel_sigma: float) -> float | None:
-    """The SOH capacity, once it is known to within max_rel_sigma (and from two pairs at least)."""
-    if cs.capacity_ah is None or cs.capacity_sigma_ah is None or sum(abs(p[0]) >= MIN_SWING for p in cs.pairs) < 2:
-        return None
-    if cs.capacity_sigma_ah > max_rel_sigma * cs.capacity_ah or not 0.3 * cs.rated_ah < cs.capacity_ah < 1.5 * cs.rated_ah:
-        return None
-    return cs.capacity_ah
+    """The SOH capacity to count with, or None (capacity_verdict says why)."""
+    return capacity_verdict(cs, max_rel_sigma)[0]

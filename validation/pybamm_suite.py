@@ -1,0 +1,207 @@
+"""The SOC/SOH estimator against an independent physics model: PyBaMM (`pip install .[validate]`).
+
+Every case is a three-day, 1 s trace of one LFP/graphite cell (PyBaMM's `Prada2013` parameters, 2.3 Ah,
+2.0–3.6 V, isothermal), simulated by PyBaMM's SPMe or DFN, then measured the way a BMS measures it:
+current gain +0.5 %, offset +0.05 % of 1 C, voltage noise 2 mV quantised to 1 mV, optionally a ±10 mV
+hysteresis on the voltage. The estimator gets the OCV table PyBaMM gives at C/50 (mean of charge and
+discharge) and an initial SOC 20 points off, and runs as `ems replay-soc` runs it (`CellReplay`).
+
+Days (issue 18): day 1 discharge blocks, PV-like charging, a full charge (CC 0.5 C to 3.6 V, CV to C/20),
+an evening discharge and a night's rest; day 2 partial cycling between about 25 and 85 % without a full
+charge; day 3 the same, ending in a full charge. The 280 Ah cases scale the measured current and the
+configured capacity by 280 / 2.3 (the same electrochemistry at another size); the aged case tells the
+estimator the new cell's capacity while the cell has 88 % of it.
+
+Truth: SOC = the charge in the cell over its capacity, both from PyBaMM's own discharge-capacity counter
+with the capacity measured at C/50 between the cut-offs. Metrics after the first full charge: RMSE, max
+error, bias, coverage of the true error by the bound, the bound's mean width (±), and the SOH error of the
+learned capacity. Deterministic: the noise is seeded.
+
+    python -m validation.pybamm_suite [--json build/validate/pybamm.json] [--cases spme_2.3,…]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GAIN = 1.005
+OFFSET_C = 0.0005
+V_NOISE = 0.002
+HYST_V = 0.010
+NOMINAL_AH = 2.3
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str = "SPMe"
+    scale_ah: float = NOMINAL_AH         # the cell size the estimator is told (current scaled to match)
+    hysteresis: bool = False
+    aged: float = 1.0                    # true capacity / the capacity the estimator is told
+    initial_error_pts: float = -20.0
+
+
+CASES = (
+    Case("spme_2.3"), Case("spme_2.3_hyst", hysteresis=True), Case("spme_280", scale_ah=280.0),
+    Case("spme_280_hyst", scale_ah=280.0, hysteresis=True), Case("dfn_2.3", model="DFN"),
+    Case("dfn_280", model="DFN", scale_ah=280.0), Case("spme_2.3_high_start", initial_error_pts=+20.0),
+    Case("spme_280_aged", scale_ah=280.0, aged=0.88),
+)
+
+
+def _pybamm():
+    try:
+        import pybamm
+    except ImportError:
+        sys.exit("validation.pybamm_suite needs PyBaMM: pip install .[validate]")
+    pybamm.set_logging_level("ERROR")
+    return pybamm
+
+
+def _steps(c_rate_ah: float) -> list[str]:
+    """The three days as PyBaMM experiment steps (durations from the capacity)."""
+    day1 = ["Discharge at 0.3C for 40 minutes or until 2.0 V", "Rest for 2 hours",
+            "Discharge at 0.5C for 30 minutes or until 2.0 V", "Rest for 1 hour",
+            "Charge at 0.1C for 1 hour or until 3.6 V", "Charge at 0.25C for 1 hour or until 3.6 V",
+            "Charge at 0.5C until 3.6 V", "Hold at 3.6 V until C/20", "Rest for 2 hours",
+            "Discharge at 0.4C for 90 minutes or until 2.0 V", "Rest for 8 hours"]
+    partial = ["Charge at 0.3C for 150 minutes or until 3.6 V", "Rest for 1 hour",
+               "Discharge at 0.3C for 150 minutes or until 2.0 V", "Rest for 2 hours",
+               "Charge at 0.2C for 200 minutes or until 3.6 V", "Rest for 3 hours",
+               "Discharge at 0.5C for 80 minutes or until 2.0 V", "Rest for 4 hours"]
+    day3 = partial[:6] + ["Charge at 0.5C until 3.6 V", "Hold at 3.6 V until C/20", "Rest for 2 hours",
+                          "Discharge at 0.3C for 1 hour or until 2.0 V", "Rest for 1 hour"]
+    return day1 + partial + day3
+
+
+def simulate(model_name: str, cache: dict) -> dict:
+    """PyBaMM's truth for a model: time, current (A, > 0 discharging), voltage, SOC (fraction), and the
+    C/50 OCV table and capacity. Cached per model."""
+    if model_name in cache:
+        return cache[model_name]
+    pybamm = _pybamm()
+    model = {"SPMe": pybamm.lithium_ion.SPMe, "DFN": pybamm.lithium_ion.DFN}[model_name]()
+    pv = pybamm.ParameterValues("Prada2013")
+    # C/50 from full to empty and back: the capacity between the cut-offs and the OCV table
+    slow = pybamm.Simulation(model, parameter_values=pv, experiment=pybamm.Experiment(
+        ["Discharge at C/50 until 2.0 V", "Rest for 1 hour", "Charge at C/50 until 3.6 V"], period="60 seconds"))
+    s = slow.solve(initial_soc=1.0)
+    q = s["Discharge capacity [A.h]"].entries
+    v = s["Voltage [V]"].entries
+    i = s["Current [A]"].entries
+    dis, chg = i > 0, i < 0
+    cap = float(q[dis].max() - q[dis].min())
+    soc_dis = 1.0 - (q[dis] - q[dis].min()) / cap
+    soc_chg = 1.0 - (q[chg] - q[dis].min()) / cap
+    grid = np.linspace(0.0, 1.0, 41)
+    ocv_d = np.interp(grid, soc_dis[::-1], v[dis][::-1])
+    order = np.argsort(soc_chg)
+    ocv_c = np.interp(grid, soc_chg[order], v[chg][order])
+    ocv = (ocv_d + ocv_c) / 2.0
+    ocv = np.maximum.accumulate(ocv + np.arange(len(ocv)) * 1e-6)      # strictly increasing for the table
+    sim = pybamm.Simulation(model, parameter_values=pv, experiment=pybamm.Experiment(_steps(cap), period="1 second"))
+    sol = sim.solve(initial_soc=0.6)
+    t = sol["Time [s]"].entries
+    cur = sol["Current [A]"].entries
+    volt = sol["Voltage [V]"].entries
+    qd = sol["Discharge capacity [A.h]"].entries
+    # the charge in the cell: its SOC at the start (PyBaMM's initial_soc is of its stoichiometry window, which
+    # the cut-offs narrow): found from the first full charge, where the truth is 100 %
+    full = np.flatnonzero((np.abs(cur) < cap / 20.0 * 1.05) & (volt > 3.599))
+    q_full = qd[full[0]] if len(full) else qd.min()
+    soc = 1.0 - (qd - q_full) / cap
+    tt, keep = np.unique(np.round(t), return_index=True)
+    out = {"t": tt, "i": cur[keep], "v": volt[keep], "soc": soc[keep], "cap": cap, "ocv_grid": grid * 100.0,
+           "ocv": ocv, "first_full": float(t[full[0]]) if len(full) else None}
+    cache[model_name] = out
+    return out
+
+
+def _hysteresis(i_a: np.ndarray, dt: np.ndarray, cap_ah: float) -> np.ndarray:
+    """Plett's one-state hysteresis, e-folding every 5 % of the capacity: +1 after charge, −1 after discharge."""
+    h = np.zeros_like(i_a)
+    x = -1.0
+    for k in range(len(i_a)):
+        dq = -i_a[k] * dt[k] / 3600.0 / (0.05 * cap_ah)
+        x = x + (np.sign(dq) - x) * (1.0 - math.exp(-abs(dq))) if dq else x
+        h[k] = x
+    return h
+
+
+def run_case(case: Case, cache: dict, seed: int = 7) -> dict:
+    from ems.config.schema import SocEstimation
+    from ems.estimation.ocv import OcvTable
+    from ems.estimation.replay import CellReplay, Sample
+
+    tr = simulate(case.model, cache)
+    rng = np.random.default_rng(seed)
+    scale = case.scale_ah / NOMINAL_AH
+    cap_told = tr["cap"] * scale / case.aged          # the capacity the estimator is given
+    i_meas = tr["i"] * scale * GAIN + OFFSET_C * tr["cap"] * scale
+    v = tr["v"].copy()
+    dt = np.diff(tr["t"], prepend=tr["t"][0])
+    if case.hysteresis:
+        v = v + HYST_V * _hysteresis(tr["i"], dt, tr["cap"])
+    v_meas = np.round((v + rng.normal(0.0, V_NOISE, len(v))) * 1000.0) / 1000.0
+    table = OcvTable(tr["ocv_grid"], tr["ocv"], "pybamm C/50", None)
+    start = float(np.clip(tr["soc"][0] * 100.0 + case.initial_error_pts, 0.0, 100.0))
+    r = CellReplay(cap_told, table, SocEstimation(), start, full_v=3.60, empty_v=2.0)
+    soc = np.empty(len(v))
+    bound = np.empty(len(v))
+    for k in range(len(v)):
+        soc[k], bound[k] = r.step(Sample(float(tr["t"][k]), float(i_meas[k]), float(v_meas[k]), 25.0))
+    truth = tr["soc"] * 100.0
+    # plain counting from the true start, with the same measured current and the told capacity
+    counted = truth[0] - np.cumsum(i_meas * dt) / 3600.0 / cap_told * 100.0
+    after = tr["t"] >= (tr["first_full"] or 0.0)
+    err = soc[after] - truth[after]
+    cerr = counted[after] - truth[after]
+    s = r.soh.summary()[0]
+    learned = s["capacity_ah"]
+    true_cap = tr["cap"] * scale
+    return {"case": case.name, "rmse": float(np.sqrt(np.mean(err ** 2))), "max": float(np.abs(err).max()),
+            "bias": float(err.mean()), "coverage": float(np.mean(np.abs(err) <= bound[after] + 1e-9)),
+            "mean_bound": float(bound[after].mean()), "counting_rmse": float(np.sqrt(np.mean(cerr ** 2))),
+            "soh_error_pct": None if learned is None else float((learned / true_cap - 1.0) * 100.0),
+            "capacity_used_ah": float(r.capacity_ah[0, 0]), "true_capacity_ah": float(true_cap)}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("case", "RMSE", "max", "bias", "coverage", "±bound", "counting", "SOH err %")
+    lines = ["  ".join(f"{h:>10}" for h in head)]
+    for r in rows:
+        soh = "—" if r["soh_error_pct"] is None else f"{r['soh_error_pct']:+.1f}"
+        lines.append("  ".join(f"{x:>10}" for x in (r["case"], f"{r['rmse']:.2f}", f"{r['max']:.2f}",
+                                                        f"{r['bias']:+.2f}", f"{r['coverage']:.2f}",
+                                                        f"{r['mean_bound']:.1f}", f"{r['counting_rmse']:.2f}", soh)))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, default=Path("build/validate/pybamm.json"))
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    args = ap.parse_args(argv)
+    chosen = [c for c in CASES if not args.cases or c.name in args.cases.split(",")]
+    cache: dict = {}
+    rows = []
+    t0 = time.time()
+    for c in chosen:
+        rows.append(run_case(c, cache))
+        print(f"{c.name}: done ({time.time() - t0:.0f} s)", file=sys.stderr)
+    print("SOC after the first full charge, percentage points (PyBaMM Prada2013 LFP):")
+    print(table(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
