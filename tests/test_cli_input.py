@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ems.comm.dispatch import normalise_address
+from ems.comm.net import normalise_address
 
 EMS = [sys.executable, "-m", "ems"]
 

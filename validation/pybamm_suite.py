@@ -99,7 +99,6 @@ def simulate(model_name: str, cache: dict) -> dict:
     q = s["Discharge capacity [A.h]"].entries
     v = s["Voltage [V]"].entries
     i = s["Current [A]"].entries
-    t_slow = s["Time [s]"].entries
     first_dis = np.flatnonzero(i > 0)[0]
     dis = (i > 0) & (np.arange(len(i)) >= first_dis)
     chg = (i < 0) & (np.arange(len(i)) > np.flatnonzero(dis)[-1])
@@ -107,7 +106,6 @@ def simulate(model_name: str, cache: dict) -> dict:
     cap = float(q[dis].max() - q_full)
     soc_dis = 1.0 - (q[dis] - q_full) / cap
     soc_chg = 1.0 - (q[chg] - q_full) / cap
-    del t_slow
     grid = np.linspace(0.0, 1.0, 41)
     ocv_d = np.interp(grid, soc_dis[::-1], v[dis][::-1])
     order = np.argsort(soc_chg)

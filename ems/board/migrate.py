@@ -8,12 +8,13 @@ the old file is kept for the rollback.
 """
 from __future__ import annotations
 
-import os
 import runpy
 import tomllib
 from pathlib import Path
 
 import tomli_w
+
+from ems.config.files import write_atomic
 
 FIRST_VERSION = 1
 
@@ -77,10 +78,5 @@ def migrate_file(config: Path, migrations: list[Path], target: int) -> list[str]
         raise MigrationError(f"{config}: cannot read the site file ({exc})") from None
     doc, done = migrate_doc(doc, load_steps(migrations), target)
     if done:
-        tmp = config.with_suffix(".migrating")
-        with open(tmp, "wb") as fh:
-            tomli_w.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, config)
+        write_atomic(config, tomli_w.dumps(doc).encode())
     return done

@@ -34,6 +34,7 @@ from pymodbus.constants import ExcCodes
 
 from ems import __version__
 from ems.comm.modbus_server import HOLDING, INPUT, ProfileImage, RegisterImage, WriteRefused, decode_write
+from ems.comm.net import normalise_address
 from ems.comm.profiles import Profile, shipped_profiles
 from ems.comm.sunspec_layout import SUNSPEC_BASE, Point, chain
 
@@ -91,22 +92,6 @@ def _signed_marker(sunspec_type: str) -> int:
     raw = NOT_IMPLEMENTED[sunspec_type]
     fmt = _FMT[sunspec_type]
     return struct.unpack(fmt, struct.pack(fmt.upper(), raw))[0]
-
-
-def normalise_address(address) -> str | None:
-    """An IP address in its canonical text (IPv6 compressed, IPv4-mapped IPv6 as IPv4), so allowlist
-    entries and client addresses compare equal however they were written; None when it is not one."""
-    import ipaddress
-
-    if not isinstance(address, str):
-        return None
-    try:
-        ip = ipaddress.ip_address(address.strip().split("%")[0])
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
 
 
 class SunSpecMap:
@@ -204,6 +189,11 @@ class DispatchServer:
         self.ss = SunSpecMap()
         self.rated_w = rated_power_w or cfg.pcs.rated_power_w
         self.rated_va = max(cfg.pcs.apparent_va, self.rated_w)
+        w, va = self.rated_w, self.rated_va
+        self._sunspec_limits = {"WSetEna": (0, 1), "WSetMod": (0, 1), "WSet": (-w, w), "WSetPct": (-100, 100),
+                                "WSetRvrtTms": (0, 86400), "VarSetEna": (0, 1), "VarSetMod": (4, 4),
+                                "VarSet": (-va, va), "VarSetRvrtTms": (0, 86400), "ControllerHb": (0, 0xFFFFFFFF),
+                                "AlarmReset": (0, 1), "OpCtl": (0, 1)}
         # a value point's last write (monotonic s): an enable takes only a setpoint younger than its lease
         self._written_s: dict[str, float] = {}
         # the I/O thread (writes) and the control thread (publish) both change the SunSpec words
@@ -373,11 +363,7 @@ class DispatchServer:
         return out
 
     def _check_sunspec_range(self, p: Point, value: float) -> None:
-        w, va = self.rated_w, self.rated_va
-        limits = {"WSetEna": (0, 1), "WSetMod": (0, 1), "WSet": (-w, w), "WSetPct": (-100, 100),
-                  "WSetRvrtTms": (0, 86400), "VarSetEna": (0, 1), "VarSetMod": (4, 4), "VarSet": (-va, va),
-                  "VarSetRvrtTms": (0, 86400), "ControllerHb": (0, 0xFFFFFFFF), "AlarmReset": (0, 1), "OpCtl": (0, 1)}
-        lo, hi = limits[p.name]
+        lo, hi = self._sunspec_limits[p.name]
         if not lo <= value <= hi:
             raise WriteRefused(ExcCodes.ILLEGAL_VALUE, f"{p.model}.{p.name}: {value:g} outside {lo:g} … {hi:g}")
 

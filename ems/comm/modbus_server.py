@@ -309,7 +309,8 @@ class _Handler(ServerRequestHandler):
             except ModbusIOException:      # a frame that is not a request we can decode: answer it, go on
                 n, dev_id, tid, frame_data = self.framer.decode(chunk)
                 fc = frame_data[0] if frame_data else 0
-                code = ExcCodes.ILLEGAL_VALUE if fc in _DECODED_FCS else ExcCodes.ILLEGAL_FUNCTION
+                # a function pymodbus knows that failed to decode has a bad field; an unknown one is unsupported
+                code = ExcCodes.ILLEGAL_VALUE if fc in self.framer.decoder.pdu_table else ExcCodes.ILLEGAL_FUNCTION
                 self._queue(ExceptionResponse(fc & 0x7F, exception_code=code, device_id=dev_id, transaction=tid),
                             addr)
                 used += n or len(chunk)
@@ -372,8 +373,6 @@ class _Handler(ServerRequestHandler):
 
 
 _BAD_STREAM = RateLimitedLog(log)
-# function codes pymodbus decodes: one of these that fails to decode has a bad field (ILLEGAL_VALUE)
-_DECODED_FCS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43})
 
 
 def _not_modbus_tcp(head: bytes) -> str | None:

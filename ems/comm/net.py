@@ -1,6 +1,7 @@
 """Small network helpers shared by the runtime, the simulated site and the tests."""
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 
@@ -9,3 +10,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def normalise_address(address) -> str | None:
+    """An IP address in its canonical text (IPv6 compressed, IPv4-mapped IPv6 as IPv4), so allowlist
+    entries and client addresses compare equal however they were written; None when it is not one."""
+    if not isinstance(address, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip().split("%")[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)

@@ -1,6 +1,10 @@
 """Reading the files a site file names (the site file itself, OCV tables, device profiles): each must be a
 regular file under a size limit, so `ocv_table = "/dev/zero"` or a FIFO is an error naming the key, not a
-read until memory runs out; and what it holds is decoded with the error a person can act on.
+read until memory runs out; and what it holds is decoded with the error a person can act on. Writing the
+controller's own files (the site file after a change, the SOC state) atomically and durably.
+
+(`ems/board/slots.py` keeps its own copy of the atomic write: it is also the boot guard, which may use the
+standard library only.)
 """
 from __future__ import annotations
 
@@ -64,3 +68,21 @@ def read_text_bounded(path: str | Path, max_bytes: int = MAX_TABLE_BYTES, what: 
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FileRefused(f"{path}: not UTF-8 text (byte {exc.start}): save the {what} as UTF-8") from None
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename, fsync the folder: after a power loss the file is the
+    old one or the new one, never a mix or empty."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -289,7 +289,7 @@ def _check_protection(cfg: SiteConfig, problems: list[Problem]) -> None:
 def _check_allowlist(cfg: SiteConfig, problems: list[Problem]) -> None:
     """[dispatch] allowed_clients: each an IP address (client addresses are compared in canonical form,
     so "0:0:0:0:0:0:0:1" and "::1" are one entry; an integer or a host name would match nobody)."""
-    from ems.comm.dispatch import normalise_address
+    from ems.comm.net import normalise_address
 
     for i, a in enumerate(cfg.dispatch.allowed_clients):
         if normalise_address(a) is None:

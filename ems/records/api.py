@@ -525,10 +525,6 @@ class ApiServer:
         self._loop.run_until_complete(self._runner.cleanup())
         self._loop.close()
 
-    def api_gate_active(self) -> int:
-        """Connections open now (through the gate)."""
-        return self.gate.active
-
     def stop(self) -> None:
         if self._error is None:
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from pathlib import Path
 
 import tomli_w
 
+from ems.config.files import write_atomic
 from ems.config.load import ConfigError, Problem, read_toml, site_from_dict
 from ems.config.schema import SiteConfig
 
@@ -76,20 +76,8 @@ def apply_changes(path: Path, changes: dict) -> tuple[SiteConfig, list[tuple[str
 
 
 def save_atomic(path: Path, data: dict) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: after a power loss the file is
-    either the old or the new one, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        tomli_w.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """The site file as TOML, atomically and durably: after a power loss it is the old or the new one."""
+    write_atomic(path, tomli_w.dumps(data).encode())
 
 
 def section_of(key: str) -> str:

@@ -8,6 +8,7 @@ Not built: the manual's "query time point" (48 half-hour points) of the monthly 
 """
 from __future__ import annotations
 
+import bisect
 import calendar
 import sqlite3
 from datetime import date, datetime, time as dtime, timedelta
@@ -136,15 +137,21 @@ REPORT_COLUMNS = ("period",) + tuple(ENERGY_COLUMNS) + ("soc_end_pct", "soc_min_
                                                         "peak_exceedances", "peak_max_excess_kw", "peak_excess_kwh")
 
 
-def _exceedances(con, t0: float, t1: float) -> dict:
-    """Peak exceedance episodes that started in [t0, t1): how many, the largest excess, the energy above."""
+def _exceedances(con, edges: list[tuple[str, float]]) -> list[dict]:
+    """Per bucket between consecutive edges: the peak exceedance episodes that started in it (how many,
+    the largest excess, the energy above), from one query over the whole span."""
     try:
-        n, mx, e = con.execute("SELECT count(*), max(max_excess_w), sum(energy_wh) FROM peak_exceedances "
-                               "WHERE t_start >= ? AND t_start < ?", (t0, t1)).fetchone()
+        rows = con.execute("SELECT t_start, max_excess_w, energy_wh FROM peak_exceedances WHERE t_start >= ? "
+                           "AND t_start < ?", (edges[0][1], edges[-1][1])).fetchall()
     except sqlite3.OperationalError:  # a database from before the table existed: nothing recorded
-        n, mx, e = 0, None, None
-    return {"peak_exceedances": int(n or 0), "peak_max_excess_kw": round((mx or 0.0) / 1000.0, 3),
-            "peak_excess_kwh": round((e or 0.0) / 1000.0, 4)}
+        rows = []
+    starts = [t for _, t in edges]
+    out = [{"n": 0, "max": 0.0, "e": 0.0} for _ in edges[:-1]]
+    for t, mx, e in rows:
+        b = out[bisect.bisect_right(starts, t) - 1]
+        b["n"], b["max"], b["e"] = b["n"] + 1, max(b["max"], mx), b["e"] + e
+    return [{"peak_exceedances": b["n"], "peak_max_excess_kw": round(b["max"] / 1000.0, 3),
+             "peak_excess_kwh": round(b["e"] / 1000.0, 4)} for b in out]
 
 
 def report(con, kind: str, when: str, interval: str | int = 60) -> list[dict]:
@@ -152,8 +159,8 @@ def report(con, kind: str, when: str, interval: str | int = 60) -> list[dict]:
     minutes = parse_interval(interval) if kind == "daily" else 60
     edges = edges_for(kind, when, site_tz(con), minutes)
     rows = buckets(con, edges)
-    for row, (_, t0), (_, t1) in zip(rows, edges, edges[1:]):
-        row.update(_exceedances(con, t0, t1))
+    for row, peak in zip(rows, _exceedances(con, edges)):
+        row.update(peak)
     return rows
 
 
@@ -177,6 +184,6 @@ def stats(con, period: str, when: str) -> dict:
         "self_sufficiency_pct": round(100.0 * (1.0 - min(imp, load) / load), 2) if load > 0 else None,
         "balance_error_pct": round(100.0 * (supplied - load) / load, 3) if load > 0 else None,
     }
-    peak = _exceedances(con, edges[0][1], edges[-1][1])
+    peak = _exceedances(con, [edges[0], edges[-1]])[0]
     return {"period": period, "when": when, "totals_kwh": total, "kpis": kpis, "peak": peak,
             "breakdown": [{k: r[k] for k in ("period",) + tuple(ENERGY_COLUMNS)} for r in rows]}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from ems._core import layout as L
+from ems.config.files import write_atomic
 from ems.control.controller import Controller
 
 log = logging.getLogger("ems.state")
@@ -30,21 +30,9 @@ def snapshot(ctrl: Controller) -> dict:
 
 
 def write_snapshot(state: dict, path: Path) -> None:
-    """Atomic and durable: temp file, fsync, rename, fsync the folder — after a power loss the file is the
-    old state or the new one, never a mix or empty."""
+    """The snapshot as JSON, written atomically and durably (ems.config.files.write_atomic)."""
     out = {k: (np.round(v, 6).tolist() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(out))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, json.dumps(out).encode())
 
 
 def save_state(ctrl: Controller, path: Path) -> None:

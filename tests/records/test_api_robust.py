@@ -122,7 +122,7 @@ def test_the_api_caps_connections_and_answers_the_rest(tmp_path):
             s.connect(("127.0.0.1", server.port))
             flood.append(s)
         time.sleep(0.3)
-        assert server.api_gate_active() == 3
+        assert server.gate.active == 3
         assert Client(server.port).call("GET", "/health")[0] == 200      # another address is served
         assert len(os.listdir("/proc/self/fd")) < 400
         for s in flood:
