@@ -24,6 +24,23 @@ def _p(b):
     return b.params
 
 
+def _rest_on_the_steep_end(b):
+    """The SOC step's worst case: every cell at rest, relaxed, on the steep low end (~6 % on the shipped
+    table), so every cell takes the OCV update (re-armed each call). Returns the estimator parameters."""
+    rng = np.random.default_rng(3)
+    b.cell_v[:] = rng.normal(3.12, 0.002, b.cell_v.shape)
+    b.cluster_in[:, L.CL_I] = 0.0
+    ep = b.est_params.copy()
+    ep[L.EP_STEP_S] = 0.0
+    ep[L.EP_REST_S] = 1.0
+    ep[L.EP_RELAX_TAU_S] = 1.0           # a settling fit from the second call on ...
+    ep[L.EP_RELAX_RATE] = 1.0            # ... that always says "relaxed"
+    b.agg_f[:, L.AGG_V_MIN], b.agg_f[:, L.AGG_V_MAX] = b.cell_v.min(axis=1), b.cell_v.max(axis=1)
+    b.agg_f[:, L.AGG_V_MEAN] = b.cell_v.mean(axis=1)
+    b.est_state[:, L.SE_REST_S] = 1e5
+    return ep
+
+
 def kernel_case(case, fp):
     b, p = fp.buffers, fp.buffers.params
     fp.tick(DT_MS)     # fill every intermediate array once
@@ -50,6 +67,16 @@ def kernel_case(case, fp):
         return lambda: soc_k.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f,
                                   b.capacity_ah, p, ep, b.ocv_v, b.hyst_v, b.cell_soc, b.cell_sig, b.est_state, DT_MS / 1e3,
                                   b.charge_ah, b.soc_pct, b.soc_out, b.anchored, b.stack_soc)
+    if case == "soc_rest":
+        ep = _rest_on_the_steep_end(b)
+
+        def run():
+            b.est_state[:, L.SE_REST_DONE] = 0.0
+            soc_k.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f, b.capacity_ah, p, ep,
+                       b.ocv_v, b.hyst_v, b.cell_soc, b.cell_sig, b.est_state, DT_MS / 1e3, b.charge_ah, b.soc_pct,
+                       b.soc_out, b.anchored, b.stack_soc)
+            b.cell_soc[:] = 0.3
+        return run
     if case == "balance":
         def run():
             bal_k.balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], b.agg_f, b.pack_f, b.cluster_flags, p[L.TP_BAL_ON_MV],
@@ -93,6 +120,16 @@ def reference_case(case, fp):
         r = ref.SocReference(b.cell_soc, b.cell_sig, b.est_state, np.zeros((b.cell_v.shape[0], 2)))
         return lambda: r.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f,
                               b.capacity_ah, p, ep, b.ocv_v, b.hyst_v, DT_MS / 1e3)
+    if case == "soc_rest":
+        ep = _rest_on_the_steep_end(b)
+        r = ref.SocReference(b.cell_soc, b.cell_sig, b.est_state, np.zeros((b.cell_v.shape[0], 2)))
+
+        def run():
+            r.se[:, L.SE_REST_DONE] = 0.0
+            r.step(b.cell_v, b.cell_t, b.fresh, b.cluster_in, b.cluster_flags, b.agg_i, b.agg_f, b.capacity_ah, p, ep,
+                   b.ocv_v, b.hyst_v, DT_MS / 1e3)
+            r.soc[:] = 0.3
+        return run
     if case == "balance":
         def run():
             ref.balance(b.cell_v, b.fresh, p[L.TP_V_LO], p[L.TP_V_HI], b.agg_f, b.cluster_flags, p[L.TP_BAL_ON_MV],
@@ -110,7 +147,7 @@ def reference_case(case, fp):
     raise KeyError(case)
 
 
-CASES = ["aggregate", "protection", "derate", "soc", "balance", "arbitrate", "tick"]
+CASES = ["aggregate", "protection", "derate", "soc", "soc_rest", "balance", "arbitrate", "tick"]
 
 
 @pytest.mark.parametrize("impl", ["kernel", "reference"])

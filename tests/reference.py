@@ -241,6 +241,23 @@ def _soc_of(ocv, v):
     return np.interp(v, ocv, np.linspace(0.0, 1.0, len(ocv)))
 
 
+def _settle(se, v, dt, tau):
+    """The rest's settling fit (soc.pyx settle): a forgetting least-squares line; (slope V/s, value now)."""
+    lam = np.exp(-dt / tau)
+    s0, s1, s2, sy, sxy = se[L.SE_RX_S0:L.SE_RX_SXY + 1]
+    s2 = lam * (s2 - 2 * dt * s1 + dt * dt * s0)
+    s1 = lam * (s1 - dt * s0)
+    sxy = lam * (sxy - dt * sy)
+    s0 = lam * s0 + 1.0
+    sy = lam * sy + v
+    se[L.SE_RX_S0:L.SE_RX_SXY + 1] = s0, s1, s2, sy, sxy
+    det = s0 * s2 - s1 * s1
+    if se[L.SE_REST_S] < tau or not det > 0:
+        return np.nan, v
+    b = (s0 * sxy - s1 * sy) / det
+    return b, (sy - b * s1) / s0
+
+
 class SocReference:
     """The SOC estimator (ems/_core/soc.pyx) in NumPy: per-tick accumulation, cell step, roll-up."""
 
@@ -265,12 +282,16 @@ class SocReference:
             ch = np.where(~nan & (i <= 0), -i, 0.0) * dt_s / 3600.0
             rest = ~nan & (np.abs(i) <= tp[L.TP_IDLE_A])
         se[:, L.SE_PEND_UNKNOWN_S] += np.where(nan, dt_s, 0.0)
+        se[:, L.SE_PEND_COUNTED_S] += np.where(~nan & (i != 0.0), dt_s, 0.0)
         se[:, L.SE_PEND_DCHG_AH] += dch
         se[:, L.SE_PEND_CHG_AH] += ch
         self.acc[:, 0] += ch
         self.acc[:, 1] += dch
         se[:, L.SE_REST_S] = np.where(rest, se[:, L.SE_REST_S] + dt_s, 0.0)
         se[:, L.SE_REST_DONE] = np.where(rest, se[:, L.SE_REST_DONE], 0.0)
+        broken = ~rest
+        se[broken, L.SE_RX_S0:L.SE_RX_SXY + 1] = 0.0          # the rest's settling fit starts again
+        se[broken, L.SE_RX_RATE] = np.nan
         se[:, L.SE_PEND_S] += dt_s
         self.out[:, L.SOC_AH_CHARGED], self.out[:, L.SOC_AH_DISCHARGED] = self.acc[:, 0], self.acc[:, 1]
         self.stack[L.SOC_AH_CHARGED], self.stack[L.SOC_AH_DISCHARGED] = self.acc[:, 0].sum(), self.acc[:, 1].sum()
@@ -303,7 +324,15 @@ class SocReference:
         se[L.SE_HYST] = h
         known = not np.isnan(i_now)
         idle, taper = tp[L.TP_IDLE_A], ep[L.EP_TAPER_A]
-        resting = known and se[L.SE_REST_S] >= ep[L.EP_REST_S] and se[L.SE_REST_DONE] == 0
+        vmean = agg_f[L.AGG_V_MEAN]
+        rate, v_cm = np.nan, 0.0
+        if known and se[L.SE_REST_S] > 0 and not np.isnan(vmean):
+            rate, v_fit = _settle(se, vmean, ps, ep[L.EP_RELAX_TAU_S])
+            v_cm = v_fit - vmean
+        se[L.SE_RX_RATE] = rate
+        relax_v = abs(rate) * 3600.0 if not np.isnan(rate) else 0.0
+        resting = (known and se[L.SE_REST_S] >= ep[L.EP_REST_S] and se[L.SE_REST_DONE] == 0
+                   and bool(abs(rate) <= ep[L.EP_RELAX_RATE]))
         knee = known and ep[L.EP_KNEE] > 0 and abs(i_now) > idle
         full_ok = known and -taper <= i_now <= idle
         empty_ok = known and -idle <= i_now <= taper
@@ -313,12 +342,14 @@ class SocReference:
         rated = rated if rated > 0 else None
         capc = np.repeat(cap, n_per)
         dsoc = net / capc
-        dsig = ((ep[L.EP_GAIN_ERR] + se[L.SE_CAP_ERR]) * (abs(n_new) - abs(n_old)) + se[L.SE_OFFSET_BOUND_A] * ps / 3600.0
+        dsig = (np.hypot(se[L.SE_GAIN_ERR], se[L.SE_CAP_ERR]) * (abs(n_new) - abs(n_old)) + se[L.SE_OFFSET_BOUND_A] * se[L.SE_PEND_COUNTED_S] / 3600.0
                 + (rated if rated is not None else capc) * pu / 3600.0) / capc
         s = np.clip(self.soc[c] - dsoc, 0.0, 1.0)
         g = np.clip(self.sig[c] + dsig, ep[L.EP_SIG_MIN], 1.0)
         with np.errstate(invalid="ignore"):
             v_ok = (fresh != 0) & (v >= tp[L.TP_V_LO]) & (v <= tp[L.TP_V_HI])
+            if resting:
+                v = v + v_cm            # the cluster's common-mode noise out
             full = v_ok & full_ok & (v >= tp[L.TP_V_FULL] - 2 * ep[L.EP_SIG_V])
             empty = v_ok & ~full & empty_ok & (v <= tp[L.TP_V_EMPTY] + 2 * ep[L.EP_SIG_V])
             vc = v + ir_v - h * _on_grid(hyst, s)           # the band check: width at the prior SOC
@@ -342,7 +373,16 @@ class SocReference:
             hv = _on_grid(hyst, _soc_of(ocv, vc[upd]))      # the update: width where the voltage says
             vc = vc.copy()
             vc[upd] = v[upd] + ir_v - h * hv
-            r_u = ep[L.EP_SIG_V] ** 2 + (hv * (1 - abs(h))) ** 2 + (0.5 * hv) ** 2 + (0.0 if resting else ir * ir)
+            r_u = (ep[L.EP_SIG_V] ** 2 + (hv * (1 - abs(h))) ** 2 + (0.5 * hv) ** 2
+                   + (relax_v ** 2 if resting else ir * ir))
+            sig_m = 0.25 * (_soc_of(ocv, vc[upd] + 2 * np.sqrt(r_u)) - _soc_of(ocv, vc[upd] - 2 * np.sqrt(r_u)))
+            keep = sig_m <= ep[L.EP_OCV_MAX_SIG]          # only where the curve says the SOC to within this
+            idx = np.flatnonzero(upd)
+            upd = np.zeros_like(upd)
+            upd[idx[keep]] = True
+            r_u = np.broadcast_to(r_u, keep.shape)[keep]
+            sig_m = sig_m[keep]
+        if upd.any():
             x0, var = s[upd], g[upd] ** 2
             xi = _soc_of(ocv, vc[upd])
             for _ in range(3):
@@ -352,11 +392,10 @@ class SocReference:
                 xi = np.clip(x0 + k * (vc[upd] - o - hh * (x0 - xi)), 0.0, 1.0)
             post = np.maximum((1 - k * hh) * var, 0.0)
             sm = _soc_of(ocv, vc[upd])
-            hm = np.maximum(_ocv(ocv, sm)[1], 1e-6)
             s[upd] = xi
-            g[upd] = np.maximum(np.sqrt(post), np.sqrt(r_u) / hm)
+            g[upd] = np.maximum(np.sqrt(post), sig_m)
             kinds |= L.ANCHOR_OCV if resting else L.ANCHOR_KNEE
-            sums = [sums[0] + upd.sum(), sums[1] + sm.sum(), sums[2] + (r_u / hm ** 2).sum()]
+            sums = [sums[0] + upd.sum(), sums[1] + sm.sum(), sums[2] + (sig_m ** 2).sum()]
         s = np.where(full, 1.0, np.where(empty, 0.0, s))
         g = np.where(full, ep[L.EP_SIG_FULL], np.where(empty, ep[L.EP_SIG_EMPTY], g))
         g = np.maximum(g, ep[L.EP_SIG_MIN])
@@ -384,7 +423,6 @@ class SocReference:
         self.anchored[c] = kinds
         if resting:
             se[L.SE_REST_DONE] = 1.0
-        vmean = agg_f[L.AGG_V_MEAN]
         if (known and not np.isnan(se[L.SE_PREV_I]) and not np.isnan(vmean) and not np.isnan(se[L.SE_PREV_V])
                 and ps <= 2.0 and abs(i_now - se[L.SE_PREV_I]) >= ep[L.EP_R_STEP_A]):
             r = -(vmean - se[L.SE_PREV_V]) / (i_now - se[L.SE_PREV_I])
@@ -392,7 +430,7 @@ class SocReference:
                 se[L.SE_R_SEQ] += 1
                 se[L.SE_R_OHM] = r
         se[L.SE_PREV_I], se[L.SE_PREV_V] = i_now, vmean
-        se[[L.SE_PEND_DCHG_AH, L.SE_PEND_CHG_AH, L.SE_PEND_S, L.SE_PEND_UNKNOWN_S]] = 0.0
+        se[[L.SE_PEND_DCHG_AH, L.SE_PEND_CHG_AH, L.SE_PEND_S, L.SE_PEND_UNKNOWN_S, L.SE_PEND_COUNTED_S]] = 0.0
 
     def _roll_up(self, cap, tp, ep, n_per):
         C, N = self.soc.shape

@@ -258,7 +258,40 @@ def test_a_learned_capacity_outside_a_plausible_ageing_range_is_reported_not_use
     pairs = [(0.5, 100.0, 10.0, 1e-4, 0.01, 1.0)] * 2
     for q, sigma, used, says in ((250.0, 1.0, True, "used"), (0.37 * 280, 0.5, False, "outside the plausible"),
                                  (300.0, 1.0, False, "outside the plausible"), (250.0, 20.0, False, "known to"),
-                                 (None, None, False, "not learned")):
+                                 (None, None, False, "not learned"), (0.0, 0.1, False, "no capacity"),
+                                 (-5.0, 0.1, False, "no capacity")):
         cs = ClusterSoh(rated_ah=280.0, capacity_ah=q, capacity_sigma_ah=sigma, pairs=list(pairs))
         got, why = capacity_verdict(cs, 0.02)
         assert (got is not None) == used and says in why, (q, why)
+
+
+def test_one_capacity_pair_is_enough_only_when_it_spans_half_the_soc():
+    """Anchors near full and near empty measure the capacity in one pair; two anchors 30–50 % apart need a
+    second pair to agree with before the capacity is counted with."""
+    from ems.estimation.soh import ClusterSoh, capacity_verdict
+
+    for swing, used in ((0.84, True), (0.5, True), (0.35, False)):
+        cs = ClusterSoh(rated_ah=280.0, capacity_ah=250.0, capacity_sigma_ah=1.0,
+                        pairs=[(swing, 250.0 * swing, 3.0, 1e-4, 0.01, 1.0)])
+        got, why = capacity_verdict(cs, 0.02)
+        assert (got is not None) == used, (swing, why)
+        if not used:
+            assert "two needed, or one at least 50 % SOC apart" in why
+
+
+def test_the_ocv_gate_bands_hold_every_voltage_that_can_say_the_soc_well_enough():
+    """informative_bands is the cheap pre-check of the kernel's gate: every voltage whose ± 2 sigma maps to
+    an SOC sigma within the limit lies at or below v_lo or at or above v_hi, and the bands tighten as
+    the limit does."""
+    t = default_table("LFP")
+    soc = np.linspace(0.0, 100.0, 4001)
+    v = t.ocv(soc)
+    for sigma_v, limit in ((0.004, 1.5), (0.002, 1.0), (0.010, 3.0)):
+        lo, hi = t.informative_bands(sigma_v, limit)
+        sig = 0.25 * (t.soc(v + 2 * sigma_v) - t.soc(v - 2 * sigma_v))
+        ok = sig <= limit
+        assert ((v[ok] <= lo) | (v[ok] >= hi)).all()
+        assert t.soc(lo) < 30.0 and t.soc(hi) > 85.0        # the flat middle is never informative
+    lo_tight, hi_tight = t.informative_bands(0.004, 0.5)
+    lo, hi = t.informative_bands(0.004, 1.5)
+    assert lo_tight <= lo and hi_tight >= hi

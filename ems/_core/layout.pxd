@@ -200,7 +200,18 @@ cpdef enum:
     SE_OFFSET_A = 17         # current sensor offset subtracted before counting, A (learned by SOH)
     SE_OFFSET_BOUND_A = 18   # what is left of the offset error, A (sigma grows with it over time)
     SE_CAP_ERR = 19          # the capacity's relative error now: EP_CAP_ERR until SOH has learned it better
-    SE_COLS = 20
+    # the settling of the cluster's mean cell voltage at rest: a least-squares line with exponential
+    # forgetting (EP_RELAX_TAU_S), x in s relative to the newest sample; sums of w, w·x, w·x², w·y, w·x·y
+    SE_RX_S0 = 20
+    SE_RX_S1 = 21
+    SE_RX_S2 = 22
+    SE_RX_SY = 23
+    SE_RX_SXY = 24
+    SE_RX_RATE = 25          # its slope, V/s (NaN when not at rest or not known yet)
+    SE_PEND_COUNTED_S = 26   # of SE_PEND_S, the time a current outside the zero deadband was counted, s
+    SE_GAIN_ERR = 27         # the current gain's error still in the count, fraction: EP_GAIN_ERR until SOH's
+                             # capacity (learned in the sensor's own units) has absorbed most of it
+    SE_COLS = 28
 
 # SOC estimator parameters, float64 (EP_COLS,) (the tick parameters give η, idle current, full/empty volts)
 cpdef enum:
@@ -212,8 +223,8 @@ cpdef enum:
     EP_SIG_FULL = 5          # SOC sigma at a full / empty anchor, fraction
     EP_SIG_EMPTY = 6
     EP_SIG_SHIFT = 7         # sigma of cells moved with their cluster's anchored cell
-    EP_REST_S = 8            # rest before the OCV update, s
-    EP_REST_V_LO = 9         # OCV informative (slope >= min) at or below / at or above these volts
+    EP_REST_S = 8            # minimum rest before the OCV update, s (it also waits for EP_RELAX_RATE)
+    EP_REST_V_LO = 9         # an OCV update can pass the EP_OCV_MAX_SIG gate only at or below / at or above these volts
     EP_REST_V_HI = 10
     EP_KNEE_V_LO = 11        # voltage under load informative (slope >= knee min) below / above
     EP_KNEE_V_HI = 12
@@ -227,7 +238,10 @@ cpdef enum:
     EP_R_STEP_A = 20         # current step that gives a resistance sample, A
     EP_KNEE = 21             # 1.0: voltage updates under load on the steep ends (the Kalman-type filter)
     EP_ZERO_A = 22           # |I| at or below this (after the offset correction) counts as zero, A
-    EP_COLS = 23
+    EP_OCV_MAX_SIG = 23      # an OCV update only where the voltage's ±2 sigma maps to an SOC sigma <= this, fraction
+    EP_RELAX_RATE = 24       # relaxed: the mean cell voltage settles slower than this, V/s
+    EP_RELAX_TAU_S = 25      # forgetting time of the settling-rate fit, s
+    EP_COLS = 26
 # The hysteresis half-width is not a parameter: it varies along the curve (wider at low SOC on LFP) and
 # comes with the OCV table as a second array on the same grid (hyst_v).
 

@@ -9,11 +9,15 @@ anchors that apply correct it:
 - full: a cell at v_full (less two voltage sigmas: noise) while charging at or below the taper current (the
   end of CV) or at rest is at 100 %; when the BMS reports charge prohibited, the cluster's highest cell is full and the other
   cells move with it (keeping their differences). Empty likewise at v_empty / discharge prohibited.
-- OCV: once per rest (|I| <= idle current for EP_REST_S), a cell whose open-circuit voltage lies on a steep
-  end of the OCV curve (at or below EP_REST_V_LO, at or above EP_REST_V_HI: where the slope is at least
-  the configured minimum) gets a scalar iterated-Kalman update. Its measurement variance holds the voltage
-  and model error and the hysteresis the estimate is unsure of, so the update is weighted by how much the
-  curve says at that SOC. In the flat middle of LFP's curve there is no update: 1 mV there is ~1 % SOC.
+- OCV: once per rest, when the cell voltages have relaxed: at least EP_REST_S at |I| <= idle current, and
+  the cluster's mean cell voltage settling slower than EP_RELAX_RATE (a least-squares line over the rest
+  with exponential forgetting, EP_RELAX_TAU_S: the voltage's own settling rate, not a fixed time). The
+  cell's voltage is taken with the cluster's common-mode noise removed (the cell's deviation from the
+  mean, plus the fitted mean). The update is made only where the curve beats the noise at that SOC:
+  the SOC interval that the voltage ± 2 sigma (noise, table, hysteresis, the relaxation still to come)
+  maps to must be narrow (sigma <= EP_OCV_MAX_SIG) - on LFP's flat middle 1 mV is ~1 % SOC, and near the
+  edge of a plateau a linearised slope would claim far more than the curve says. Then a scalar
+  iterated-Kalman update, weighted by the same measurement variance.
 - knee (EP_KNEE = 1, the Kalman-type filter under load): the same update while current flows, with the
   voltage corrected by R0·I and R0·I added to the measurement error, on the very steep ends only.
 
@@ -24,8 +28,11 @@ SOC, where a fixed width would be off by about as much as the curve is informati
 SOC the voltage says, not at the prior, which may be far off.
 
 Sigma (1 standard deviation, fraction) grows with what counting cannot know: the current sensor's gain
-error and the capacity's error (SE_CAP_ERR: the configured one until SOH knows better) on the net charge moved since the cluster's last anchor, the offset's
-remaining error over time, and the rated current over any time the current was unknown (NaN). Those
+error (SE_GAIN_ERR: the datasheet's until SOH's capacity, learned from the sensor's own readings, has
+absorbed it) and the capacity's error (SE_CAP_ERR: the configured one until SOH knows better; independent, so
+their root sum of squares) on the net charge moved since the cluster's last anchor, the offset's
+remaining error over the time a current was counted (nothing is counted in the zero deadband, so there
+the offset adds nothing), and the rated current over any time the current was unknown (NaN). Those
 errors are systematic, so sigma grows linearly, not as a random walk. The bound reported is
 EP_BOUND_K × sigma. The current is counted less SE_OFFSET_A, the offset SOH learns, and a current within
 the zero deadband EP_ZERO_A counts as zero (BMS practice: at rest the sensor shows only its offset).
@@ -35,7 +42,7 @@ its variance and the net counted charge at that moment (SE_ANCHOR_*). A current 
 EP_R_STEP_A between two cell steps at most 2 s apart gives a resistance sample (SE_R_*).
 """
 from libc.stdint cimport uint8_t, int32_t
-from libc.math cimport isnan, fabs, exp, sqrt
+from libc.math cimport isnan, fabs, exp, sqrt, NAN
 
 from ems._core.layout cimport *
 from ems._core.common cimport dmin, dmax, clamp
@@ -43,6 +50,8 @@ from ems._core.checks cimport require_c_contiguous, require_len
 
 cdef double R_PAIR_MAX_S = 2.0      # a resistance sample needs its two cell steps at most this far apart
 cdef double MIN_SLOPE_V = 1e-6      # slope floor in the Kalman update (V per unit SOC)
+cdef double RELAX_TAIL_S = 3600.0   # the relaxation still to come at the update is taken as the settling rate
+                                    # times this (an exponential tail of up to 1 h)
 
 
 cdef inline double ocv_at(const double* ocv, Py_ssize_t m, double s, double* slope) noexcept nogil:
@@ -97,6 +106,34 @@ cdef inline double kalman_update(const double* ocv, Py_ssize_t m, double s, doub
     return xi
 
 
+cdef inline void reset_settling(double* se) noexcept nogil:
+    se[SE_RX_S0] = 0.0
+    se[SE_RX_S1] = 0.0
+    se[SE_RX_S2] = 0.0
+    se[SE_RX_SY] = 0.0
+    se[SE_RX_SXY] = 0.0
+    se[SE_RX_RATE] = NAN
+
+
+cdef inline double settle(double* se, double v, double dt, double tau, double* v_fit) noexcept nogil:
+    """Add the mean cell voltage v (dt after the last sample) to the rest's settling fit: a least-squares
+    line with exponential forgetting (time constant tau), x relative to the newest sample so the sums stay
+    small. Returns the slope (V/s, NaN until a tau of rest is in it) and the line's value now (v_fit)."""
+    cdef double lam = exp(-dt / tau), det, b
+    se[SE_RX_S2] = lam * (se[SE_RX_S2] - 2.0 * dt * se[SE_RX_S1] + dt * dt * se[SE_RX_S0])
+    se[SE_RX_S1] = lam * (se[SE_RX_S1] - dt * se[SE_RX_S0])
+    se[SE_RX_SXY] = lam * (se[SE_RX_SXY] - dt * se[SE_RX_SY])
+    se[SE_RX_S0] = lam * se[SE_RX_S0] + 1.0
+    se[SE_RX_SY] = lam * se[SE_RX_SY] + v
+    det = se[SE_RX_S0] * se[SE_RX_S2] - se[SE_RX_S1] * se[SE_RX_S1]
+    v_fit[0] = v
+    if se[SE_REST_S] < tau or not (det > 0.0):
+        return NAN
+    b = (se[SE_RX_S0] * se[SE_RX_SXY] - se[SE_RX_S1] * se[SE_RX_SY]) / det
+    v_fit[0] = (se[SE_RX_SY] - b * se[SE_RX_S1]) / se[SE_RX_S0]
+    return b
+
+
 cdef inline void move_cluster_to(double* soc, double* sig, Py_ssize_t n, Py_ssize_t anchor, double target,
                                  double sig_anchor, double sig_shift, double sig_min) noexcept nogil:
     """The anchored cell goes to target (0 or 1), every other cell of the cluster by the same SOC."""
@@ -121,12 +158,14 @@ cdef void step_cells(
     cdef double ps = se[SE_PEND_S], pu = se[SE_PEND_UNKNOWN_S]
     cdef double net = dch - tp[TP_ETA_CHARGE] * ch
     cdef double idle = tp[TP_IDLE_A], taper = ep[EP_TAPER_A]
-    cdef double rated, cap, inv, dsoc, dsig, s, g, var, v, t, vc, sm, hm, r_var
+    cdef double rated, cap, inv, dsoc, dsig, s, g, var, v, t, vc, sm, r_var
     cdef double ir_v = 0.0, ir_abs, h = se[SE_HYST], cap_mean = 0.0, hk, hv, r_var_ir
     cdef double n_anch = 0.0, sum_soc = 0.0, sum_var = 0.0, vmean, sig_min = ep[EP_SIG_MIN], band_lo, band_hi
     cdef double v_lo = agg_f[c * AGG_F_COLS + AGG_V_MIN], v_hi = agg_f[c * AGG_F_COLS + AGG_V_MAX], margin
     cdef bint known = not isnan(i_now), resting, knee, look, full_ok, empty_ok, v_ok
     cdef int kinds = 0
+    cdef double rate = NAN, v_fit = 0.0, v_cm = 0.0, r_sd, sig_m, relax_v = 0.0
+    vmean = agg_f[c * AGG_F_COLS + AGG_V_MEAN]
 
     cdef double n_old = se[SE_NET_SINCE_AH], n_new = n_old + net
     se[SE_NET_AH] += net + se[SE_OFFSET_A] * ps / 3600.0
@@ -144,7 +183,14 @@ cdef void step_cells(
     h = clamp(h, -1.0, 1.0)
     se[SE_HYST] = h
 
-    resting = known and se[SE_REST_S] >= ep[EP_REST_S] and se[SE_REST_DONE] == 0.0
+    # the settling of the mean cell voltage at rest (the fit is reset by the tick when the rest ends)
+    if known and se[SE_REST_S] > 0.0 and not isnan(vmean):
+        rate = settle(se, vmean, ps, ep[EP_RELAX_TAU_S], &v_fit)
+        v_cm = v_fit - vmean              # the cluster's common-mode noise, taken out of every cell voltage
+        relax_v = fabs(rate) * RELAX_TAIL_S
+    se[SE_RX_RATE] = rate
+    resting = (known and se[SE_REST_S] >= ep[EP_REST_S] and se[SE_REST_DONE] == 0.0
+               and fabs(rate) <= ep[EP_RELAX_RATE])      # False while the rate is NaN
     knee = known and ep[EP_KNEE] > 0.0 and fabs(i_now) > idle
     full_ok = known and i_now <= idle and i_now >= -taper
     empty_ok = known and i_now >= -idle and i_now <= taper
@@ -159,8 +205,8 @@ cdef void step_cells(
         band_lo = ep[EP_REST_V_LO] if resting else ep[EP_KNEE_V_LO]
         band_hi = ep[EP_REST_V_HI] if resting else ep[EP_KNEE_V_HI]
         margin = 0.0 if resting else ir_abs
-        if (v_lo + ir_v - fabs(h) * hyst_max + margin > band_lo
-                and v_hi + ir_v + fabs(h) * hyst_max - margin < band_hi):
+        if (v_lo + v_cm + ir_v - fabs(h) * hyst_max + margin > band_lo
+                and v_hi + v_cm + ir_v + fabs(h) * hyst_max - margin < band_hi):
             look = False
     rated = dmax(cl_in[c * CL_IN_COLS + CL_RATED_CHG_A], cl_in[c * CL_IN_COLS + CL_RATED_DCHG_A])
 
@@ -171,16 +217,19 @@ cdef void step_cells(
         inv = 1.0 / cap
         dsoc = net * inv
         # Gain and capacity errors are systematic: their SOC error is proportional to the net charge moved
-        # since the anchor (it shrinks again on the way back); the offset's grows with time; an unknown
+        # since the anchor (it shrinks again on the way back); the offset's grows with counted time; an unknown
         # current may have moved charge at up to the rated current (1C if no rating).
-        dsig = ((ep[EP_GAIN_ERR] + se[SE_CAP_ERR]) * (fabs(n_new) - fabs(n_old))
-                + se[SE_OFFSET_BOUND_A] * ps / 3600.0 + (rated if rated > 0.0 else cap) * pu / 3600.0) * inv
+        # (the gain and the capacity errors are independent: their root sum of squares)
+        dsig = (sqrt(se[SE_GAIN_ERR] * se[SE_GAIN_ERR] + se[SE_CAP_ERR] * se[SE_CAP_ERR]) * (fabs(n_new) - fabs(n_old))
+                + se[SE_OFFSET_BOUND_A] * se[SE_PEND_COUNTED_S] / 3600.0 + (rated if rated > 0.0 else cap) * pu / 3600.0) * inv
         for j in range(n_per):
             k = k0 + p * n_per + j
             s = clamp(cell_soc[k] - dsoc, 0.0, 1.0)
             g = clamp(cell_sig[k] + dsig, sig_min, 1.0)
             v = cell_v[k]
             v_ok = fresh[k] != 0 and v >= tp[TP_V_LO] and v <= tp[TP_V_HI]
+            if resting:
+                v = v + v_cm
             if v_ok:
                 if full_ok and v >= tp[TP_V_FULL] - 2.0 * ep[EP_SIG_V]:
                     s = 1.0
@@ -212,18 +261,20 @@ cdef void step_cells(
                         vc = v + ir_v - h * hv
                         # hysteresis: the state is uncertain away from ±1, and the width is known to ±50 %
                         r_var = (ep[EP_SIG_V] * ep[EP_SIG_V] + (hv * (1.0 - fabs(h))) ** 2 + (0.5 * hv) ** 2
-                                 + r_var_ir)
-                        sm = soc_at(ocv, m, vc)
-                        s = kalman_update(ocv, m, s, g * g, vc, r_var, sm, &var)
-                        ocv_at(ocv, m, sm, &hm)
-                        hm = dmax(hm, MIN_SLOPE_V)
-                        # the errors of repeated voltage updates are correlated (the same table, the same
-                        # I·R error): together they know no more than one of them
-                        g = dmax(sqrt(var), sqrt(r_var) / hm)
-                        kinds |= ANCHOR_OCV if resting else ANCHOR_KNEE
-                        n_anch += 1.0
-                        sum_soc += sm
-                        sum_var += r_var / (hm * hm)
+                                 + r_var_ir + (relax_v * relax_v if resting else 0.0))
+                        # what the voltage says, through the curve itself: the SOC interval of ± 2 sigma
+                        r_sd = sqrt(r_var)
+                        sig_m = 0.25 * (soc_at(ocv, m, vc + 2.0 * r_sd) - soc_at(ocv, m, vc - 2.0 * r_sd))
+                        if sig_m <= ep[EP_OCV_MAX_SIG]:
+                            sm = soc_at(ocv, m, vc)
+                            s = kalman_update(ocv, m, s, g * g, vc, r_var, sm, &var)
+                            # the errors of repeated voltage updates are correlated (the same table, the
+                            # same I·R error): together they know no more than one of them
+                            g = dmax(sqrt(var), sig_m)
+                            kinds |= ANCHOR_OCV if resting else ANCHOR_KNEE
+                            n_anch += 1.0
+                            sum_soc += sm
+                            sum_var += sig_m * sig_m
             cell_soc[k] = s
             cell_sig[k] = dmax(g, sig_min)
 
@@ -253,7 +304,6 @@ cdef void step_cells(
     if resting:
         se[SE_REST_DONE] = 1.0
     # resistance from a current step: the mean cell voltage's change over the current's change
-    vmean = agg_f[c * AGG_F_COLS + AGG_V_MEAN]
     if (known and not isnan(se[SE_PREV_I]) and not isnan(vmean) and not isnan(se[SE_PREV_V])
             and ps <= R_PAIR_MAX_S and fabs(i_now - se[SE_PREV_I]) >= ep[EP_R_STEP_A]):
         v = -(vmean - se[SE_PREV_V]) / (i_now - se[SE_PREV_I])
@@ -266,6 +316,7 @@ cdef void step_cells(
     se[SE_PEND_CHG_AH] = 0.0
     se[SE_PEND_S] = 0.0
     se[SE_PEND_UNKNOWN_S] = 0.0
+    se[SE_PEND_COUNTED_S] = 0.0
 
 
 cdef void roll_up(
@@ -328,7 +379,10 @@ cdef void estimate_soc(
             s[SE_PEND_UNKNOWN_S] += dt_s
             s[SE_REST_S] = 0.0
             s[SE_REST_DONE] = 0.0
+            reset_settling(s)
         else:
+            if i_a != 0.0:
+                s[SE_PEND_COUNTED_S] += dt_s
             if i_a > 0.0:
                 s[SE_PEND_DCHG_AH] += i_a * dt_s / 3600.0
                 o[SOC_AH_DISCHARGED] += i_a * dt_s / 3600.0
@@ -340,6 +394,7 @@ cdef void estimate_soc(
             else:
                 s[SE_REST_S] = 0.0
                 s[SE_REST_DONE] = 0.0
+                reset_settling(s)
         s[SE_PEND_S] += dt_s
         if s[SE_PEND_S] >= ep[EP_STEP_S]:
             step = True

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ems.config.fields import section, spec
 
-CONFIG_VERSION = 1          # the site file schema this program reads; firmware/migrations/vNNNN.py lead to it
+CONFIG_VERSION = 2          # the site file schema this program reads; firmware/migrations/vNNNN.py lead to it
 
 
 @dataclass
@@ -219,10 +219,14 @@ class SocEstimation:
     step_s: float = spec(1.0, 0.0, 60.0, "s", "per-cell update period (the BMS's cell data period; 0 = every tick)")
     taper_c: float = spec(0.05, 0.0, 1.0, "C", "end of charge / discharge: current at or below this (C-rate) at the "
                           "full / empty voltage")
-    rest_min: float = spec(30.0, 1.0, 1440.0, "min", "rest before the open-circuit voltage is trusted (LFP relaxes "
-                           "slowly)")
-    ocv_min_slope_mv_per_pct: float = spec(3.0, 0.1, 1000.0, "mV/%", "OCV at rest is used only where the curve is "
-                                           "at least this steep")
+    rest_min: float = spec(10.0, 1.0, 1440.0, "min", "minimum rest before the open-circuit voltage is used; the "
+                           "update also waits until the voltage has settled (relaxed_mv_per_h)")
+    relaxed_mv_per_h: float = spec(1.0, 0.01, 100.0, "mV/h", "the cells have relaxed when their mean voltage settles "
+                                   "slower than this (LFP after a hard discharge: hours; the rest that does not get "
+                                   "there gives no update)")
+    ocv_max_sigma_pct: float = spec(1.5, 0.1, 20.0, "%", "an OCV update is made only where the voltage (± 2 sigma: "
+                                    "noise, table, hysteresis, relaxation) says the SOC to within this (1 sigma): "
+                                    "never on LFP's flat middle")
     knee_filter: bool = spec(True, doc="also correct under load on the steep ends of the curve (Kalman update with "
                              "the I·R uncertainty)")
     knee_min_slope_mv_per_pct: float = spec(10.0, 0.1, 1000.0, "mV/%", "… where the curve is at least this steep")

@@ -24,7 +24,7 @@ from ems.control.fastpath import BypassParams, FastPath, FastPathParams, StackSh
 from ems.control.protection_table import rows_for
 from ems.control.snapshot import Operator, Snapshot
 from ems.estimation.ocv import table_for
-from ems.estimation.params import estimator_for, offset_a, rest_current_a
+from ems.estimation.params import estimator_for, rest_current_a, sensor_sigmas
 from ems.estimation.soh import SohTracker
 from ems.records.catalogue import catalogue
 from ems.strategies import build
@@ -136,8 +136,7 @@ class Controller:
         self.fast.set_soc(b.initial_soc_pct, cfg.soc_estimation.initial_sigma_pct)
         buf.cluster_in[:, L.CL_RATED_CHG_A] = b.rated_charge_a
         buf.cluster_in[:, L.CL_RATED_DCHG_A] = b.rated_discharge_a
-        self.soh = SohTracker(b.clusters, b.cell_capacity_ah, cfg.soc_estimation.current_gain_error_pct / 100.0,
-                              offset_a(cfg.soc_estimation, b.cell_capacity_ah))
+        self.soh = SohTracker(b.clusters, b.cell_capacity_ah, *sensor_sigmas(cfg.soc_estimation, b.cell_capacity_ah))
         self._soh_day = -1
         self._calibration_asked = False
         self.strategies = build(cfg)

@@ -2,8 +2,8 @@
 
 The core looks OCV up on a uniform SOC grid (one multiply, no search), so a table of any spacing is
 resampled by linear interpolation onto GRID_POINTS points; between the given points that is exactly the
-piecewise-linear curve of the file. The voltage bands where the curve is steep enough to be informative
-are found here, once, so the hot path compares a voltage with two numbers instead of computing slopes.
+piecewise-linear curve of the file. The voltage bands where the curve can be informative are found here,
+once, so the hot path compares a voltage with two numbers before it maps the voltage through the curve.
 
 The optional third column is the hysteresis half-width at each point (charge branch − mean, mV). LFP's is
 not constant (wider at low SOC); a table without it gets [soc_estimation] hysteresis_mv everywhere.
@@ -63,6 +63,24 @@ class OcvTable:
         hi_n = int(np.argmin(steep[::-1])) if not steep.all() else len(steep)
         v_lo = float(grid[lo_n]) if lo_n > 0 else -math.inf
         v_hi = float(grid[len(grid) - 1 - hi_n]) if hi_n > 0 else math.inf
+        return v_lo, v_hi
+
+    def informative_bands(self, sigma_v: float, max_sigma_pct: float) -> tuple[float, float]:
+        """(v_lo, v_hi): an OCV reading with noise sigma_v can say the SOC to within max_sigma_pct (its ± 2
+        sigma mapped through the curve, over 4) only at or below v_lo or at or above v_hi. The core's per-cell
+        gate is the same test with the whole measurement variance (hysteresis, relaxation): larger, so these
+        bands are a necessary condition, checked first because it is two comparisons. An informative stretch
+        in the middle of the curve widens the bands to include it. Missing bands are -inf / +inf."""
+        grid = self.grid_v
+        soc = np.linspace(0.0, 1.0, GRID_POINTS)
+        v = np.linspace(grid[0], grid[-1], 20 * GRID_POINTS)
+        sig = 0.25 * (np.interp(v + 2 * sigma_v, grid, soc) - np.interp(v - 2 * sigma_v, grid, soc)) * 100.0
+        ok = sig <= max_sigma_pct
+        s_v = np.interp(v, grid, soc)
+        lower, upper = ok & (s_v <= 0.5), ok & (s_v > 0.5)
+        step = v[1] - v[0]                 # the scan's resolution: the bands are widened by one step
+        v_lo = float(v[lower].max() + step) if lower.any() else -math.inf
+        v_hi = float(v[upper].min() - step) if upper.any() else math.inf
         return v_lo, v_hi
 
 

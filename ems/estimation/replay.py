@@ -19,7 +19,7 @@ from ems._core import soc as soc_k
 from ems.config.schema import SocEstimation
 from ems.control.fastpath import FastPathParams
 from ems.estimation.ocv import OcvTable
-from ems.estimation.params import estimator_for, initial_state, offset_a, rest_current_a
+from ems.estimation.params import estimator_for, initial_state, rest_current_a, sensor_sigmas
 from ems.estimation.soh import SohTracker, capacity_verdict
 
 COLUMNS = ("t_s", "current_a", "voltage_v", "temp_degc")
@@ -110,7 +110,7 @@ class CellReplay:
         self.out = np.zeros((1, L.SOC_COLS), f64)
         self.anchored = np.zeros(1, np.uint8)
         self.stack = np.zeros(L.SOC_COLS, f64)
-        self.soh = SohTracker(1, capacity_ah, est.current_gain_error_pct / 100.0, offset_a(est, capacity_ah))
+        self.soh = SohTracker(1, capacity_ah, *sensor_sigmas(est, capacity_ah))
         if initial_soc_pct is not None:
             if not 0.0 <= initial_soc_pct <= 100.0:
                 raise ValueError(f"initial SOC must be 0..100 %, got {initial_soc_pct}")

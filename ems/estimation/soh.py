@@ -23,11 +23,13 @@ import numpy as np
 from ems._core import layout as L
 
 MIN_SWING = 0.3            # SOC fraction between the two anchors of a pair that measures capacity
+ONE_PAIR_SWING = 0.5       # one pair this wide is enough to use a capacity (anchors near full and near empty)
 MIN_OFFSET_H = 6.0         # hours between the two anchors of a pair that measures the current offset
 FADING = 0.98              # weight kept by older pairs per new pair
 R_ALPHA = 0.05             # exponential average of resistance samples
 TREND_DAYS = 90
 MAX_POINTS = 400
+GAIN_RESIDUAL = 0.25       # share of the gain error left once counting uses a learned capacity
 CAP_ERR_FLOOR = 0.01       # a learned capacity's error is never taken as smaller: it drifts with temperature and age
 Q_FLOOR_FRAC = 0.1 / 280.0  # a counted charge is never known better than this fraction of the capacity (0.1 Ah at
                             # 280 Ah): relative, so a 2.3 Ah cell and a 280 Ah cell learn alike
@@ -151,12 +153,16 @@ class SohTracker:
         """Count with what was learned, where it is known well enough: each cluster's capacity (all its
         PACKs; its error then grows the bound instead of the configured one) and its current offset (whose
         remaining error then grows the bound instead of the datasheet's; never below a quarter of it, the
-        offset drifts with temperature)."""
+        offset drifts with temperature). Counting with a learned capacity also leaves only GAIN_RESIDUAL of
+        the gain error in the bound."""
         for c, cs in enumerate(self.clusters):
             q = learned_capacity(cs, max_rel_sigma)
             if q is not None:
                 capacity_ah[c, :] = q
                 est_state[c, L.SE_CAP_ERR] = min(max_rel_sigma, max(cs.capacity_sigma_ah / q, CAP_ERR_FLOOR))
+                # the capacity was learned from the sensor's own readings: counting with it cancels the gain
+                # error, all but what differs between charge and discharge and drifts with temperature
+                est_state[c, L.SE_GAIN_ERR] = GAIN_RESIDUAL * self.gain_err
             if cs.offset_a is not None and cs.offset_sigma_a is not None and cs.offset_sigma_a < self.offset_bound_a \
                     and abs(cs.offset_a) <= 3.0 * self.offset_bound_a:
                 est_state[c, L.SE_OFFSET_A] = cs.offset_a
@@ -199,13 +205,16 @@ class SohTracker:
 
 def capacity_verdict(cs: ClusterSoh, max_rel_sigma: float) -> tuple[float | None, str]:
     """(the SOH capacity to count with, or None; why). It is used once it is known to within
-    max_rel_sigma, from two capacity pairs at least, and agrees with the configured capacity within a
+    max_rel_sigma, from two capacity pairs at least (or one spanning ONE_PAIR_SWING), and agrees with the configured capacity within a
     plausible ageing range (AGEING_RANGE); otherwise it is reported and not applied."""
     if cs.capacity_ah is None or cs.capacity_sigma_ah is None:
         return None, "not learned (needs two anchors at least 30 % SOC apart)"
-    pairs = sum(abs(p[0]) >= MIN_SWING for p in cs.pairs)
-    if pairs < 2:
-        return None, f"not used: {pairs} capacity pair (two needed)"
+    swings = [abs(p[0]) for p in cs.pairs if abs(p[0]) >= MIN_SWING]
+    if len(swings) < 2 and max(swings, default=0.0) < ONE_PAIR_SWING:
+        return None, (f"not used: {len(swings)} capacity pair (two needed, or one at least "
+                      f"{ONE_PAIR_SWING * 100:.0f} % SOC apart)")
+    if not cs.capacity_ah > 0.0:          # anchors that moved without charge counted (a sensor that reads 0)
+        return None, f"not used: the fit gives {cs.capacity_ah:.3g} Ah, no capacity"
     if cs.capacity_sigma_ah > max_rel_sigma * cs.capacity_ah:
         return None, (f"not used: ± {cs.capacity_sigma_ah / cs.capacity_ah * 100:.1f} % is not within the "
                       f"{max_rel_sigma * 100:g} % it must be known to")

@@ -25,6 +25,7 @@ def snapshot(ctrl: Controller) -> dict:
             "hysteresis": b.est_state[:, L.SE_HYST].copy(), "offset_a": b.est_state[:, L.SE_OFFSET_A].copy(),
             "offset_bound_a": b.est_state[:, L.SE_OFFSET_BOUND_A].copy(),
             "capacity_error": b.est_state[:, L.SE_CAP_ERR].copy(),
+            "gain_error": b.est_state[:, L.SE_GAIN_ERR].copy(),
             "capacity_ah": b.capacity_ah.copy(), "soh": ctrl.soh.to_dict(),
             "soc_pct": float(b.stack_soc[L.SOC_MEAN])}
 
@@ -120,6 +121,8 @@ def load_state(ctrl: Controller, path: Path) -> bool:
             b.est_state[:, L.SE_OFFSET_BOUND_A] = off_b
             if "capacity_error" in state:          # absent in files written before it was kept
                 b.est_state[:, L.SE_CAP_ERR] = np.array(state["capacity_error"], dtype=float).clip(0.0, 1.0)
+            if "gain_error" in state:
+                b.est_state[:, L.SE_GAIN_ERR] = np.array(state["gain_error"], dtype=float).clip(0.0, 1.0)
             ctrl.soh.restore(state.get("soh", []))
         else:
             q = np.array(state["charge_ah"], dtype=float)
