@@ -15,7 +15,7 @@ def main(raw_path: str, out_path: str) -> int:
     extra = []
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
-        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records", "footprint"):
+        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records", "footprint", "page"):
             extra.append({**info, "wall_s": bench["stats"]["median"]})
             continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
@@ -60,6 +60,18 @@ def main(raw_path: str, out_path: str) -> int:
                   f"{e['startup_s']:.2f} s, CPU {e['cpu_pct']:.1f} % of one core (fast loop {e['fast_loop_thread_pct']:.1f}"
                   f" %, I/O {e['io_thread_pct']:.1f} %, rest {e['other_threads_pct']:.1f} %; the simulated site's process "
                   f"{e['sim_cpu_pct']:.1f} %), RSS {e['rss_mb']:.0f} MB (peak {e['rss_peak_mb']:.0f} MB)")
+        elif e["kind"] == "page":
+            if e["case"] == "page_overview":
+                print(f"page: the overview loads {e['static_bytes'] / 1024:.0f} kB compressed in {e['static_files']} files "
+                      f"({e['all_bytes'] / 1024:.0f} kB with its API answers; uPlot loaded: {e['uplot_loaded']}), "
+                      f"first numbers on screen after {e['first_status_ms']:.0f} ms (loopback, median of 5)")
+            elif e["case"] == "page_stream_per_client":
+                print(f"page: a live stream costs the server {e['wall_s'] * 1e6:.1f} µs per client per second "
+                      f"({e['event_bytes']} bytes an event)")
+            else:
+                fetch = f"; its /api/cells answer took {e['cells_fetch_p50_ms']:.0f} ms" if e.get("cells_fetch_p50_ms") else ""
+                print(f"page: {e['case'][5:]} drawn in {e['render_p50_ms']:.1f} ms (median, max {e['render_max_ms']:.1f} ms)"
+                      f"{fetch}")
         elif e["kind"] == "throughput":
             print(f"Modbus engine poll throughput (loopback, 22-register reads): {e['requests_per_s']:.0f} requests/s")
         else:

@@ -26,15 +26,19 @@ from pathlib import Path
 from aiohttp import web
 
 from ems.comm.limits import ConnectionGate, GatedProtocol, Throttle
+from ems.config.describe import describe
 from ems.config.load import ConfigError
 from ems.control.controller import LIVE_SECTIONS
 from ems.records import db as DB
 from ems.records import queries as Q
 from ems.records import reports as R
-from ems.records.auth import (OPERATIONAL_SECTIONS, ROLES, AuthError, Users, allowed, manage_rule)
+from ems.records.auth import (OPERATIONAL_SECTIONS, PERMISSIONS, ROLES, AuthError, Users, allowed, manage_rule)
 from ems.records.catalogue import catalogue
 from ems.records.commands import CommandBridge
 from ems.records.params import apply_changes, current, flatten, section_of
+from ems.web.page import add_page_routes
+from ems.web.session import (SAFE_METHODS, check_csrf, clear_session_cookie, csrf_token, keep_alive, request_token,
+                             set_session_cookie)
 
 COMMANDS = {   # API command → (controller command, value type)
     "fault_reset": ("fault_reset", None),
@@ -45,6 +49,9 @@ COMMANDS = {   # API command → (controller command, value type)
     "generator": ("generator", bool),
 }
 MAX_BODY = 64 * 1024
+MAX_STREAMS = 16            # live streams (SSE) open at once, all clients together
+MAX_STREAMS_PER_CLIENT = 5  # … from one address (a laptop with five pages open)
+STREAM_POLL_S = 0.2         # a stream looks for a new publish this often (no thread per stream)
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024     # an update bundle (every wheel for the board): streamed, not buffered
 
 
@@ -77,9 +84,11 @@ def _csv(rows, columns, name: str) -> web.Response:
 
 class Api:
     def __init__(self, db_path: Path, config_path: Path | None, users: Users, commands: CommandBridge | None = None,
-                 maintenance=None):
+                 maintenance=None, live=None):
         self.db_path, self.config_path, self.users, self.commands = Path(db_path), config_path, users, commands
         self.maintenance = maintenance      # ems.board.maintenance.RemoteMaintenance, None: not offered
+        self.live = live                    # ems.records.live.LiveFeed of the running site, None: not offered
+        self.streams: dict[str, int] = {}   # open live streams per client address (bounded: MAX_STREAMS…)
         self._failed_logins = Throttle(60.0, 256)
 
     # ------------------------------------------------------------------ plumbing
@@ -104,9 +113,12 @@ class Api:
             con.close()
 
     def _who(self, request: web.Request, permission: str) -> tuple[str, str]:
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        """The user and role of the request: a bearer token (API clients), or the page's session cookie,
+        which for every change must come with its CSRF token in X-CSRF-Token (web/session.py)."""
+        token = request_token(request)
         user, role = self.users.session(token)
+        if token is not None and not request.headers.get("Authorization") and request.method not in SAFE_METHODS:
+            check_csrf(request, token)
         if not allowed(role, permission):
             raise AuthError(403, f"role {role} may not {permission.replace('_', ' ')}")
         return user, role
@@ -137,7 +149,8 @@ class Api:
             return _json({"error": str(exc)}, 400)
         except ConfigError as exc:
             return _json({"error": "invalid parameters: nothing was changed",
-                          "problems": [str(p) for p in exc.problems]}, 400)
+                          "problems": [str(p) for p in exc.problems],
+                          "fields": [{"key": p.key, "message": p.message} for p in exc.problems]}, 400)
         except web.HTTPException:
             raise
         except Exception as exc:      # never a crash, never a stack trace to the client
@@ -149,6 +162,13 @@ class Api:
         app = web.Application(middlewares=[self.errors], client_max_size=MAX_BODY)
         r = app.router
         r.add_get("/api/health", self.health)
+        r.add_get("/api/session", self.session)
+        r.add_get("/api/live", self.live_status)
+        r.add_get("/api/live/stream", self.live_stream)
+        r.add_get("/api/live/history", self.live_history)
+        r.add_get("/api/battery", self.battery)
+        r.add_get("/api/cells", self.cells)
+        add_page_routes(app)
         r.add_post("/api/setup", self.setup)
         r.add_post("/api/login", self.login)
         r.add_post("/api/logout", self.logout)
@@ -158,8 +178,10 @@ class Api:
         r.add_get("/api/log", self.log)
         r.add_get("/api/reports/{kind}", self.report)
         r.add_get("/api/stats/{period}", self.stats)
+        r.add_get("/api/history/power", self.power_history)
         r.add_get("/api/devices", self.devices)
         r.add_get("/api/parameters", self.parameters)
+        r.add_get("/api/schema", self.schema)
         r.add_patch("/api/parameters", self.change_parameters)
         r.add_post("/api/commands/{name}", self.command)
         r.add_get("/api/users", self.list_users)
@@ -201,13 +223,90 @@ class Api:
                                                                   if more else ""))
             raise
         self._log(name, "login", f"role {role}")
+        if body.get("cookie") is True:        # the page: the token goes into an HttpOnly cookie, never to its script
+            resp = _json({"user": name, "role": role, "expires": expires, "csrf": csrf_token(token)})
+            set_session_cookie(resp, token, request)
+            return resp
         return _json({"token": token, "role": role, "expires": expires})
+
+    async def session(self, request):
+        """The page's own session (after a reload): who, and the CSRF token its changes must carry."""
+        user, role = self._who(request, "read")
+        token = request_token(request)
+        return _json({"user": user, "role": role, "csrf": csrf_token(token),
+                      "permissions": sorted(p for p in PERMISSIONS if allowed(role, p)),
+                      "live_sections": sorted(LIVE_SECTIONS)})
 
     async def logout(self, request):
         user, _ = self._who(request, "read")
-        self.users.logout(request.headers["Authorization"][7:].strip())
+        self.users.logout(request_token(request))
         self._log(user, "logout", "")
-        return _json({"logged_out": user})
+        resp = _json({"logged_out": user})
+        clear_session_cookie(resp)
+        return resp
+
+    # ------------------------------------------------------------------ the live view (the page)
+    def _live(self, request):
+        self._who(request, "read")
+        if self.live is None:
+            raise AuthError(409, "no controller is running with this API")
+        return self.live
+
+    async def live_status(self, request):
+        _, status = self._live(request).status()
+        if status is None:
+            raise AuthError(503, "the controller has not published its first status yet")
+        return _json(status)
+
+    async def live_history(self, request):
+        return _json(self._live(request).history())
+
+    async def battery(self, request):
+        data = self._live(request).battery()
+        if data is None:
+            raise AuthError(503, "the controller has not published its first status yet")
+        return _json(data)
+
+    async def cells(self, request):
+        data = self._live(request).cells()
+        if data is None:
+            raise AuthError(503, "the controller has not published its first status yet")
+        return _json(data)
+
+    async def live_stream(self, request):
+        """Server-Sent Events: one `status` event per publish (1 Hz), a comment every 15 s when there is none.
+        Bounded (MAX_STREAMS); the stream keeps its connection from the idle timer while it delivers."""
+        live = self._live(request)
+        peer = request.remote or "?"
+        if sum(self.streams.values()) >= MAX_STREAMS:
+            raise AuthError(503, f"{MAX_STREAMS} live streams are open: close a page first")
+        if self.streams.get(peer, 0) >= MAX_STREAMS_PER_CLIENT:
+            raise AuthError(503, f"{MAX_STREAMS_PER_CLIENT} live streams are open from this address: close a page first")
+        self.streams[peer] = self.streams.get(peer, 0) + 1
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+            await resp.prepare(request)
+            seq, last_sent = -1, time.monotonic()
+            while True:
+                new, status = live.status()
+                now = time.monotonic()
+                if new != seq and status is not None:
+                    seq = new
+                    await resp.write(b"event: status\ndata: " + json.dumps(status, ensure_ascii=False).encode() + b"\n\n")
+                    last_sent = now
+                    keep_alive(request)
+                elif now - last_sent > 15.0:
+                    await resp.write(b": still here\n\n")
+                    last_sent = now
+                    keep_alive(request)
+                await asyncio.sleep(STREAM_POLL_S)
+        except ConnectionResetError:             # the page went away: the stream's normal end
+            return resp
+        finally:
+            self.streams[peer] -= 1
+            if not self.streams[peer]:
+                del self.streams[peer]
 
     # ------------------------------------------------------------------ reading
     def _q(self, request, key):
@@ -255,6 +354,10 @@ class Api:
             return _csv(rows, R.REPORT_COLUMNS, f"report_{kind}_{when}")
         return _json(rows)
 
+    async def power_history(self, request):
+        self._who(request, "read")
+        return _json(self._read(Q.power_series, self._q(request, "since"), self._q(request, "until")))
+
     async def stats(self, request):
         self._who(request, "read")
         when = self._q(request, "date")
@@ -274,6 +377,11 @@ class Api:
         self._who(request, "read")
         return _json({"file": str(self.config_path) if self.config_path else None,
                       "parameters": current(self.config_path)})
+
+    async def schema(self, request):
+        """Every section's keys with type, default, range, unit, choices and help, for the settings forms."""
+        self._who(request, "read")
+        return _json(describe(LIVE_SECTIONS, OPERATIONAL_SECTIONS))
 
     async def change_parameters(self, request):
         user, role = self._who(request, "read")
@@ -532,12 +640,12 @@ class ApiServer:
 
 
 def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: CommandBridge | None,
-              maintenance=None) -> ApiServer | None:
+              maintenance=None, live=None) -> ApiServer | None:
     """`ems run`'s API; a port that cannot be opened is reported and the site runs on without it."""
     a = cfg.api
     users = Users(Path(db_path).with_name("auth.sqlite"), a.session_ttl_min * 60.0)
     try:
-        server = ApiServer(Api(db_path, config_path, users, commands, maintenance), a.host, a.port,
+        server = ApiServer(Api(db_path, config_path, users, commands, maintenance, live), a.host, a.port,
                            (a.max_connections, a.max_connections_per_client, a.idle_timeout_s))
     except OSError as exc:
         import sys
@@ -545,4 +653,5 @@ def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: Comma
         return None
     note = " (first run: POST /api/setup creates the admin)" if users.count() == 0 else ""
     out.write(f"http api: http://{a.host}:{server.port}/api{note}\n")
+    out.write(f"local page: http://{a.host}:{server.port}/\n")
     return server

@@ -185,3 +185,34 @@ def request(con, action: str, user: str, t: float | None = None) -> int:
 def request_result(con, req_id: int) -> str | None:
     row = con.execute("SELECT result FROM requests WHERE id=?", (req_id,)).fetchone()
     return row[0] if row else None
+
+
+POWER_SERIES = {"grid_w": 0x05000000, "pv_w": 0x03000000, "load_w": 0x01000000, "pcs_w": 0x06000000}
+STACK = 0x02000000
+MAX_SERIES_DAYS = 62          # a month of storage intervals and then some: 62 × 288 rows per series at 5 min
+
+
+def power_series(con, since: str | None, until: str | None) -> dict:
+    """Mean power per storage interval (grid, PV, load, PCS, W, signs as everywhere) and the stack's SOC,
+    column by column on one time axis (epoch s, the interval's end), for the history charts. `since`
+    default: 24 h before `until` (default: now); at most MAX_SERIES_DAYS."""
+    tz = site_tz(con)
+    hi = parse_time(until, tz, "until") if until else time.time()
+    lo = parse_time(since, tz, "since") if since else hi - 86400.0
+    if hi <= lo:
+        raise QueryError("until must be after since")
+    if hi - lo > MAX_SERIES_DAYS * 86400.0:
+        raise QueryError(f"at most {MAX_SERIES_DAYS} days at a time")
+    ids = list(POWER_SERIES.values()) + [STACK]
+    rows = con.execute(f"SELECT device_id, t, p_w, soc_pct FROM samples WHERE t > ? AND t <= ? AND device_id IN "
+                       f"({','.join('?' * len(ids))}) ORDER BY t", (lo, hi, *ids)).fetchall()
+    times = sorted({t for _, t, _, _ in rows})
+    at = {t: i for i, t in enumerate(times)}
+    out = {"t": times, **{k: [None] * len(times) for k in POWER_SERIES}, "soc_pct": [None] * len(times)}
+    name = {v: k for k, v in POWER_SERIES.items()}
+    for dev, t, p, soc in rows:
+        if dev == STACK:
+            out["soc_pct"][at[t]] = soc
+        else:
+            out[name[dev]][at[t]] = p
+    return out

@@ -10,8 +10,10 @@ import numpy as np
 from ems import __version__
 from ems._core import layout as L
 from ems.control.events import EMS_ID, STACK_ID, cluster_id, device_hex
+from ems.records.catalogue import catalogue
 from ems.records.commands import CommandBridge
 from ems.records.fault_recording import FaultRing
+from ems.records.live import LiveFeed
 from ems.records.recorder import Recorder
 
 HISTORY_WRITE_FAULT = 5014       # history_write_fault in the alarm catalogue
@@ -21,11 +23,12 @@ DEVICES_EVERY_S = 30.0
 
 class SiteRecords:
     def __init__(self, cfg, ctrl, path: str | Path, wall_clock=None, devices_fn=None,
-                 fast_period_s: float | None = None, status_extra=None):
+                 fast_period_s: float | None = None, status_extra=None, live: bool = False):
         """`devices_fn()`: rows of the site's devices' live status (the engine's), if any; `status_extra()`: more
         of the running site's state for the status view (local/remote mode, SIMULATED).
         `fast_period_s`: the fast tick's length (a simulation's step; default [loops] fast_period_ms).
-        `wall_clock`: seconds since the epoch for pruning (default: the controller's clock)."""
+        `wall_clock`: seconds since the epoch for pruning (default: the controller's clock).
+        `live`: keep a LiveFeed for the local page (`ems run` with the API; a simulation has no page)."""
         self.cfg, self.ctrl = cfg, ctrl
         rc = cfg.records
         self.recorder = Recorder(path, rc.storage_interval_min, rc.retention_days, site=cfg.site.name,
@@ -39,6 +42,7 @@ class SiteRecords:
         self._write_alarm = False
         self._recorded: dict[int, float] = {}      # device → time of its last fault recording
         self.commands = CommandBridge()            # from the HTTP API, carried out between ticks
+        self.live = LiveFeed() if live else None   # what the local page shows, once a second while one is open
         ctrl.events.sinks.append(self._on_event)
 
     def _now_s(self) -> float:
@@ -76,9 +80,13 @@ class SiteRecords:
                 dc_w = dc if math.isfinite(dc) else None
             self.recorder.observe(t, {"grid_w": snap.grid_w, "pv_w": snap.pv_w, "pcs_w": snap.pcs_w,
                                       "dg_w": snap.dg_w, "load_w": snap.load_w, "dc_w": dc_w}, snap.soc_pct)
+        status = None
         if t >= self._next_live:
-            self.recorder.live(t, self.status_dict())
+            status = self.status_dict()
+            self.recorder.live(t, status)
             self._next_live = t + LIVE_EVERY_S
+        if self.live is not None and (status is not None or self.live.watched()):
+            self.live.publish(status or self.status_dict(), ctrl.fast.buffers)
         if t >= self._next_devices:
             self.recorder.devices(self.device_rows(t))
             self._next_devices = t + DEVICES_EVERY_S
@@ -117,7 +125,8 @@ class SiteRecords:
             "charge_limit_w": float(b.results[L.TO_CHG_LIMIT_W]),
             "discharge_limit_w": float(b.results[L.TO_DCHG_LIMIT_W]),
             "setpoint_w": float(ctrl.commands.pcs_setpoint_w), "pcs_run": bool(ctrl.commands.pcs_run),
-            "active_alarms": [{"code": code, "device_id": device_hex(dev), "label": label}
+            "active_alarms": [{"code": code, "device_id": device_hex(dev), "label": label,
+                               "level": catalogue().get(code).level}
                               for (code, dev), label in sorted(s.active_alarms.items())],
             "disabled_strategies": dict(ctrl.disabled), "comm_lost": sorted(ctrl.comm_lost),
             "history": {"commits": self.recorder.commits, "write_errors": self.recorder.errors,

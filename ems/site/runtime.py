@@ -171,12 +171,14 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             def write(self, text: str) -> None:
                 say(text.rstrip("\n"))
         records = SiteRecords(cfg, ctrl, db_path, wall_clock=time.time, devices_fn=devices.rows,
-                              status_extra=lambda: {"simulated": simulated, "remote_mode": remote()})
+                              status_extra=lambda: {"simulated": simulated, "remote_mode": remote()},
+                              live=cfg.api.enabled)
         records.start()
         if cfg.api.enabled:
             from ems.records.api import start_api
             maint = RemoteMaintenance(clock, request_stop, board)
-            api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint)
+            api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
+                            live=records.live)
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records)
 
     def _stop(signum, frame):
