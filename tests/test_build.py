@@ -63,3 +63,20 @@ def test_every_folder_of_drivers_and_ems_is_a_package_the_wheel_ships():
     for pkg in folders:
         if pkg.startswith("ems.drivers.") and any((ROOT / "drivers" / pkg[12:].replace(".", "/")).glob("*.*")):
             assert pkg in data, f"{pkg}: its profiles are not in [tool.setuptools.package-data]"
+
+
+def test_every_file_of_the_page_is_in_git_and_in_the_package_data():
+    """The page is served from the package: a file the package data's globs miss, or that .gitignore hides
+    (as `*.html` once hid index.html), is a page that works in this checkout and 404s on the board."""
+    import fnmatch
+    import subprocess
+    import tomllib
+    static = ROOT / "ems" / "web" / "static"
+    files = {p.relative_to(ROOT / "ems" / "web").as_posix() for p in static.rglob("*") if p.is_file()}
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ems.web"]
+    missed = {f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)}
+    assert not missed, f"add to [tool.setuptools.package-data] ems.web: {sorted(missed)}"
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *sorted(files)], cwd=ROOT / "ems" / "web", capture_output=True,
+                             text=True).stdout.split()
+    assert not ignored, f".gitignore hides page files: {ignored}"
+    assert "static/index.html" in files

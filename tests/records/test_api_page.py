@@ -191,3 +191,37 @@ def test_the_schema_describes_every_field_and_history_series_are_bounded(page_ap
                     ("since=tomorrow", b"not a date")):
         status, _, body = request(port, "GET", f"/api/history/power?{q}", headers=auth)
         assert status == 400 and says in body, q
+
+
+def test_a_live_stream_that_delivers_is_not_closed_as_idle(tmp_path):
+    """The connection gate closes a connection that sends nothing for idle_timeout_s; a page's stream sends
+    nothing after its request, so each event it receives counts as activity (web/session.keep_alive)."""
+    db = tmp_path / "history.sqlite"
+    Recorder(db, timezone="UTC").stop()
+    feed = LiveFeed()
+    server = ApiServer(Api(db, None, Users(tmp_path / "auth.sqlite"), None, None, feed), "127.0.0.1", 0,
+                       (64, 16, 5.0))
+    try:
+        request(server.port, "POST", "/api/setup", {"username": "admin", "password": PW})
+        token = json.loads(request(server.port, "POST", "/api/login", {"username": "admin", "password": PW})[2])["token"]
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        c.request("GET", "/api/live/stream", headers={"Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        got, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 6.5:              # longer than the 5 s idle timeout
+            feed.publish({**STATUS, "time": f"2026-12-01T10:00:{got:02d}+00:00"}, _Buffers())
+            line = r.readline()
+            while line and not line.startswith(b"data: "):
+                line = r.readline()
+            assert line, "the stream was closed"
+            got += 1
+            time.sleep(0.5)
+        assert got >= 10
+        c.close()
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        idle.connect()
+        time.sleep(6.5)                                 # an idle keep-alive connection is still closed
+        idle.sock.settimeout(2.0)
+        assert idle.sock.recv(1) == b""
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
 // The EMS page: session, navigation by role, the live stream shared by every view.
-import { html, render, useState, useEffect } from "./ui.js";
+import { html, render, useState, useEffect, Guard } from "./ui.js";
 import { get, post, setCsrf, ApiError } from "./api.js";
 import { Login, Setup } from "./views/login.js";
 import { Overview } from "./views/overview.js";
@@ -63,7 +63,7 @@ function Shell({ session, onLogout }) {
       <span class="who">${session.user} (${session.role})</span>
       <button onClick=${onLogout}>Log out</button>
     </header>
-    <main><${View} session=${session} can=${can} live=${live} /></main>`;
+    <main><${Guard} key=${current.id}><${View} session=${session} can=${can} live=${live} /><//></main>`;
 }
 
 function App() {
