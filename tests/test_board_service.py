@@ -180,7 +180,11 @@ def test_maintenance_over_the_api_is_for_installers_and_admins_and_refuses_bad_i
                                 inst="installer", ops="operator")
     admin, ops, inst = c["admin"], c["ops"], c["inst"]
     try:
-        assert ops.call("GET", "/maintenance/clock")[1]["utc"] == t0.isoformat()
+        clk = ops.call("GET", "/maintenance/clock")[1]
+        assert clk["utc"] == t0.isoformat()
+        # what sets the clock: NTP as systemd says (None: cannot be asked here), SCADA per the site file, manual
+        assert clk["sync"]["ntp_synchronized"] in (True, False, None) and clk["sync"]["manual"] is True
+        assert clk["sync"]["scada_sets_clock"] is False
         for path, body in (("/maintenance/restart", None), ("/maintenance/factory-reset", {"confirm": True}),
                            ("/maintenance/clock", {"time": "2026-06-01T15:00:00+00:00"})):
             assert ops.call("POST", path, body)[0] == 403                  # an operator dispatches, not maintains

@@ -67,6 +67,20 @@ def set_clock(when: datetime, wait_rtc: bool = True) -> None:
         threading.Thread(target=_sync_rtc, name="ems-rtc", daemon=True).start()
 
 
+def ntp_synchronized() -> bool | None:
+    """Is the system clock synchronised by NTP (systemd's timedatectl)? None where that cannot be asked
+    (no systemd, a desk): the page says "unknown" rather than guessing."""
+    if not shutil.which("timedatectl"):
+        return None
+    try:
+        r = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
+                           text=True, timeout=2.0)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = r.stdout.strip()
+    return {"yes": True, "no": False}.get(value) if r.returncode == 0 else None
+
+
 def _sync_rtc() -> None:
     """Keep the hardware clock in step where there is one (the board keeps time across power cuts)."""
     if shutil.which("hwclock") and Path("/dev/rtc0").exists():

@@ -398,14 +398,19 @@ class Api:
             self._log(user, "parameter_write", f"{key}: {old!r} → {new!r}")
         saved = [k for k, _, _ in done]
         live: list[str] = []
+        why_not = None
         if self.commands is not None:        # the running controller takes strategy sections within one tick
             result = await asyncio.get_running_loop().run_in_executor(
                 None, self.commands.submit, "reconfigure", cfg, f"api:{user}")
             if isinstance(result, tuple):      # taken: every strategy section is live (unchanged ones too)
                 live = [k for k in saved if section_of(k) in LIVE_SECTIONS]
+            else:                              # saved, but the controller did not take it: say why
+                why_not = str(result)
+        else:
+            why_not = "no controller is running with this API"
         later = [k for k in saved if k not in live]
         return _json({"saved": saved, "file": str(self.config_path), "applied_live": live,
-                      "after_restart": later, "restart_required": bool(later)})
+                      "after_restart": later, "restart_required": bool(later), "not_live_because": why_not})
 
     async def command(self, request):
         user, _ = self._who(request, "command")
@@ -488,9 +493,15 @@ class Api:
         return user, self.maintenance
 
     async def clock(self, request):
+        """The EMS clock and what sets it: NTP (where systemd says), SCADA ([dispatch] clock_from_scada), the
+        maintenance page (POST, always there for the maintenance role)."""
+        from ems.board.maintenance import ntp_synchronized
         _, m = self._maint(request, "read")
         now = m.now()
-        return _json({"utc": now.isoformat(), "unix_s": now.timestamp()})
+        ntp = await asyncio.get_running_loop().run_in_executor(None, ntp_synchronized)
+        scada = bool(current(self.config_path)["dispatch"]["clock_from_scada"]) if self.config_path else False
+        return _json({"utc": now.isoformat(), "unix_s": now.timestamp(),
+                      "sync": {"ntp_synchronized": ntp, "scada_sets_clock": scada, "manual": True}})
 
     async def set_clock(self, request):
         user, m = self._maint(request, "maintenance")

@@ -227,7 +227,7 @@ def test_a_valid_settings_change_is_saved_and_applied_live(site, browser, admin)
     _set_input(browser, "self_use.reserve_soc_pct", "23")
     browser.find_element(By.ID, "save").click()
     done = wait(browser, lambda d: d.find_elements(By.ID, "save-result"), 10.0)[0]
-    assert "applied live: self_use.reserve_soc_pct" in done.text
+    assert "applied live: self_use.reserve_soc_pct" in done.text, done.text
     assert site["api"].call("GET", "/parameters")[1]["parameters"]["self_use"]["reserve_soc_pct"] == 23
     assert "reserve_soc_pct = 23" in site["sim"].site_file.read_text()
     shot(browser, "settings")
@@ -245,6 +245,12 @@ def test_the_time_based_plan_is_an_editable_weekly_table(site, browser, admin):
     wait(browser, lambda d: d.find_elements(By.ID, "save-result"), 10.0)
     groups = site["api"].call("GET", "/parameters")[1]["parameters"]["time_based"]["groups"]
     assert len(groups) == n + 1 and groups[-1]["start"] == "01:00" and groups[-1]["end"] == "05:00"
+    # the week shows the new group: every day (the default), 01:00–05:00, charging
+    browser.get(site["url"] + "/#/settings?s=time_based")
+    cell = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#week-grid td[data-slot="wed-02:30"]'), 10.0)[0]
+    assert "charge" in cell.get_attribute("class")
+    assert browser.find_element(By.CSS_SELECTOR, '#week-grid td[data-slot="wed-05:00"]').get_attribute("class") != "charge"
+    shot(browser, "settings-week")
 
 
 def test_history_shows_the_days_report_as_a_chart_and_a_table_with_csv(site, browser, admin):

@@ -20,7 +20,10 @@ function Clock({ can }) {
     catch (e) { setR({ error: e }); }
   };
   return html`<section class="panel"><h2>Clock</h2><${ErrorBox} error=${err} />
-    ${clock ? html`<p>EMS time: <b id="ems-clock">${new Date(clock.utc).toLocaleString()}</b> <span class="muted">(${clock.utc}); this browser: ${new Date().toLocaleString()}</span></p>` : null}
+    ${clock ? html`<p>EMS time: <b id="ems-clock">${new Date(clock.utc).toLocaleString()}</b> <span class="muted">(${clock.utc}); this browser: ${new Date().toLocaleString()}</span></p>
+      <dl class="kv" id="clock-sync"><dt>NTP</dt><dd>${clock.sync.ntp_synchronized === null ? "unknown (no systemd here)" : clock.sync.ntp_synchronized ? "synchronised" : "not synchronised"}</dd>
+        <dt>SCADA</dt><dd>${clock.sync.scada_sets_clock ? "sets the clock ([dispatch] clock_from_scada)" : "may not set the clock"}</dd>
+        <dt>Manual</dt><dd>this page (maintenance role)</dd></dl>` : null}
     ${can("maintenance") ? html`<form class="inline" onSubmit=${set}><label>Set to (this browser's time zone)
       <input type="datetime-local" name="time" step="1" required /></label><button type="submit">Set clock</button></form>` : null}
     <${Result} r=${r} /></section>`;

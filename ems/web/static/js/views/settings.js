@@ -47,6 +47,34 @@ function ListTable({ f, rows, onChange, disabled, errors, prefix }) {
     ${errors.map((e) => html`<p class="error field-error">${e}</p>`)}</div>`;
 }
 
+const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const NAMED = { all: DAYS, weekdays: DAYS.slice(0, 5), weekend: DAYS.slice(5) };
+const minutes = (hhmm) => { const m = /^(\d\d):(\d\d)$/.exec(hhmm || ""); return m ? Number(m[1]) * 60 + Number(m[2]) : null; };
+
+// The time-based plan as a week: every half hour of every day, the group that holds it (what the edits in
+// the table above would save; outside every group self-consumption runs).
+function WeekGrid({ groups }) {
+  const cell = (day, slot) => {
+    const t0 = slot * 30, hits = [];
+    (groups || []).forEach((g, i) => {
+      const days = Array.isArray(g.days) ? g.days.flatMap((d) => NAMED[d] || [d]) : NAMED[g.days] || [g.days];
+      const a = minutes(g.start), b = g.end === "24:00" ? 1440 : minutes(g.end);
+      if (days.includes(day) && a !== null && b !== null && t0 >= a && t0 < b) hits.push(i);
+    });
+    return hits;
+  };
+  return html`<div class="scroll"><table class="week" id="week-grid"><thead><tr><th></th>
+      ${Array.from({ length: 24 }, (_, h) => html`<th colspan="2">${h}</th>`)}</tr></thead><tbody>
+    ${DAYS.map((d) => html`<tr><th>${d}</th>${Array.from({ length: 48 }, (_, s) => {
+      const hits = cell(d, s), g = hits.length ? groups[hits[0]] : null;
+      const cls = hits.length > 1 ? "overlap" : g ? g.mode : "";
+      const at = `${String(Math.floor(s / 2)).padStart(2, "0")}:${s % 2 ? "30" : "00"}`;
+      return html`<td class=${cls} data-slot=${`${d}-${at}`} title=${g ? `${d} ${at}: group ${hits.map((h) => h + 1).join(" + ")}, ${g.mode} ${g.power_w / 1000} kW to ${g.cutoff_soc_pct} %` : `${d} ${at}: self-consumption`}></td>`;
+    })}</tr>`)}</tbody></table>
+    <p class="legend"><span class="swatch charge"></span> charge <span class="swatch discharge"></span> discharge
+      <span class="swatch overlap"></span> groups overlap (the server refuses it) · empty: self-consumption</p></div>`;
+}
+
 export function Settings({ session, can }) {
   const [schema, setSchema] = useState(null);
   const [params, setParams] = useState(null);
@@ -106,10 +134,12 @@ export function Settings({ session, can }) {
           <small class="muted">${f.doc}${range(f) ? ` — ${range(f)}` : ""}; default ${show(f, f.default) || "none"}</small>
           ${f.type !== "list" ? errorsFor(f.key).map((m) => html`<p class="error field-error" data-error-for=${f.key}>${m}</p>`) : null}
         </div>`)}
+        ${sec.section === "time_based" ? html`<h2>The week</h2><${WeekGrid} groups=${value("groups")} />` : null}
         ${mayChange ? html`<p><button type="submit" id="save">Save</button></p>` : null}
         ${result && result.ok ? html`<p class="notice" role="status" id="save-result">saved ${result.r.saved.join(", ")}${
           result.r.applied_live.length ? `; applied live: ${result.r.applied_live.join(", ")}` : ""}${
-          result.r.after_restart.length ? `; applies after restart: ${result.r.after_restart.join(", ")}` : ""}</p>` : null}
+          result.r.after_restart.length ? `; applies after restart: ${result.r.after_restart.join(", ")}` : ""}${
+          result.r.not_live_because && result.r.after_restart.length ? ` (not live: ${result.r.not_live_because})` : ""}</p>` : null}
         ${result && result.text ? html`<p class="muted">${result.text}</p>` : null}
         <${ErrorBox} error=${result && result.error} />
       </form></div>`;
