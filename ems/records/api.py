@@ -34,7 +34,7 @@ from ems.records import queries as Q
 from ems.records import reports as R
 from ems.records.auth import (OPERATIONAL_SECTIONS, PERMISSIONS, ROLES, AuthError, Users, allowed, manage_rule)
 from ems.records.catalogue import catalogue
-from ems.records.commands import CommandBridge
+from ems.records.commands import NOT_CONFIRMED, CommandBridge
 from ems.records.params import apply_changes, current, flatten, section_of
 from ems.web.page import add_page_routes
 from ems.web.session import (SAFE_METHODS, check_csrf, clear_session_cookie, csrf_token, keep_alive, request_token,
@@ -398,18 +398,22 @@ class Api:
             self._log(user, "parameter_write", f"{key}: {old!r} → {new!r}")
         saved = [k for k, _, _ in done]
         live: list[str] = []
+        pending: list[str] = []
         why_not = None
+        live_keys = [k for k in saved if section_of(k) in LIVE_SECTIONS]
         if self.commands is not None:        # the running controller takes strategy sections within one tick
             result = await asyncio.get_running_loop().run_in_executor(
                 None, self.commands.submit, "reconfigure", cfg, f"api:{user}")
             if isinstance(result, tuple):      # taken: every strategy section is live (unchanged ones too)
-                live = [k for k in saved if section_of(k) in LIVE_SECTIONS]
-            else:                              # saved, but the controller did not take it: say why
+                live = live_keys
+            elif result == NOT_CONFIRMED:      # still queued: the loop takes it at its next slow tick
+                pending, why_not = live_keys, result
+            else:                              # saved, but the controller refused it: say why
                 why_not = str(result)
         else:
             why_not = "no controller is running with this API"
-        later = [k for k in saved if k not in live]
-        return _json({"saved": saved, "file": str(self.config_path), "applied_live": live,
+        later = [k for k in saved if k not in live and k not in pending]
+        return _json({"saved": saved, "file": str(self.config_path), "applied_live": live, "pending_live": pending,
                       "after_restart": later, "restart_required": bool(later), "not_live_because": why_not})
 
     async def command(self, request):

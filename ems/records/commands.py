@@ -5,6 +5,9 @@ import queue
 import threading
 
 
+NOT_CONFIRMED = "not confirmed: the control loop did not take the command in time"
+
+
 class CommandBridge:
     """API thread → control loop: the loop carries commands out between its ticks (`drain`)."""
 
@@ -17,7 +20,8 @@ class CommandBridge:
         done, result = threading.Event(), {}
         self._q.put((name, value, user, done, result))
         if not done.wait(timeout_s):
-            return "not confirmed: the control loop did not take the command in time"
+            # still queued: the loop carries it out when it next drains (the caller must not say otherwise)
+            return NOT_CONFIRMED
         return result.get("result", "")
 
     def drain(self, ctrl) -> None:

@@ -187,3 +187,23 @@ def test_csv_export_over_http(site):
     assert c.call("GET", "/reports/daily?date=2026-13-01")[0] == 400
     assert c.call("GET", "/reports/daily?date=2026-01-01&interval=7m")[0] == 400
     assert c.call("GET", "/reports/daily?date=2026-01-01&interval=10m")[0] == 200
+
+
+def test_a_change_the_loop_has_not_confirmed_yet_is_reported_pending_not_after_restart(tmp_path):
+    """The control loop drains commands once a slow tick; one that is late (a loaded board) still carries
+    the change out, so the answer must not claim it waits for a restart."""
+    cfg_path = tmp_path / "site.toml"
+    cfg_path.write_text('[site]\nname = "late"\n')
+    db = tmp_path / "history.sqlite"
+    Recorder(db, timezone="UTC").stop()
+    bridge = CommandBridge()                       # nobody drains it: the loop is late
+    server = ApiServer(Api(db, cfg_path, Users(tmp_path / "auth.sqlite"), bridge), "127.0.0.1", 0)
+    try:
+        admin = Client(server.port)
+        assert admin.call("POST", "/setup", {"username": "admin", "password": PW})[0] == 201
+        admin.login("admin")
+        status, body = admin.call("PATCH", "/parameters", {"self_use.reserve_soc_pct": 20, "battery.clusters": 2})
+        assert status == 200 and body["applied_live"] == [] and body["pending_live"] == ["self_use.reserve_soc_pct"]
+        assert body["after_restart"] == ["battery.clusters"] and "not confirmed" in body["not_live_because"]
+    finally:
+        server.stop()

@@ -139,6 +139,7 @@ export function Settings({ session, can }) {
         ${result && result.ok ? html`<p class="notice" role="status" id="save-result">saved ${result.r.saved.join(", ")}${
           result.r.applied_live.length ? `; applied live: ${result.r.applied_live.join(", ")}` : ""}${
           result.r.after_restart.length ? `; applies after restart: ${result.r.after_restart.join(", ")}` : ""}${
+          result.r.pending_live && result.r.pending_live.length ? `; taken by the controller at its next cycle (${result.r.not_live_because}): ${result.r.pending_live.join(", ")}` : ""}${
           result.r.not_live_because && result.r.after_restart.length ? ` (not live: ${result.r.not_live_because})` : ""}</p>` : null}
         ${result && result.text ? html`<p class="muted">${result.text}</p>` : null}
         <${ErrorBox} error=${result && result.error} />
