@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from ems.config.schema import SiteConfig
 
 
@@ -59,6 +58,3 @@ def describe(live_sections=(), operational_sections=()) -> list[dict]:
         if f.name != "simulation":
             walk(f.name, type(getattr(cfg, f.name)), getattr(cfg, f.name))
     return out
-
-
-

@@ -18,7 +18,7 @@ import numpy as np
 from ems._core import layout as L
 
 
-def b_time(status: dict) -> float | None:
+def status_time(status: dict) -> float | None:
     """The status's own time (the controller's clock), unix seconds."""
     try:
         return datetime.fromisoformat(status["time"]).timestamp()
@@ -41,7 +41,6 @@ class LiveFeed:
     def __init__(self):
         self._last_read = -math.inf        # time.monotonic() of the last read from the HTTP side
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
         self.seq = 0                       # counts publishes: a stream sends each one once
         self._history: deque = deque(maxlen=HISTORY_POINTS)     # (unix s, *CURVE_KEYS) per publish
         self._status: dict | None = None
@@ -59,13 +58,12 @@ class LiveFeed:
                  "balancing": b.balancing.copy(), "bypass": b.bypass.copy(), "cluster_in": b.cluster_in.copy(),
                  "flags": b.cluster_flags.copy(), "soc_out": b.soc_out.copy(), "agg_f": b.agg_f.copy(),
                  "agg_i": b.agg_i.copy()}
-        point = (b_time(status),) + tuple(status.get(k) for k in CURVE_KEYS)
-        with self._changed:
+        point = (status_time(status),) + tuple(status.get(k) for k in CURVE_KEYS)
+        with self._lock:
             self._status, self._cells = status, cells
             if point[0] is not None:
                 self._history.append(point)
             self.seq += 1
-            self._changed.notify_all()
 
     # ------------------------------------------------------------------ the HTTP side
     def status(self) -> tuple[int, dict | None]:
@@ -80,12 +78,6 @@ class LiveFeed:
             rows = list(self._history)
         cols = list(zip(*rows)) if rows else [()] * (1 + len(CURVE_KEYS))
         return {"t": list(cols[0]), **{k: list(c) for k, c in zip(CURVE_KEYS, cols[1:])}}
-
-    def wait(self, after_seq: int, timeout_s: float) -> int:
-        """Block (in a worker thread) until a publish after `after_seq` or the timeout; the new seq."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.seq != after_seq, timeout_s)
-            return self.seq
 
     def battery(self) -> dict | None:
         """Stack and clusters: voltage, current, limits, SOC, contactor; each cluster's cell extremes with
@@ -127,8 +119,11 @@ class LiveFeed:
         ok = c["fresh"] != 0
 
         def ints(a, scale):
-            v = np.where(ok & np.isfinite(a), np.round(a * scale), np.nan)
-            return [[None if math.isnan(x) else int(x) for x in row] for row in v.tolist()]
+            # vectorised: this runs in the HTTP thread, which shares the GIL with the control loop
+            good = ok & np.isfinite(a)
+            out = np.where(good, np.round(a * scale), 0).astype(np.int64).astype(object)
+            out[~good] = None
+            return out.tolist()
         return {"cell_mv": ints(c["cell_v"], 1000.0), "cell_t_decic": ints(c["cell_t"], 10.0),
                 "balancing": [np.flatnonzero(r).tolist() for r in c["balancing"]],
                 "bypassed_packs": [np.flatnonzero(r).tolist() for r in c["bypass"]],

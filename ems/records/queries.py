@@ -9,6 +9,7 @@ import time
 from datetime import date, datetime, time as dtime
 from zoneinfo import ZoneInfo
 
+from ems.control.events import EMS_ID, GRID_METER_ID, PCS_ID, PV_ID, STACK_ID
 from ems.records import db as DB
 from ems.records.catalogue import LEVELS, STATUSES, CLOUD_LEVELS, catalogue
 
@@ -187,8 +188,7 @@ def request_result(con, req_id: int) -> str | None:
     return row[0] if row else None
 
 
-POWER_SERIES = {"grid_w": 0x05000000, "pv_w": 0x03000000, "load_w": 0x01000000, "pcs_w": 0x06000000}
-STACK = 0x02000000
+POWER_SERIES = {"grid_w": GRID_METER_ID, "pv_w": PV_ID, "load_w": EMS_ID, "pcs_w": PCS_ID}   # load: EMS_ID (records.md)
 MAX_SERIES_DAYS = 62          # a month of storage intervals and then some: 62 × 288 rows per series at 5 min
 
 
@@ -203,7 +203,7 @@ def power_series(con, since: str | None, until: str | None) -> dict:
         raise QueryError("until must be after since")
     if hi - lo > MAX_SERIES_DAYS * 86400.0:
         raise QueryError(f"at most {MAX_SERIES_DAYS} days at a time")
-    ids = list(POWER_SERIES.values()) + [STACK]
+    ids = list(POWER_SERIES.values()) + [STACK_ID]
     rows = con.execute(f"SELECT device_id, t, p_w, soc_pct FROM samples WHERE t > ? AND t <= ? AND device_id IN "
                        f"({','.join('?' * len(ids))}) ORDER BY t", (lo, hi, *ids)).fetchall()
     times = sorted({t for _, t, _, _ in rows})
@@ -211,7 +211,7 @@ def power_series(con, since: str | None, until: str | None) -> dict:
     out = {"t": times, **{k: [None] * len(times) for k in POWER_SERIES}, "soc_pct": [None] * len(times)}
     name = {v: k for k, v in POWER_SERIES.items()}
     for dev, t, p, soc in rows:
-        if dev == STACK:
+        if dev == STACK_ID:
             out["soc_pct"][at[t]] = soc
         else:
             out[name[dev]][at[t]] = p

@@ -90,7 +90,7 @@ def test_a_bearer_client_needs_no_csrf_token_and_logout_clears_the_cookie(page_a
                    headers={"Authorization": f"Bearer {token}"})[0] == 201
     cookie, csrf = cookie_login(port)
     status, headers, _ = request(port, "POST", "/api/logout", {}, headers={"Cookie": cookie, "X-CSRF-Token": csrf})
-    assert status == 200 and "ems_session=\"\"" in headers["Set-Cookie"] or "Max-Age=0" in headers["Set-Cookie"]
+    assert status == 200 and ('ems_session=""' in headers["Set-Cookie"] or "Max-Age=0" in headers["Set-Cookie"])
     assert request(port, "GET", "/api/session", headers={"Cookie": cookie})[0] == 401      # the session is gone
 
 

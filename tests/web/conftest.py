@@ -7,17 +7,16 @@ Screenshots of every page go to build/page/ (EMS_SCREENSHOTS=docs/page writes th
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ems.comm.net import free_port
 from tests.procs import EmsRun, sim_site
+from tests.records.test_api import Client
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -31,24 +30,6 @@ def _need_browser():
     if missing:
         pytest.fail(f"no browser for the page tests ({', '.join(missing)} missing): run `make test` (it installs "
                     "Debian's chromium and chromium-driver) or `bash tools/browser.sh` as root")
-
-
-class Api:
-    """The JSON API with a bearer token (what a script would use), for setting up and cross-checking."""
-
-    def __init__(self, base: str):
-        self.base, self.token = base, None
-
-    def call(self, method, path, body=None):
-        req = urllib.request.Request(self.base + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +46,7 @@ def site(tmp_path_factory):
     try:
         assert run.wait_for(lambda s: "local page" in s, 60) is not None, run.text() + "".join(run.err)
         url = f"http://127.0.0.1:{aport}"
-        api = Api(url + "/api")
+        api = Client(aport)                           # the JSON API as a script uses it (bearer token)
         deadline = time.monotonic() + 30              # the controller's first published status
         while time.monotonic() < deadline:
             if api.call("GET", "/health")[0] == 200:

@@ -3,7 +3,6 @@
 let csrf = null;
 
 export function setCsrf(token) { csrf = token; }
-export function csrfToken() { return csrf; }
 
 export class ApiError extends Error {
   constructor(status, message, problems, fields) {
@@ -11,14 +10,13 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, body) {
+async function send(method, path, body, contentType) {
   const headers = { "Accept": "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (body !== undefined) headers["Content-Type"] = contentType;
   if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
   let resp;
   try {
-    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                               credentials: "same-origin" });
+    resp = await fetch(path, { method, headers, body, credentials: "same-origin" });
   } catch (e) {
     throw new ApiError(0, `the EMS does not answer (${e.message})`);
   }
@@ -32,5 +30,9 @@ export async function api(method, path, body) {
   return data;
 }
 
+export const api = (method, path, body) =>
+  send(method, path, body === undefined ? undefined : JSON.stringify(body), "application/json");
+// a file as the request body (an update bundle), with the same CSRF token and error handling
+export const upload = (path, file) => send("POST", path, file, "application/octet-stream");
 export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body === undefined ? {} : body);

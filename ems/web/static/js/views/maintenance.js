@@ -1,6 +1,6 @@
 // Maintenance (000_… 3.3.4.2): the clock, restart, factory reset, upgrade tasks, the operation log.
 import { html, useState, usePoll, ErrorBox } from "../ui.js";
-import { get, post, api, csrfToken } from "../api.js";
+import { get, post, api, upload as uploadFile } from "../api.js";
 
 function Result({ r }) {
   if (!r) return null;
@@ -56,10 +56,7 @@ function Upgrades({ can }) {
     const q = new URLSearchParams();
     if (at) q.set("at", new Date(at).toISOString());
     try {
-      const resp = await fetch(`/api/maintenance/updates?${q}`, { method: "POST", body: file, credentials: "same-origin",
-        headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": csrfToken() } });
-      const body = await resp.json().catch(() => ({}));
-      if (!resp.ok) throw new Error(body.error || `${resp.status} ${resp.statusText}`);
+      const body = await uploadFile(`/api/maintenance/updates?${q}`, file);
       setR({ text: `reserved ${body.version} at ${body.at} (task ${body.id})` }); setN(n + 1);
     } catch (e) { setR({ error: e }); }
   };
