@@ -201,9 +201,14 @@ def test_a_refused_login_is_shown_as_text_and_logout_ends_the_session(site, brow
 
 
 def _set_input(browser, element_id: str, value: str) -> None:
+    """Type over a field as a user does (select all, type): every keystroke is an input event. Selenium's
+    clear() empties the field without one, so the page's next render (the live stream re-renders it once
+    a second) put the old value back under the new keys: "10" + "23" was sent as 1023."""
+    from selenium.webdriver.common.keys import Keys
     el = browser.find_element(By.ID, element_id)
-    el.clear()
+    el.send_keys(Keys.CONTROL, "a")
     el.send_keys(value)
+    wait(browser, lambda d: d.find_element(By.ID, element_id).get_attribute("value") == value, 5.0, element_id)
 
 
 def test_a_settings_change_with_an_invalid_value_shows_the_error_and_changes_nothing(site, browser, admin):
