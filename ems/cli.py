@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--pv-profile", default="cloudy", choices=("clear", "cloudy", "none"))
     ss.add_argument("--load-profile", default="commercial", choices=("commercial", "residential", "flat"))
     ss.add_argument("--load-peak-w", type=_number(0.0, 1e8), default=80_000.0, help="load profile peak, W")
+    ss.add_argument("--ac-bus", default="", help="parallel site: the other cabinets' site files (comma-separated) "
+                    "whose simulated PCS share this site's AC bus behind its grid meter")
     se = sub.add_parser("sim-event", help="send a scenario event to a running `ems sim-site` (its control channel)")
     se.add_argument("--control", required=True, help="HOST:PORT the sim-site printed at start")
     se.add_argument("event", help='JSON, e.g. \'{"kind": "grid_outage"}\' or \'{"kind": "di", "name": "epo", '

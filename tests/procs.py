@@ -16,9 +16,10 @@ from pathlib import Path
 from ems.site.with_sim import SimSiteChild
 
 
-def sim_site(tmp_path: Path, config: Path | None = None, write_site: bool = True) -> SimSiteChild:
+def sim_site(tmp_path: Path, config: Path | None = None, write_site: bool = True, extra: tuple = (),
+             name: str = "sim-site.toml") -> SimSiteChild:
     """`ems sim-site` for `config` (None: the demo), ready to serve; its site file in `.site_file`."""
-    child = SimSiteChild(config, tmp_path / "sim-site.toml" if write_site else None)
+    child = SimSiteChild(config, tmp_path / name if write_site else None, extra=extra)
     assert child.wait_ready(), "ems sim-site did not start"
     if child.site_file is None:
         child.site_file = config

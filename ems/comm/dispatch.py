@@ -37,6 +37,8 @@ from ems.comm.modbus_server import HOLDING, INPUT, ProfileImage, RegisterImage, 
 from ems.comm.net import normalise_address
 from ems.comm.profiles import Profile, shipped_profiles
 from ems.comm.sunspec_layout import SUNSPEC_BASE, Point, chain
+from ems.parallel.block import in_command_block, status_block
+from ems.parallel.slave import CommandCheck, IdConflict
 
 log = logging.getLogger("ems.dispatch")
 
@@ -200,6 +202,9 @@ class DispatchServer:
         self._ss_lock = threading.Lock()
         b = cfg.battery
         self.battery_wh = battery_wh or b.clusters * b.cells_per_cluster * b.cell_capacity_ah * 3.2
+        self.parallel = CommandCheck(cfg, self.rated_w)     # the master's commands, on a slave
+        self.parallel_commands = 0                          # accepted (not logged one by one: one per second)
+        self._unit_rated_w, self._unit_wh = self.rated_w, self.battery_wh
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self._native_img = ProfileImage(self.native)
         spans = [(t, a, n) for t, a, n in self._native_img.spans] + [(HOLDING, SUNSPEC_BASE, len(self.ss.words))]
@@ -250,6 +255,9 @@ class DispatchServer:
         return normalise_address(client) in self.allowed
 
     def _validate(self, table: int, address: int, words: list[int], client: str | None) -> None:
+        if table == HOLDING and in_command_block(address, len(words)):
+            self._parallel_write(address, words, client)      # its own rule: only the master's address
+            return
         # the allowlist first: a client outside it learns nothing about the map from its write attempts
         if not self._client_allowed(client):
             raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, f"client {client} is not in [dispatch] allowed_clients")
@@ -264,6 +272,18 @@ class DispatchServer:
                 self.commands.put(command)
             log.info("dispatch write from %s: %s = %s", client, name, value)
             self.commands.put(("log", client, name, value))
+
+    def _parallel_write(self, address: int, words: list[int], client: str | None) -> None:
+        """The master's command (ems.parallel.slave): checked here, applied by the control thread. An ID
+        conflict is refused and reported to the control thread (57)."""
+        try:
+            cmd = self.parallel.check(address, words, client)
+        except IdConflict as exc:
+            self.commands.put(("parallel_conflict", str(exc), None))
+            raise
+        self.parallel_commands += 1
+        self._native_img.set_words(HOLDING, address, words)     # the last command stays readable
+        self.commands.put(("parallel", cmd, None))
 
     def _native_write(self, address: int, words: list[int]):
         decoded = decode_write(self._native_img._by_address, HOLDING, address, words)
@@ -429,6 +449,12 @@ class DispatchServer:
             name, value, lease_s = item
             if name == "mode":
                 continue
+            if name == "parallel":
+                ctrl.parallel_command(value)
+                continue
+            if name == "parallel_conflict":
+                ctrl.parallel_conflict(value)
+                continue
             if name == "clock":
                 self._apply_clock(ctrl, *value)
                 continue
@@ -468,8 +494,13 @@ class DispatchServer:
         b = ctrl.fast.buffers
         grid, pv, pcs = f("grid_w"), f("pv_w"), f("pcs_w")
         dg = f("dg_w") if ctrl.readings["dg_w"].at_s > -1e17 else 0.0
-        load = None if None in (grid, pv, pcs, dg) else grid + pv + pcs + dg
         soc = float(b.stack_soc[L.SOC_MEAN]) if ctrl.bms_fresh() else None
+        chg, dchg = float(b.results[L.TO_CHG_LIMIT_W]), float(b.results[L.TO_DCHG_LIMIT_W])
+        if ctrl.group is not None:          # a master is the site: SCADA sees the group's totals
+            site = ctrl.group.site()
+            pcs, soc, chg, dchg = site["pcs_w"], site["soc_pct"], site["charge_limit_w"], site["discharge_limit_w"]
+            self._site_ratings(site)
+        load = None if None in (grid, pv, pcs, dg) else grid + pv + pcs + dg
         disp = ctrl._dispatch
         remaining = max(0.0, disp[1] - ctrl.clock.monotonic_s()) if disp else 0.0
         alarms = sorted(code for code, _ in ctrl.status.active_alarms)
@@ -477,8 +508,8 @@ class DispatchServer:
         clip = lambda v: None if v is None else max(min(v, 2e9), -2e9)     # noqa: E731
         self._native_img.publish_many({
             "grid_power_w": clip(grid), "pv_power_w": clip(pv), "pcs_power_w": clip(pcs), "load_power_w": clip(load),
-            "generator_power_w": clip(dg), "soc_pct": soc, "charge_limit_w": clip(float(b.results[L.TO_CHG_LIMIT_W])),
-            "discharge_limit_w": clip(float(b.results[L.TO_DCHG_LIMIT_W])), "pcs_setpoint_w": clip(c.pcs_setpoint_w),
+            "generator_power_w": clip(dg), "soc_pct": soc, "charge_limit_w": clip(chg),
+            "discharge_limit_w": clip(dchg), "pcs_setpoint_w": clip(c.pcs_setpoint_w),
             "remote_mode": int(self.remote), "dispatch_active": int(disp is not None and remaining > 0),
             "lease_remaining_s": min(round(remaining), 65535), "active_alarms": min(len(alarms), 65535),
             "first_alarm_code": alarms[0] if alarms else 0, "pcs_running": int(c.pcs_run),
@@ -486,8 +517,31 @@ class DispatchServer:
         for table, first, count in self._native_img.spans:
             if table == INPUT:
                 self.image.set_words(table, first, self._native_img.get_words(table, first, count))
+        if self.cfg.parallel.enabled:        # the status block: what the master reads of this unit
+            from ems.parallel.status import unit_state
+            sb = status_block()
+            self._native_img.publish_many(unit_state(ctrl))
+            self.image.set_words(HOLDING, sb.address, self._native_img.get_words(HOLDING, sb.address, sb.count))
         with self._ss_lock:
             self._publish_sunspec(ctrl, pcs, soc, alarms, disp, remaining)
+
+    def _site_ratings(self, site: dict) -> None:
+        """A master: the site's rating (the units seen) bounds the setpoints SCADA may write and is what
+        SunSpec 702 and 713 report."""
+        rated = max(site["rated_w"], self._unit_rated_w)
+        if rated != self.rated_w:
+            self.rated_w = rated
+            self.rated_va = max(self.cfg.pcs.apparent_va * rated / self._unit_rated_w, rated)
+            w = rated
+            self._sunspec_limits.update(WSet=(-w, w), VarSet=(-self.rated_va, self.rated_va))
+            with self._ss_lock:
+                for name in ("WMaxRtg", "WChaRteMaxRtg", "WDisChaRteMaxRtg"):
+                    self.ss.set_value(702, name, rated)
+        wh = site["energy_chg_wh"] + site["energy_dchg_wh"]
+        if wh > 0:
+            self.battery_wh = wh
+            with self._ss_lock:
+                self.ss.set_value(713, "WHRtg", wh)
 
     def _publish_sunspec(self, ctrl, pcs, soc, alarms, disp, remaining) -> None:
         ss, c = self.ss, ctrl.commands

@@ -312,6 +312,8 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
         problems.append(Problem("pcs.rated_apparent_va", cfg.pcs.rated_apparent_va,
                                 f"below pcs.rated_power_w ({rated:g} W): S is at least P (0: equal to it)"))
     _check_allowlist(cfg, problems)
+    from ems.parallel.units import check as check_parallel
+    problems.extend(Problem(k, v, why) for k, v, why in check_parallel(cfg))
     _check_protection(cfg, problems)
     _check_devices(cfg, problems)
     _check_windows(cfg.time_based.groups, "time_based.groups", problems)

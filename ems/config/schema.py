@@ -458,6 +458,51 @@ class Dispatch:
                                  "closed (SCADA reconnects; a dead peer frees its slot)")
 
 
+@dataclass
+class ParallelUnit:
+    id: int = spec(2, 1, 1000, "", "the unit's parallel ID (its own [parallel] unit_id)")
+    address: str = spec("127.0.0.1:1502", doc="HOST:PORT of the unit's dispatch server (its [dispatch] host and port)")
+
+
+@dataclass
+class ParallelRange:
+    first_id: int = spec(2, 1, 1000, "", "the first unit's parallel ID")
+    last_id: int = spec(2, 1, 1000, "", "the last unit's parallel ID (IDs first_id … last_id, one per unit)")
+    first_address: str = spec("127.0.0.1:1502", doc="HOST:PORT of the first unit's dispatch server")
+    step: str = spec("host", choices=("host", "port"), doc="the next unit is at the next IP address (host: same "
+                     "port) or the next port (port: same host)")
+
+
+@dataclass
+class Parallel:
+    """Parallel EMS (000_… 3.4.1 Single/Parallel Machine Setting; 004_…: up to 1,000 units): several cabinets,
+    each with its own EMS, act as one site. The master runs the site's strategies on the site meters and
+    shares the site's power over the units; each slave keeps its own protection and follows its share as a
+    lease (docs/parallel.md)."""
+    enabled: bool = spec(False, doc="parallel operation (off: a single machine)")
+    role: str = spec("master", choices=("master", "slave"), doc="master: runs the site's strategies and "
+                     "dispatches the units; slave: follows the master")
+    unit_id: int = spec(1, 1, 1000, "", "this unit's EMS parallel operation ID (unique in the group)")
+    units: int = spec(1, 1, 1000, "", "EMS parallel operation quantity: the units in the group, master included")
+    master_id: int = spec(1, 1, 1000, "", "slave: the master's parallel ID (a command from another ID is refused)")
+    master_address: str = spec("127.0.0.1", doc="slave: the master's IP address: only it may write the parallel "
+                               "commands (whatever [dispatch] allowed_clients says)")
+    slaves: list = spec([], doc="master: each slave's parallel ID and dispatch server address", max_items=999,
+                        item=ParallelUnit)
+    slave_ranges: list = spec([], doc="master: slaves at consecutive addresses (IDs first_id … last_id)",
+                              max_items=64, item=ParallelRange)
+    modbus_unit_id: int = spec(1, 1, 247, "", "master: the Modbus unit ID of the slaves' dispatch servers (their "
+                               "[dispatch] unit_id)")
+    lease_s: float = spec(3.0, 1.0, 60.0, "s", "a master's setpoint holds this long on the slave unless rewritten "
+                          "(the master rewrites it every slow tick); then the slave raises 56 and takes its fallback")
+    timeout_ms: float = spec(300.0, 20.0, 5000.0, "ms", "master: a unit that does not answer within this is left "
+                             "out of the next distribution (below the slow period)")
+    unit_lost_s: float = spec(3.0, 0.5, 600.0, "s", "master: a unit silent this long raises 56 for it")
+    fallback: str = spec("standby", choices=("standby", "self_use"), doc="slave, when the master's lease lapses: "
+                         "standby (0 W) or self-use on its own grid meter reading, limited to its share of the site's "
+                         "last limits")
+
+
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner", "bms", "io_module")
 
 
@@ -577,6 +622,7 @@ class SiteConfig:
     air_conditioner: AirConditioner = section(AirConditioner)
     dry_contacts: DryContacts = section(DryContacts)
     dispatch: Dispatch = section(Dispatch)
+    parallel: Parallel = section(Parallel)
     devices: Devices = section(Devices)
     records: Records = section(Records)
     api: Api = section(Api)

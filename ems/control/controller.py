@@ -26,6 +26,7 @@ from ems.control.snapshot import Operator, Snapshot
 from ems.estimation.ocv import table_for
 from ems.estimation.params import estimator_for, rest_current_a, sensor_sigmas
 from ems.estimation.soh import SohTracker
+from ems.parallel.slave import Follower
 from ems.records.catalogue import catalogue
 from ems.strategies import build
 from ems.strategies.base import EQ, TARGET, Decision
@@ -141,7 +142,7 @@ class Controller:
         self._calibration_asked = False
         self.strategies = build(cfg)
         self._by_name = {s.name: s for s in self.strategies}
-        self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
+        self._feed_in = self._feed_in_limit()
         # peak exceedances since the start (the records keep every one): count, largest excess, energy above
         self.peak_totals = {"count": 0, "max_excess_w": 0.0, "energy_wh": 0.0}
         self.disabled: dict[str, str] = {}
@@ -170,10 +171,62 @@ class Controller:
         self._last_strategy = None
         self.commands = Commands()
         self.snapshot: Snapshot | None = None
+        # parallel operation (ems.parallel): a slave follows its master's lease; a master plans for the group
+        par = cfg.parallel
+        self.follower = Follower(par, clock.monotonic_s()) if par.enabled and par.role == "slave" else None
+        self._follow_state: str | None = None
+        self.group = None                    # the master's ParallelGroup (set by the runtime)
+        self.heartbeat = 0                   # slow ticks so far (a slave serves it: a stuck EMS stops counting)
         # which devices are supervised for comm loss, each with its age (until the device layer says: the
         # plant's full set); each gets its age to answer before it counts as lost
         self.supervise({d: max_age_s for d in ("grid_meter", "pcs", "bms", "pv")
                         + (("air_conditioner",) if cfg.air_conditioner.enabled else ())})
+
+    def _feed_in_limit(self) -> FeedInLimit:
+        """The strategy whose export limit curtails PV (a slave runs none: a stand-in from its own config)."""
+        return next((s for s in self.strategies if isinstance(s, FeedInLimit)), None) or FeedInLimit(self.cfg)
+
+    # ------------------------------------------------------------------ parallel operation
+    def parallel_command(self, cmd) -> None:
+        """A slave: the master's command, checked by the dispatch server (ems.parallel.slave.Command)."""
+        if self.follower is not None:
+            self.follower.take(cmd, self.clock.monotonic_s())
+            # followed from the next fast tick on, not the next slow one: the master's site loop counts on it
+            for k, (name, _) in enumerate(self._slots):
+                if name == "parallel" and self.snapshot is not None and self.snapshot.parallel is not None \
+                        and self.snapshot.parallel.setpoint_w is not None:
+                    self.fast.buffers.req_value[k] = cmd.setpoint_w
+
+    def parallel_conflict(self, reason: str) -> None:
+        """A slave: a command for another unit, master or group size was refused (57 at the next slow tick)."""
+        if self.follower is not None:
+            self.follower.conflict(reason, self.clock.monotonic_s())
+
+    def _follower_alarms(self, now) -> None:
+        """A slave's 56 while the master's lease has lapsed, 57 while commands for another unit arrive."""
+        f, mono = self.follower, self.clock.monotonic_s()
+        state = f.state(mono)
+        if state != self._follow_state:
+            self.events.emit(now, "parallel_state", None, "parallel", EMS_ID,
+                             detail=f"{self._follow_state or 'start'} → {state}")
+            self._follow_state = state
+        if f.lapsed(mono):
+            self._raise(now, 56, EMS_ID, f"no command from master {self.cfg.parallel.master_id} for its lease: "
+                        f"fallback {self.cfg.parallel.fallback}", holder="parallel")
+        else:
+            self._clear(now, 56, EMS_ID, "the master's commands arrive again", holder="parallel")
+        if f.conflicted(mono):
+            self._raise(now, 57, EMS_ID, f.conflict_reason, holder="parallel")
+        else:
+            self._clear(now, 57, EMS_ID, "no conflicting command any more", holder="parallel")
+
+    def parallel_replan(self) -> None:
+        """A master: a cycle moved a unit in or out of the group: share the site target again now (not only
+        at the next slow tick); the runtime sends the new shares."""
+        g = self.group
+        g.update(self, self.clock.monotonic_s())
+        g.redistribute()
+        self.fast.buffers.req_value[0] = float(g.out_w[0])
 
     def supervise(self, devices: dict[str, float], contacts_stop: bool = False) -> None:
         """The site's devices (COMM_ALARMS keys) and their comm-loss ages, s: only these raise comm-loss alarms.
@@ -412,15 +465,24 @@ class Controller:
                 self._dispatch = None
                 self.events.emit(self.clock.now(), "lease_expired", None, "dispatch",
                                  detail="remote setpoint expired; local strategy resumes")
+        pcs_w = self.fresh("pcs_w")
+        chg_limit, dchg_limit = float(b.results[L.TO_CHG_LIMIT_W]), float(b.results[L.TO_DCHG_LIMIT_W])
+        chg_prohibited = bool(bms_ok and b.cluster_flags[:, L.CLF_CHG_PROHIBITED].any())
+        dchg_prohibited = bool(bms_ok and b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any())
+        if self.group is not None:           # a master decides for the site: the group's totals
+            site = self.group.site()
+            pcs_w, soc = site["pcs_w"], site["soc_pct"]
+            chg_limit, dchg_limit = site["charge_limit_w"], site["discharge_limit_w"]
+            chg_prohibited, dchg_prohibited = chg_limit <= 0.0, dchg_limit <= 0.0
         return Snapshot(
             time=self.clock.now().astimezone(self.tz),
-            grid_w=self.fresh("grid_w"), pv_w=self.fresh("pv_w"), pcs_w=self.fresh("pcs_w"),
+            grid_w=self.fresh("grid_w"), pv_w=self.fresh("pv_w"), pcs_w=pcs_w,
             dg_w=self.fresh("dg_w") if self.readings["dg_w"].at_s > -1e17 else 0.0,
             soc_pct=soc,
-            charge_limit_w=float(b.results[L.TO_CHG_LIMIT_W]),
-            discharge_limit_w=float(b.results[L.TO_DCHG_LIMIT_W]),
-            charge_prohibited=bool(bms_ok and b.cluster_flags[:, L.CLF_CHG_PROHIBITED].any()),
-            discharge_prohibited=bool(bms_ok and b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any()),
+            charge_limit_w=chg_limit,
+            discharge_limit_w=dchg_limit,
+            charge_prohibited=chg_prohibited,
+            discharge_prohibited=dchg_prohibited,
             undervoltage=bool(bms_ok and (b.cluster_flags[:, L.CLF_DCHG_PROHIBITED].any()
                                           or (b.prot_level[uv_row] >= 2).any())),
             on_grid=self.on_grid,
@@ -432,12 +494,22 @@ class Controller:
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
                               self.operator["forced_charge"], dispatch, self.operator["generator"],
                               self._reset_for_slow),
+            parallel=self.follower.view(self.clock.monotonic_s()) if self.follower is not None else None,
         )
 
     def slow_tick(self) -> Snapshot:
         now = self.clock.now()
         self._supervise_comm(now)
         self._estimation(now)
+        self.heartbeat += 1
+        if self.follower is not None:
+            self._follower_alarms(now)
+        if self.group is not None:
+            self.group.update(self, self.clock.monotonic_s())
+            self.group.alarms(self)
+            for kind, i, detail in self.group.events:
+                self.events.emit(now, kind, None, "parallel", detail=f"{self.group.label(i)}: {detail}")
+            self.group.events.clear()
         snap = self.snapshot = self.build_snapshot()
         self._reset_for_slow = False
         slots: list[tuple[str, Decision]] = []   # in priority order
@@ -570,7 +642,7 @@ class Controller:
                     setattr(new, key, value)
             self.strategies[i] = new
         self._by_name = {s.name: s for s in self.strategies}
-        self._feed_in = next(s for s in self.strategies if isinstance(s, FeedInLimit))
+        self._feed_in = self._feed_in_limit()
         self.events.emit(self.clock.now(), "parameters_applied", None, "config",
                          detail=f"applied live: {', '.join(live)}" + (f"; after restart: {', '.join(later)}"
                                                                        if later else ""))
@@ -603,28 +675,44 @@ class Controller:
     def _write_requests(self, decisions: list[tuple[str, Decision]]) -> None:
         """Requests into the fast path's slots in priority order; each slot remembers its strategy."""
         b = self.fast.buffers
-        b.req_active[:] = 0
+        g = self.group
+        kind, value, active = (b.req_kind, b.req_value, b.req_active) if g is None else \
+            (g.req_kind, g.req_value, g.req_active)
+        active[:] = 0
         self._slots = []
         for name, d in decisions:
             for r in d.requests:
                 k = len(self._slots)
                 if k >= MAX_REQUESTS:
                     log.error("more than %d requests; %s dropped", MAX_REQUESTS, name)
-                    return
-                b.req_kind[k], b.req_value[k], b.req_active[k] = r.kind, r.value_w, 1
+                    break
+                kind[k], value[k], active[k] = r.kind, r.value_w, 1
                 self._slots.append((name, d))
+            else:
+                continue
+            break
+        if g is not None:
+            # a master: the requests were the site's; its own cabinet gets its share, bounded by its own
+            # protection and limits in its fast loop like any slave's
+            own = g.plan()
+            b.req_active[:] = 0
+            b.req_kind[0], b.req_value[0], b.req_active[0] = L.REQ_TARGET, own, 1
 
     def explain(self) -> Status:
         """Which strategy set the power, and which bounds held it (read after a fast tick)."""
         b = self.fast.buffers
         active, reason, held = "idle", "no request", []
-        target = b.results[L.TO_TARGET_W]
+        g = self.group
+        if g is None:
+            target, statuses, kinds, values = b.results[L.TO_TARGET_W], b.req_status, b.req_kind, b.req_value
+        else:                                # a master: the site's arbitration
+            target, statuses, kinds, values = g.site_target_w, g.req_status, g.req_kind, g.req_value
         for k, (name, d) in enumerate(self._slots):
-            st, kind = b.req_status[k], b.req_kind[k]
+            st, kind = statuses[k], kinds[k]
             if kind in (TARGET, EQ) and st in (L.RS_APPLIED, L.RS_CLAMPED):
                 active, reason = name, d.reason
                 break
-            if st == L.RS_APPLIED and abs(b.req_value[k] - target) < 1.0:
+            if st == L.RS_APPLIED and abs(values[k] - target) < 1.0:
                 held.append(name)
         if b.results[L.TO_ANY_TRIP_PENDING]:
             active, reason = "protection", "protection trip pending: battery power forced to zero"

@@ -40,6 +40,7 @@ class Snapshot:
     soc_bound_pct: float | None = None     # the stack SOC's uncertainty bound, ± percentage points
     di: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     operator: Operator = field(default_factory=Operator)
+    parallel: object | None = None          # a slave: the master's lease (ems.parallel.slave.FollowView)
 
     @property
     def load_w(self) -> float | None:

@@ -112,6 +112,7 @@ class Plant:
         self.charger_w = charger_w if cfg.off_grid.chargers_fitted else 0.0   # EV chargers, 07:00–19:00
         self.flows = Flows()
         self.irradiance_w_m2 = 0.0           # what a data logger's irradiance sensor would read
+        self.bus_pcs_w = 0.0                 # other cabinets' PCS on this site's AC bus (sim-site --ac-bus)
 
     @property
     def grid_connected(self) -> bool:
@@ -146,7 +147,7 @@ class Plant:
         dg = 0.0
         if self.grid_connected:
             pcs = self.pcs.follow(setpoint_w, dt_s, pcs_run, battery_ok)
-            grid = load - pv - pcs
+            grid = load - pv - pcs - self.bus_pcs_w
         elif gen is not None and gen.running:
             # the generator is the AC source (through the ATS); the PCS follows its setpoint against it
             pcs = self.pcs.follow(setpoint_w, dt_s, pcs_run, battery_ok)

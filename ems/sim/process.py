@@ -103,7 +103,7 @@ class SimSiteProcess:
     """Servers, plant loop and control channel of one simulated site."""
 
     def __init__(self, cfg, step_s: float = 0.02, pv_profile: str = "cloudy", load_profile: str = "commercial",
-                 load_peak_w: float = 80_000.0):
+                 load_peak_w: float = 80_000.0, ac_bus: list[Path] | None = None):
         self.cfg, self.step_s = cfg, step_s
         # pymodbus logs a client's every disconnect at ERROR with its last frames: a controller stopping or
         # restarting is normal life for a simulated device
@@ -133,6 +133,10 @@ class SimSiteProcess:
             self.io.serve_tcp(units, host, port)
         self.control_port: int | None = None
         self._control = None
+        self.bus = None
+        if ac_bus:
+            from ems.sim.ac_bus import AcBus
+            self.bus = AcBus(self.io, ac_bus)
 
     def _logged(self, device: str, on_write):
         def write(name, value, client):
@@ -242,6 +246,8 @@ class SimSiteProcess:
                     msg = self.can_rx.popleft()
                     if site.bms is not None:
                         site.bms.take(msg)
+                if self.bus is not None:
+                    site.plant.bus_pcs_w = self.bus.pcs_w()
                 site.publish()
                 site.publish_bms(now)
                 if self.can is not None:
@@ -260,6 +266,8 @@ class SimSiteProcess:
         return 0
 
     def stop(self) -> None:
+        if self.bus is not None:
+            self.bus.stop()
         if self.can is not None:
             try:
                 self.io.call(self.can.stop(), 3.0)
@@ -272,11 +280,12 @@ def main(args) -> int:
     """`ems sim-site` (ems.cli)."""
     try:
         cfg, site_file = prepare(args.config, args.write_site)
-        proc = SimSiteProcess(cfg, args.step_ms / 1000.0, args.pv_profile, args.load_profile, args.load_peak_w)
+        bus = [Path(p) for p in args.ac_bus.split(",") if p] if args.ac_bus else None
+        proc = SimSiteProcess(cfg, args.step_ms / 1000.0, args.pv_profile, args.load_profile, args.load_peak_w, bus)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except (SimSiteError, OSError) as exc:
+    except (SimSiteError, OSError, ValueError) as exc:
         print(f"ems sim-site: {exc}", file=sys.stderr)
         return 1
     control = proc.start_control("127.0.0.1", args.control_port)

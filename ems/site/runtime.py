@@ -51,7 +51,7 @@ def start_dispatch(cfg: SiteConfig, io: IoThread, say, clock=None) -> DispatchSe
     try:
         io.serve_tcp({d.unit_id: server.image}, d.host, d.port, name="dispatch server",
                      limits=ConnectionLimits(d.max_connections, d.max_connections_per_client, d.idle_timeout_s,
-                                             priority=frozenset(server.allowed)))
+                                             priority=frozenset(server.allowed | parallel_master(cfg))))
         say(f"dispatch server: modbus tcp {d.host}:{d.port} unit {d.unit_id} (SunSpec at 40000, native map at 0)")
         listening += 1
     except Exception as exc:         # address in use, no permission …
@@ -70,15 +70,43 @@ def start_dispatch(cfg: SiteConfig, io: IoThread, say, clock=None) -> DispatchSe
     return server
 
 
+def parallel_master(cfg: SiteConfig) -> set[str]:
+    """A slave's master address: its connection is never evicted for others."""
+    from ems.comm.net import normalise_address
+    par = cfg.parallel
+    master = normalise_address(par.master_address) if par.enabled and par.role == "slave" else None
+    return {master} if master else set()
+
+
+def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
+    """A master: the group (ctrl.group) and the link to its slaves; None on a slave or a single machine."""
+    par = cfg.parallel
+    if not par.enabled:
+        return None
+    if par.role == "slave":
+        say(f"parallel: slave, unit {par.unit_id} of {par.units}, master {par.master_id} at {par.master_address} "
+            f"(lease {par.lease_s:g} s, fallback {par.fallback})")
+        return None
+    from ems.parallel.group import ParallelGroup
+    from ems.parallel.link import ParallelLink
+    from ems.parallel.units import slave_units
+    units = slave_units(par)
+    ctrl.group = ParallelGroup(cfg, units, ctrl.clock.monotonic_s())
+    say(f"parallel: master, unit {par.unit_id} of {par.units}: {len(units)} slave(s) over Modbus TCP (FC23 per "
+        f"unit and slow tick, timeout {par.timeout_ms:g} ms, lease {par.lease_s:g} s)")
+    return ParallelLink(io, ctrl.group, units, par.timeout_ms / 1000.0, par.modbus_unit_id, ctrl.clock.monotonic_s)
+
+
 class FastPeriod:
     """One fast-loop period, in the order a board runs it: read the devices, apply dispatch commands, the
     slow loop when due (with the dispatch server's published values), the fast tick, the explanation, then
     the actuators. The latency benchmark drives the same object."""
 
     def __init__(self, cfg: SiteConfig, ctrl: Controller, site_io, dispatch: DispatchServer | None, clock,
-                 records=None):
+                 records=None, link=None):
         self.cfg, self.ctrl, self.site_io, self.dispatch, self.clock = cfg, ctrl, site_io, dispatch, clock
         self.records = records
+        self.link = link                     # a master's link to its slaves (ems.parallel.link)
         self.tz = ZoneInfo(cfg.site.timezone)
         self.slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
         self.local: datetime | None = None
@@ -97,7 +125,12 @@ class FastPeriod:
                 dispatch.publish(ctrl)
             if self.records is not None:
                 self.records.after_slow_tick()
+            if self.link is not None:
+                self.link.submit(ctrl.group.commands())
             slow_s = time.monotonic() - t_slow
+        elif self.link is not None and ctrl.group.changed.is_set():
+            ctrl.parallel_replan()           # a unit came or went: its share moves now, not at the next slow tick
+            self.link.submit(ctrl.group.commands())
         cmd = ctrl.fast_tick(self.cfg.loops.fast_period_ms)
         if self.records is not None:
             self.records.after_fast_tick()
@@ -153,6 +186,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
     for line in site_io.notes():
         say(line)
     dispatch = start_dispatch(cfg, io, say, clock)
+    link = start_parallel(cfg, ctrl, io, say)
     remote = (lambda: dispatch.remote) if dispatch is not None else (lambda: None)     # noqa: E731
     records = api = None
     stop = {"at": None}               # monotonic time to stop at (a signal: now; the API: shortly)
@@ -179,7 +213,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live)
-    loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records)
+    loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link)
 
     def _stop(signum, frame):
         stop["at"] = time.monotonic()
@@ -248,6 +282,8 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
         # clean stop: PCS to zero and stopped at once, the writes confirmed before we go, state saved
         site_io.actuate(Commands(pcs_setpoint_w=0.0, pcs_run=False), time.monotonic())
         confirmed = devices.stop_commands(1.0)
+        if link is not None:
+            link.stop()
         if saver is not None:
             saver.close()
         if state_path is not None:

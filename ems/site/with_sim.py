@@ -29,8 +29,8 @@ class SimSiteChild:
     """`ems sim-site` as a child: started in a session of its own (a terminal's Ctrl-C reaches the controller,
     which stops the simulator after its own clean stop)."""
 
-    def __init__(self, config: Path | None, write_site: Path | None, control_port: int = 0):
-        cmd = [sys.executable, "-m", "ems", "sim-site", "--control-port", str(control_port)]
+    def __init__(self, config: Path | None, write_site: Path | None, control_port: int = 0, extra: tuple = ()):
+        cmd = [sys.executable, "-m", "ems", "sim-site", "--control-port", str(control_port), *extra]
         if config is not None:
             cmd += ["--config", str(config)]
         if write_site is not None:

@@ -13,6 +13,7 @@ from ems.strategies.forced_charge import ForcedCharge
 from ems.strategies.generator import Generator
 from ems.strategies.off_grid import OffGrid
 from ems.strategies.one_click_shutdown import OneClickShutdown
+from ems.strategies.parallel import ParallelFollow
 from ems.strategies.operating_mode import OperatingMode
 from ems.strategies.peak_shaving import PeakShaving
 from ems.strategies.pmeteroffset import Pmeteroffset
@@ -26,6 +27,10 @@ from ems.strategies.ups_reserve import UpsReserve
 
 
 def build(cfg) -> list[Strategy]:
+    if cfg.parallel.enabled and cfg.parallel.role == "slave":
+        # a slave runs no site strategy: the master runs them on the site meters and sends each unit its share
+        # (a slave doing self-use or peak shaving on the same meter would act on the site a second time)
+        return [OneClickShutdown(), ParallelFollow(), AirConditioner(cfg)]
     return [
         OneClickShutdown(),
         Generator(cfg),        # off-grid and generator control rank above grid-operator limits

@@ -1,0 +1,273 @@
+"""The master's view of the parallel group (control thread): every unit's last state, the site's totals, the
+site-level arbitration of the strategies' requests, the distribution over the units, and the alarms.
+
+Unit 0 is the master's own cabinet (its state from its own controller); units 1 … are the slaves in the
+order of the site file. The link (ems.parallel.link, I/O thread) hands in each cycle's results with
+`take_cycle`; `plan` (slow tick) turns the site's requests into one setpoint per unit:
+
+1. the site limits are the sums of the available units' charge and discharge limits;
+2. the requests are narrowed against them in priority order (the same kernel as a single cabinet's);
+3. the site target is shared in proportion to each unit's available energy within its limits (the
+   distribution kernel, water-filling: what a capped unit cannot take goes to the others);
+4. the master's own share goes to its own fast loop, the others' to the link as leases.
+
+A unit is available when its last transaction in the latest cycle succeeded, it reports itself available
+(BMS and PCS alive, no trip, PCS running, no safety input) and its IDs agree; a unit that is not gets no
+share from the next plan on, which the master makes at once when a cycle shows a change (not only at the
+next slow tick). A unit silent for [parallel] unit_lost_s raises 56, an ID conflict 57, both with the unit's
+device ID (0x01000000 + its parallel ID).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ems._core import arbitrate as arb_k
+from ems._core import layout as L
+from ems.parallel.block import AVAILABLE, FLAG_NAMES, ROLE_SLAVE, STATE_FOLLOWING, STATE_NAMES
+from ems.parallel.status import unit_state
+from ems.parallel.units import UnitAddress, unit_device_id
+
+PARALLEL_COMM_LOST, PARALLEL_ID_FAULT = 56, 57      # the manual's EMS codes (ems/records/alarm_codes.toml)
+
+
+@dataclass
+class Outcome:
+    """One unit's transaction in a cycle (from the link)."""
+    ok: bool
+    values: dict | None = None        # the status block, when read
+    error: str = ""
+    refused: bool = False             # the unit answered with an exception (its reason in error)
+    at_s: float = 0.0
+
+
+@dataclass
+class UnitView:
+    address: UnitAddress | None       # None: the master itself
+    state: dict = field(default_factory=dict)
+    ok: bool = False
+    seen_s: float = -1e18             # last good transaction (monotonic)
+    error: str = "not contacted yet"
+    id_fault: str = ""
+    lost: bool = False
+
+
+class ParallelGroup:
+    def __init__(self, cfg, units: list[UnitAddress], now_s: float, max_requests: int = 32):
+        self.cfg, self.par = cfg, cfg.parallel
+        self.units = [UnitView(None)] + [UnitView(u) for u in units]
+        self.ids = np.array([self.par.unit_id] + [u.id for u in units], np.int64)
+        M = len(self.units)
+        self.M = M
+        self.chg_w = np.zeros(M)
+        self.dchg_w = np.zeros(M)
+        self.e_chg = np.zeros(M)
+        self.e_dchg = np.zeros(M)
+        self.online = np.zeros(M, np.uint8)
+        self.out_w = np.zeros(M)
+        self.work = np.zeros(M, np.uint8)
+        self.req_kind = np.zeros(max_requests, np.int8)
+        self.req_value = np.zeros(max_requests)
+        self.req_active = np.zeros(max_requests, np.uint8)
+        self.req_status = np.zeros(max_requests, np.uint8)
+        self._hard_active = np.zeros(max_requests, np.uint8)
+        self._hard_status = np.zeros(max_requests, np.uint8)
+        self.interval = np.zeros(2)
+        self.window = np.zeros(2)
+        self.site_target_w = 0.0
+        self.unallocated_w = 0.0
+        self.seq = 0
+        self.started_s = now_s
+        self.cycles = 0
+        self._lock = threading.Lock()
+        self._pending: list[Outcome | None] | None = None
+        self.changed = threading.Event()      # set by the link when a cycle moved a unit in or out
+        self.events: list[tuple[str, int, str]] = []     # (kind, unit index, detail) since the last slow tick
+
+    # ------------------------------------------------------------------ from the link (I/O thread)
+    def take_cycle(self, outcomes: list[Outcome | None]) -> None:
+        """A finished cycle: outcome per slave (index 1 …; None: not attempted)."""
+        with self._lock:
+            self._pending = outcomes
+            before = self.online[1:].copy()
+        now_ok = np.array([o is not None and o.ok and self._usable(i + 1, o.values) for i, o in enumerate(outcomes)],
+                          np.uint8)
+        if len(now_ok) and (now_ok != before).any():
+            self.changed.set()
+
+    def _usable(self, i: int, v: dict | None) -> bool:
+        return bool(v) and (int(v.get("unit_flags") or 0) >> AVAILABLE) & 1 == 1 and not self._id_problem(i, v)
+
+    def _id_problem(self, i: int, v: dict) -> str:
+        want = int(self.ids[i])
+        got = int(v.get("parallel_id") or 0)
+        if got != want:
+            return f"answers as unit {got}, configured as unit {want}"
+        if int(v.get("parallel_role") or 0) != ROLE_SLAVE:
+            return "is not configured as a slave ([parallel] role)"
+        if int(v.get("parallel_units") or 0) != self.par.units:
+            return f"counts {int(v.get('parallel_units') or 0)} units, the master {self.par.units}"
+        return ""
+
+    # ------------------------------------------------------------------ control thread
+    def update(self, ctrl, now_s: float) -> None:
+        """The latest cycle's results and the master's own state into the arrays (slow tick, or at once
+        after a change); alarms and events for units that came or went."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        self.changed.clear()
+        own = self.units[0]
+        own.state, own.ok, own.seen_s, own.error = unit_state(ctrl), True, now_s, ""
+        if pending is not None:
+            self.cycles += 1
+            for k, o in enumerate(pending):
+                if o is not None:
+                    self._take(k + 1, o)
+        reported: dict[int, int] = {}
+        for i, u in enumerate(self.units):
+            if i and u.ok and u.state:
+                reported.setdefault(int(u.state.get("parallel_id") or 0), i)
+        for i, u in enumerate(self.units):
+            s = u.state
+            fresh = u.ok and now_s - u.seen_s <= self.cfg.loops.slow_period_ms / 1000.0 * 2 + self.par.timeout_ms / 1000
+            avail = bool(fresh and s and (int(s.get("unit_flags") or 0) >> AVAILABLE) & 1 and not u.id_fault)
+            was = bool(self.online[i])
+            self.online[i] = avail
+            self.chg_w[i] = float(s.get("unit_charge_max_w") or 0.0) if avail else 0.0
+            self.dchg_w[i] = float(s.get("unit_discharge_max_w") or 0.0) if avail else 0.0
+            self.e_chg[i] = float(s.get("unit_charge_energy_wh") or 0.0) if avail else 0.0
+            self.e_dchg[i] = float(s.get("unit_discharge_energy_wh") or 0.0) if avail else 0.0
+            if was != avail and i:
+                why = "available" if avail else (u.id_fault or (u.error if not u.ok else self._flags_text(s)))
+                self.events.append(("parallel_unit_in" if avail else "parallel_unit_out", i, why))
+            lost = i > 0 and now_s - max(u.seen_s, self.started_s) > self.par.unit_lost_s
+            if lost != u.lost:
+                u.lost = lost
+                self._alarm(ctrl, PARALLEL_COMM_LOST, i, lost,
+                            f"no answer for {self.par.unit_lost_s:g} s: {u.error}" if lost else "answering again")
+
+    def _take(self, i: int, o: Outcome) -> None:
+        u = self.units[i]
+        if o.ok:
+            u.ok, u.state, u.seen_s, u.error = True, o.values or {}, o.at_s, ""
+            u.id_fault = self._id_problem(i, u.state)
+        else:
+            u.ok, u.error = False, o.error
+            if o.refused and o.values:           # the unit refused the command: its own view of its IDs
+                u.id_fault = self._id_problem(i, o.values) or f"refused the command: {o.error}"
+            elif o.refused:
+                u.id_fault = f"refused the command: {o.error}"
+
+    def alarms(self, ctrl) -> None:
+        """57 per unit while its IDs disagree (slow tick)."""
+        for i, u in enumerate(self.units[1:], 1):
+            active = bool(u.id_fault)
+            key = (PARALLEL_ID_FAULT, unit_device_id(int(self.ids[i])))
+            if active != (key in ctrl.status.active_alarms):
+                self._alarm(ctrl, PARALLEL_ID_FAULT, i, active, u.id_fault if active else "IDs agree again")
+
+    def _alarm(self, ctrl, code: int, i: int, active: bool, detail: str) -> None:
+        ctrl.external_alarm(code, active, f"{self.label(i)}: {detail}", unit_device_id(int(self.ids[i])),
+                            holder="parallel")
+
+    def label(self, i: int) -> str:
+        u = self.units[i]
+        return f"unit {int(self.ids[i])}" + (f" ({u.address.host}:{u.address.port})" if u.address else " (master)")
+
+    @staticmethod
+    def _flags_text(s: dict) -> str:
+        flags = int(s.get("unit_flags") or 0) if s else 0
+        bad = [FLAG_NAMES[b] for b in range(1, len(FLAG_NAMES)) if flags >> b & 1]
+        return "not available: " + (", ".join(bad) or "reported unavailable")
+
+    # ------------------------------------------------------------------ site totals
+    def site(self) -> dict:
+        """Site totals over the units that answered: PCS power (None when the master's own is unknown), SOC
+        weighted by energy, limits and energies of the available units, the rating of the units seen."""
+        pcs, soc_e, e_sum, rated = 0.0, 0.0, 0.0, 0.0
+        own_pcs = self.units[0].state.get("unit_pcs_power_w")
+        for i, u in enumerate(self.units):
+            s = u.state
+            if not (u.ok and s):
+                continue
+            if i and self.online[i] and int(s.get("parallel_state") or 0) == STATE_FOLLOWING:
+                pcs += float(self.out_w[i])      # what it was told: its reported power is up to a cycle old
+            elif s.get("unit_pcs_power_w") is not None:
+                pcs += s["unit_pcs_power_w"]
+            rated += float(s.get("unit_rated_power_w") or 0.0)
+            if self.online[i] and s.get("unit_soc_pct") is not None:
+                e = self.e_chg[i] + self.e_dchg[i]
+                soc_e += s["unit_soc_pct"] * e
+                e_sum += e
+        return {"pcs_w": None if own_pcs is None else pcs, "soc_pct": soc_e / e_sum if e_sum > 0 else None,
+                "charge_limit_w": float(self.chg_w.sum()), "discharge_limit_w": float(self.dchg_w.sum()),
+                "energy_chg_wh": float(self.e_chg.sum()), "energy_dchg_wh": float(self.e_dchg.sum()),
+                "rated_w": rated, "online": int(self.online.sum()), "units": self.M}
+
+    # ------------------------------------------------------------------ the plan
+    def plan(self) -> float:
+        """Site arbitration and distribution of the requests in req_*; returns the master's own share (W)."""
+        chg, dchg = float(self.chg_w.sum()), float(self.dchg_w.sum())
+        self.site_target_w = arb_k.arbitrate(self.req_kind, self.req_value, self.req_active, chg, dchg,
+                                             self.req_status, self.interval)
+        # the hard bounds alone (no strategy's wish): the window each slave's fallback gets its share of
+        np.copyto(self._hard_active, self.req_active)
+        self._hard_active[self.req_kind == L.REQ_TARGET] = 0
+        arb_k.arbitrate(self.req_kind, self.req_value, self._hard_active, chg, dchg, self._hard_status, self.window)
+        self.redistribute()
+        return float(self.out_w[0])
+
+    def redistribute(self) -> None:
+        self.out_w[:] = 0.0
+        if self.online.any():
+            self.unallocated_w = arb_k.distribute(self.site_target_w, self.chg_w, self.dchg_w, self.e_chg,
+                                                  self.e_dchg, self.online, self.out_w, self.work)
+        else:
+            self.unallocated_w = self.site_target_w
+        self.seq = (self.seq + 1) & 0xFFFF
+
+    def shares(self) -> np.ndarray:
+        """Each unit's fraction of the site power (by energy when the site is idle)."""
+        total = float(self.out_w.sum())
+        if abs(total) > 1.0:
+            return np.clip(self.out_w / total, 0.0, 1.0)
+        e = (self.e_chg + self.e_dchg) * self.online
+        return e / e.sum() if e.sum() > 0 else np.zeros(self.M)
+
+    def commands(self) -> list[dict]:
+        """The command block's values for each slave (index 0 of the result is unit 1)."""
+        shares = self.shares()
+        lo, hi = float(self.window[0]), float(self.window[1])
+        out = []
+        for i in range(1, self.M):
+            sh = float(shares[i])
+            rated = float(self.units[i].state.get("unit_rated_power_w") or 0.0) if self.units[i].state else 0.0
+            sp = float(self.out_w[i])
+            if rated > 0:
+                sp = max(-rated, min(sp, rated))
+            out.append({"parallel_cmd_master_id": self.par.unit_id, "parallel_cmd_unit_id": int(self.ids[i]),
+                        "parallel_cmd_units": self.par.units, "parallel_cmd_seq": self.seq,
+                        "parallel_cmd_setpoint_w": round(sp), "parallel_cmd_lease_s": round(self.par.lease_s),
+                        "parallel_cmd_share_ppm": round(sh * 1e6),
+                        "parallel_cmd_fallback_charge_w": round(min(max(-lo, 0.0) * sh, 1e7)),
+                        "parallel_cmd_fallback_discharge_w": round(min(max(hi, 0.0) * sh, 1e7))})
+        return out
+
+    def rows(self) -> list[dict]:
+        """The group for the status views and the API: each unit, its share, its state."""
+        shares = self.shares()
+        out = []
+        for i, u in enumerate(self.units):
+            s = u.state or {}
+            state = s.get("parallel_state")
+            out.append({"id": int(self.ids[i]), "address": f"{u.address.host}:{u.address.port}" if u.address else "master",
+                        "online": bool(self.online[i]), "answering": u.ok,
+                        "state": STATE_NAMES[int(state)] if state is not None and 0 <= int(state) < len(STATE_NAMES)
+                        else "unknown", "share_pct": round(float(shares[i]) * 100, 2),
+                        "setpoint_w": round(float(self.out_w[i])), "pcs_w": s.get("unit_pcs_power_w"),
+                        "soc_pct": s.get("unit_soc_pct"), "charge_max_w": s.get("unit_charge_max_w"),
+                        "discharge_max_w": s.get("unit_discharge_max_w"), "error": u.error, "id_fault": u.id_fault,
+                        "lost": u.lost})
+        return out

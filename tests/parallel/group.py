@@ -1,0 +1,78 @@
+"""A parallel site on a desk: one master and N slaves, each an `ems run --config` process with its own
+simulated cabinet (`ems sim-site`); the master's sim-site serves the site's grid meter with the slaves'
+PCS on its AC bus (`--ac-bus`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from ems.comm.net import free_port
+from tests.procs import EmsRun, sim_site
+
+SLAVE_SIM = ("--pv-profile", "none", "--load-profile", "flat", "--load-peak-w", "0")
+
+
+def unit_config(path: Path, name: str, dispatch_port: int, parallel: dict, soc_pct: float = 50.0,
+                api_port: int | None = None) -> Path:
+    cfg = {"site": {"name": name}, "battery": {"initial_soc_pct": soc_pct},
+           "dispatch": {"port": dispatch_port}, "parallel": {"enabled": True, **parallel},
+           "api": {"enabled": api_port is not None, "port": api_port or 8080}}
+    path.write_bytes(tomli_w.dumps(cfg).encode())
+    return path
+
+
+class ParallelSite:
+    """Start with `start()`; `master`, `slaves` are EmsRun; `sims[0]` the master's sim-site."""
+
+    def __init__(self, tmp: Path, slaves: int = 3, lease_s: float = 2.0, socs=None, ids=None, units=None,
+                 fallback: str = "standby"):
+        self.tmp = tmp
+        self.n = slaves
+        self.lease_s = lease_s
+        self.socs = socs or [50.0] * (slaves + 1)
+        self.ids = ids or list(range(2, slaves + 2))        # each slave's own configured ID
+        self.units = units or [slaves + 1] * slaves
+        self.fallback = fallback
+        self.ports = [free_port() for _ in range(slaves + 1)]
+        self.sims, self.slaves, self.master = [], [], None
+
+    def slave_file(self, k: int) -> Path:
+        return unit_config(self.tmp / f"slave{k}.toml", f"slave {k}", self.ports[k + 1],
+                           {"role": "slave", "unit_id": self.ids[k], "units": self.units[k], "master_id": 1,
+                            "master_address": "127.0.0.1", "lease_s": self.lease_s, "fallback": self.fallback},
+                           self.socs[k + 1])
+
+    def master_file(self) -> Path:
+        slaves = [{"id": k + 2, "address": f"127.0.0.1:{self.ports[k + 1]}"} for k in range(self.n)]
+        return unit_config(self.tmp / "master.toml", "master", self.ports[0],
+                           {"role": "master", "unit_id": 1, "units": self.n + 1, "slaves": slaves,
+                            "lease_s": self.lease_s, "timeout_ms": 300, "unit_lost_s": 1.5}, self.socs[0])
+
+    def start_slave(self, k: int, sim: bool = True) -> EmsRun:
+        if sim:
+            self.sims.append(sim_site(self.tmp, self.slave_file(k), extra=SLAVE_SIM, name=f"slave{k}-site.toml"))
+        run = EmsRun("--config", str(self.tmp / f"slave{k}-site.toml"), "--no-history",
+                     "--state", str(self.tmp / f"slave{k}-state.json"))
+        return run
+
+    def start(self) -> "ParallelSite":
+        for k in range(self.n):
+            self.slaves.append(self.start_slave(k))
+        bus = ",".join(str(self.tmp / f"slave{k}-site.toml") for k in range(self.n))
+        self.sims.insert(0, sim_site(self.tmp, self.master_file(), extra=("--ac-bus", bus, "--pv-profile", "none",
+                                                                           "--load-profile", "flat"),
+                                     name="master-site.toml"))
+        self.master = self.start_master()
+        return self
+
+    def start_master(self) -> EmsRun:
+        return EmsRun("--config", str(self.tmp / "master-site.toml"), "--no-history",
+                      "--state", str(self.tmp / "master-state.json"))
+
+    def stop(self) -> None:
+        for r in [self.master, *self.slaves]:
+            if r is not None:
+                r.stop()
+        for s in self.sims:
+            s.stop()
