@@ -84,8 +84,9 @@ def _csv(rows, columns, name: str) -> web.Response:
 
 class Api:
     def __init__(self, db_path: Path, config_path: Path | None, users: Users, commands: CommandBridge | None = None,
-                 maintenance=None, live=None):
+                 maintenance=None, live=None, parallel=None):
         self.db_path, self.config_path, self.users, self.commands = Path(db_path), config_path, users, commands
+        self.parallel = parallel            # () → the parallel group's view (ems.parallel.view), None: not offered
         self.maintenance = maintenance      # ems.board.maintenance.RemoteMaintenance, None: not offered
         self.live = live                    # ems.records.live.LiveFeed of the running site, None: not offered
         self.streams: dict[str, int] = {}   # open live streams per client address (bounded: MAX_STREAMS…)
@@ -180,6 +181,7 @@ class Api:
         r.add_get("/api/stats/{period}", self.stats)
         r.add_get("/api/history/power", self.power_history)
         r.add_get("/api/devices", self.devices)
+        r.add_get("/api/parallel", self.parallel_group)
         r.add_get("/api/parameters", self.parameters)
         r.add_get("/api/schema", self.schema)
         r.add_patch("/api/parameters", self.change_parameters)
@@ -364,6 +366,13 @@ class Api:
         if when is None:
             raise AuthError(400, "give ?date=YYYY-MM-DD, YYYY-MM or YYYY")
         return _json(self._read(R.stats, request.match_info["period"], when))
+
+    async def parallel_group(self, request):
+        """The parallel group: this unit's role and state; on a master every unit, its share, its state."""
+        self._who(request, "read")
+        if self.parallel is None:
+            raise AuthError(404, "not a running site: the parallel group is known to `ems run` only")
+        return _json(self.parallel())
 
     async def devices(self, request):
         self._who(request, "read")
@@ -655,12 +664,12 @@ class ApiServer:
 
 
 def start_api(cfg, db_path: Path, config_path: Path | None, out, commands: CommandBridge | None,
-              maintenance=None, live=None) -> ApiServer | None:
+              maintenance=None, live=None, parallel=None) -> ApiServer | None:
     """`ems run`'s API; a port that cannot be opened is reported and the site runs on without it."""
     a = cfg.api
     users = Users(Path(db_path).with_name("auth.sqlite"), a.session_ttl_min * 60.0)
     try:
-        server = ApiServer(Api(db_path, config_path, users, commands, maintenance, live), a.host, a.port,
+        server = ApiServer(Api(db_path, config_path, users, commands, maintenance, live, parallel), a.host, a.port,
                            (a.max_connections, a.max_connections_per_client, a.idle_timeout_s))
     except OSError as exc:
         import sys

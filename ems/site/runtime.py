@@ -22,6 +22,7 @@ from ems.config.schema import SiteConfig
 from ems.control.controller import Commands, Controller
 from ems.control.events import EventLog
 from ems.control.protection_table import rows_for
+from ems.parallel.view import parallel_view
 from ems.site.clock import SiteClock
 from ems.site.devices import SiteDevices, SiteError, bms_measures_insulation
 from ems.site.state import PeriodicSaver, load_state, save_state
@@ -205,14 +206,15 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             def write(self, text: str) -> None:
                 say(text.rstrip("\n"))
         records = SiteRecords(cfg, ctrl, db_path, wall_clock=time.time, devices_fn=devices.rows,
-                              status_extra=lambda: {"simulated": simulated, "remote_mode": remote()},
+                              status_extra=lambda: {"simulated": simulated, "remote_mode": remote(),
+                                                    "parallel": parallel_view(ctrl, members=False)},
                               live=cfg.api.enabled)
         records.start()
         if cfg.api.enabled:
             from ems.records.api import start_api
             maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
-                            live=records.live)
+                            live=records.live, parallel=lambda: parallel_view(ctrl))
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link)
 
     def _stop(signum, frame):

@@ -27,12 +27,13 @@ def start_units(first_port: int, units: int = UNITS, lease_s: float = 3.0) -> su
 
 
 def free_run(n: int) -> int:
-    """A first port with n free ports after it (checked, not reserved)."""
+    """A first port with n free ports after it, below the kernel's ephemeral range (where free_port's
+    answers and every outgoing connection live): checked, not reserved."""
+    import random
     import socket
+    lo_ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
     for _ in range(50):
-        first = free_port()
-        if first + n > 65000:
-            continue
+        first = random.randrange(10_000, max(lo_ephemeral - n, 10_001))
         ok = True
         for p in range(first, first + n):
             with socket.socket() as s:
