@@ -167,6 +167,10 @@ def _simulate(args) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if cfg.parallel.enabled:
+        print(f"{args.scenario}: [parallel] is enabled: a parallel site is several controllers, each `ems run` on its "
+              "own `ems sim-site` (docs/parallel.md); `ems simulate` runs one controller", file=sys.stderr)
+        return 1
     s = simulate(cfg, sim, args.out)
     print(f"{args.scenario}: {s.steps} steps of {sim.step_s:g} s in {s.wall_s:.1f} s wall; "
           f"power balance error ≤ {s.max_balance_error_w:.2g} W; final SOC {s.final_soc_pct:.1f} %; "

@@ -285,8 +285,19 @@ class DispatchServer:
         self._native_img.set_words(HOLDING, address, words)     # the last command stays readable
         self.commands.put(("parallel", cmd, None))
 
+    # a parallel slave follows its master: a setpoint written to it directly would be taken and do nothing
+    SLAVE_REFUSED = frozenset({"active_power_setpoint_w", "reactive_power_setpoint_var", "setpoint_release",
+                               "WSetEna", "WSetMod", "WSet", "WSetPct", "WSetRvrtTms", "VarSetEna", "VarSetMod",
+                               "VarSet", "VarSetRvrtTms"})
+
+    def _refuse_on_slave(self, names) -> None:
+        if self.parallel.slave and any(n in self.SLAVE_REFUSED for n in names):
+            raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, f"this unit is parallel slave {self.cfg.parallel.unit_id}: "
+                               f"dispatch the site through its master (unit {self.cfg.parallel.master_id})")
+
     def _native_write(self, address: int, words: list[int]):
         decoded = decode_write(self._native_img._by_address, HOLDING, address, words)
+        self._refuse_on_slave(r.name for r, _ in decoded)
         if not self.remote and any(r.name not in self.LOCAL_MODE_WRITABLE for r, _ in decoded):
             raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "local mode: switch control_mode to 1 (remote) first")
         if any(r.name == "clock_utc_s" for r, _ in decoded):
@@ -359,6 +370,7 @@ class DispatchServer:
                 raise WriteRefused(ExcCodes.ILLEGAL_ADDRESS, f"{p.name}: partial write")
             decoded.append((p, ss.decode(p, chunk), chunk))
             a += p.size
+        self._refuse_on_slave(p.name for p, _, _ in decoded)
         only_heartbeat = all(p.name == "ControllerHb" for p, _, _ in decoded)
         if not self.remote and not only_heartbeat:
             raise WriteRefused(ExcCodes.ILLEGAL_FUNCTION, "local mode: switch to remote (native register 0) first")

@@ -26,7 +26,7 @@ class ParallelSite:
     """Start with `start()`; `master`, `slaves` are EmsRun; `sims[0]` the master's sim-site."""
 
     def __init__(self, tmp: Path, slaves: int = 3, lease_s: float = 2.0, socs=None, ids=None, units=None,
-                 fallback: str = "standby"):
+                 fallback: str = "standby", master_api: bool = False):
         self.tmp = tmp
         self.n = slaves
         self.lease_s = lease_s
@@ -36,6 +36,7 @@ class ParallelSite:
         self.fallback = fallback
         self.ports = [free_port() for _ in range(slaves + 1)]
         self.sims, self.slaves, self.master = [], [], None
+        self.api_port = free_port() if master_api else None     # the master's HTTP API and page (with history)
 
     def slave_file(self, k: int) -> Path:
         return unit_config(self.tmp / f"slave{k}.toml", f"slave {k}", self.ports[k + 1],
@@ -47,7 +48,8 @@ class ParallelSite:
         slaves = [{"id": k + 2, "address": f"127.0.0.1:{self.ports[k + 1]}"} for k in range(self.n)]
         return unit_config(self.tmp / "master.toml", "master", self.ports[0],
                            {"role": "master", "unit_id": 1, "units": self.n + 1, "slaves": slaves,
-                            "lease_s": self.lease_s, "timeout_ms": 300, "unit_lost_s": 1.5}, self.socs[0])
+                            "lease_s": self.lease_s, "timeout_ms": 300, "unit_lost_s": 1.5}, self.socs[0],
+                           api_port=self.api_port)
 
     def start_slave(self, k: int, sim: bool = True) -> EmsRun:
         if sim:
@@ -56,7 +58,7 @@ class ParallelSite:
                      "--state", str(self.tmp / f"slave{k}-state.json"))
         return run
 
-    def start(self) -> "ParallelSite":
+    def start(self) -> ParallelSite:
         for k in range(self.n):
             self.slaves.append(self.start_slave(k))
         bus = ",".join(str(self.tmp / f"slave{k}-site.toml") for k in range(self.n))
@@ -67,7 +69,8 @@ class ParallelSite:
         return self
 
     def start_master(self) -> EmsRun:
-        return EmsRun("--config", str(self.tmp / "master-site.toml"), "--no-history",
+        records = ["--db", str(self.tmp / "master.sqlite")] if self.api_port else ["--no-history"]
+        return EmsRun("--config", str(self.tmp / "master-site.toml"), *records,
                       "--state", str(self.tmp / "master-state.json"))
 
     def stop(self) -> None:

@@ -251,3 +251,23 @@ def test_the_status_block_carries_every_value_a_unit_reports():
     assert back["unit_soc_pct"] == pytest.approx(42.5) and back["parallel_id"] == 7
     assert sb.decode(sb.encode({**values, "unit_soc_pct": None, "unit_pcs_power_w": None}))["unit_soc_pct"] is None
     assert np.isclose(back["unit_discharge_energy_wh"], 85_000)
+
+
+def test_a_slave_refuses_a_direct_dispatch_setpoint_and_points_to_its_master():
+    from ems.comm.dispatch import DispatchServer
+    srv = DispatchServer(site_from_dict({"parallel": SLAVE, "dispatch": {"start_remote": True}}))
+    reg = srv.native.registers["active_power_setpoint_w"]
+    with pytest.raises(WriteRefused) as exc:
+        srv._validate(3, reg.address, reg.encode(10_000), "127.0.0.1")
+    assert exc.value.code == ExcCodes.ILLEGAL_FUNCTION and "through its master (unit 1)" in str(exc.value)
+    fc = srv.native.registers["fault_clear"]
+    srv._validate(3, fc.address, fc.encode(1), "127.0.0.1")          # a unit's own faults it still clears
+
+
+def test_simulate_refuses_a_parallel_site_with_the_reason(tmp_path, capsys):
+    from ems.cli import main
+    scen = tmp_path / "s.toml"
+    scen.write_text('[simulation]\nstart = "2026-06-20T00:00:00+02:00"\nduration_h = 1\n'
+                    '[parallel]\nenabled = true\nrole = "slave"\nunit_id = 2\nunits = 2\n')
+    assert main(["simulate", str(scen), "--out", str(tmp_path / "out")]) == 1
+    assert "a parallel site is several controllers" in capsys.readouterr().err
