@@ -39,6 +39,7 @@ from ems.comm.profiles import Profile, shipped_profiles
 from ems.comm.sunspec_layout import SUNSPEC_BASE, Point, chain
 from ems.parallel.block import in_command_block, status_block
 from ems.parallel.slave import CommandCheck, IdConflict
+from ems.parallel.status import unit_state
 
 log = logging.getLogger("ems.dispatch")
 
@@ -529,13 +530,18 @@ class DispatchServer:
         for table, first, count in self._native_img.spans:
             if table == INPUT:
                 self.image.set_words(table, first, self._native_img.get_words(table, first, count))
-        if self.cfg.parallel.enabled:        # the status block: what the master reads of this unit
-            from ems.parallel.status import unit_state
-            sb = status_block()
-            self._native_img.publish_many(unit_state(ctrl))
-            self.image.set_words(HOLDING, sb.address, self._native_img.get_words(HOLDING, sb.address, sb.count))
+        self.publish_parallel(ctrl)
         with self._ss_lock:
             self._publish_sunspec(ctrl, pcs, soc, alarms, disp, remaining)
+
+    def publish_parallel(self, ctrl) -> None:
+        """The status block, what the master reads of this unit (every slow tick, and ~10 times a second on a
+        parallel unit: a trip or a lost BMS reaches the master's next cycle, not one a slow period later)."""
+        if not self.cfg.parallel.enabled:
+            return
+        sb = status_block()
+        self._native_img.publish_many(unit_state(ctrl))
+        self.image.set_words(HOLDING, sb.address, self._native_img.get_words(HOLDING, sb.address, sb.count))
 
     def _site_ratings(self, site: dict) -> None:
         """A master: the site's rating (the units seen) bounds the setpoints SCADA may write and is what

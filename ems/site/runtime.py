@@ -110,6 +110,9 @@ class FastPeriod:
         self.link = link                     # a master's link to its slaves (ems.parallel.link)
         self.tz = ZoneInfo(cfg.site.timezone)
         self.slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
+        # a parallel unit's status block is refreshed at ~10 Hz between slow ticks (ems.comm.dispatch)
+        self.status_every = max(1, int(round(100.0 / cfg.loops.fast_period_ms))) \
+            if cfg.parallel.enabled and dispatch is not None else 0
         self.local: datetime | None = None
 
     def period(self, n: int) -> float | None:
@@ -137,6 +140,8 @@ class FastPeriod:
             self.records.after_fast_tick()
         if n % self.slow_every == 0:
             ctrl.explain()
+        elif self.status_every and n % self.status_every == 0:
+            dispatch.publish_parallel(ctrl)
         self.local = self.clock.now().astimezone(self.tz)
         self.site_io.actuate(cmd, time.monotonic())
         return slow_s
