@@ -15,7 +15,8 @@ def main(raw_path: str, out_path: str) -> int:
     extra = []
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
-        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records", "footprint", "page"):
+        if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records", "footprint", "page",
+                                "parallel"):
             extra.append({**info, "wall_s": bench["stats"]["median"]})
             continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
@@ -52,6 +53,11 @@ def main(raw_path: str, out_path: str) -> int:
                   f"server, {what} ({e['trials']} trials, {e.get('lost', 0)} lost): p50 {e['p50_ms']:.2f} ms, "
                   f"p99 {e['p99_ms']:.2f} ms, max {e['max_ms']:.2f} ms; of it, until the fast tick that sees the "
                   f"frame p50 {e['seen_p50_ms']:.2f} / p99 {e['seen_p99_ms']:.2f} ms")
+        elif e["kind"] == "parallel" and e["case"] == "master_cycle_1000_units":
+            print(f"parallel master cycle over {e['units']} units (read all, distribute, write all): p50 "
+                  f"{e['p50_s'] * 1e3:.0f} ms, p99 {e['p99_s'] * 1e3:.0f} ms (goal ≤ 1000 ms)")
+        elif e["kind"] == "parallel":
+            print(f"parallel: a silent unit's share moved to the others after {e['wall_s']:.2f} s (median)")
         elif e["kind"] == "records":
             size = f" (database {e['db_mb_per_year']} MB per year of 5-min data)" if "db_mb_per_year" in e else ""
             print(f"history {e['case']:<26} {e['wall_s'] * 1e3:8.2f} ms{size}")

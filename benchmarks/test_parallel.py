@@ -61,7 +61,7 @@ def master():
 def test_bench_master_cycle_1000_units(benchmark, master):
     assert int(master["group"].online[1:].sum()) == UNITS
     benchmark.group = "parallel-master-cycle"
-    benchmark.extra_info.update(case="master_cycle_1000_units", units=UNITS + 1)
+    benchmark.extra_info.update(kind="parallel", case="master_cycle_1000_units", units=UNITS + 1)
     took: list[float] = []
 
     def timed() -> None:
@@ -101,5 +101,5 @@ def test_bench_share_moves_after_a_unit_drops_out(benchmark, master):
                 return
             time.sleep(0.001)
     benchmark.group = "parallel-share-move"
-    benchmark.extra_info.update(case="share_move_after_drop", units=UNITS + 1)
+    benchmark.extra_info.update(kind="parallel", case="share_move_after_drop", units=UNITS + 1)
     benchmark.pedantic(drop, rounds=5, iterations=1)

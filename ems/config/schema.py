@@ -501,6 +501,17 @@ class Parallel:
     fallback: str = spec("standby", choices=("standby", "self_use"), doc="slave, when the master's lease lapses: "
                          "standby (0 W) or self-use on its own grid meter reading, limited to its share of the site's "
                          "last limits")
+    backup_id: int = spec(0, 0, 1000, "", "slave: the backup master's parallel ID (0: none): its commands are taken "
+                          "only once the master's lease has lapsed here, and then the master's only once the backup's "
+                          "has (or the backup hands back): never two masters at once")
+    backup_address: str = spec("", doc="slave: the backup master's IP address (only it may write as the backup)")
+    backup_master: bool = spec(False, doc="slave: this unit is the group's backup master: it takes over (site "
+                               "strategies, the slaves listed here) when the master has been silent for its lease plus "
+                               "takeover_s, and hands back once the master has run again for takeover_s")
+    takeover_s: float = spec(5.0, 1.0, 600.0, "s", "backup master: the wait after its own lease from the master "
+                             "lapsed before it takes over (and the master's healthy run before it hands back)")
+    master_dispatch: str = spec("", doc="backup master: HOST:PORT of the master's dispatch server, watched for its "
+                                "return while the backup is in control")
 
 
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner", "bms", "io_module")

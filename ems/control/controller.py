@@ -205,7 +205,7 @@ class Controller:
     def _follower_alarms(self, now) -> None:
         """A slave's 56 while the master's lease has lapsed, 57 while commands for another unit arrive."""
         f, mono = self.follower, self.clock.monotonic_s()
-        state = f.state(mono)
+        state = "acting" if self.group is not None else f.state(mono)     # a backup master in control
         if state != self._follow_state:
             self.events.emit(now, "parallel_state", None, "parallel", EMS_ID,
                              detail=f"{self._follow_state or 'start'} → {state}")
@@ -219,6 +219,21 @@ class Controller:
             self._raise(now, 57, EMS_ID, f.conflict_reason, holder="parallel")
         else:
             self._clear(now, 57, EMS_ID, "no conflicting command any more", holder="parallel")
+
+    def take_over(self, cfg_master, group) -> None:
+        """A backup master takes the group: the site's strategies (as the master's config builds them) and the
+        group's plan from this slow tick on."""
+        self.strategies = build(cfg_master)
+        self._by_name = {s.name: s for s in self.strategies}
+        self._feed_in = self._feed_in_limit()
+        self.group = group
+
+    def stand_down(self) -> None:
+        """A backup master hands back: a slave's strategies again (it follows the master's next command)."""
+        self.group = None
+        self.strategies = build(self.cfg)
+        self._by_name = {s.name: s for s in self.strategies}
+        self._feed_in = self._feed_in_limit()
 
     def parallel_replan(self) -> None:
         """A master: a cycle moved a unit in or out of the group: share the site target again now (not only
@@ -494,7 +509,8 @@ class Controller:
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
                               self.operator["forced_charge"], dispatch, self.operator["generator"],
                               self._reset_for_slow),
-            parallel=self.follower.view(self.clock.monotonic_s()) if self.follower is not None else None,
+            parallel=self.follower.view(self.clock.monotonic_s()) if self.follower is not None and self.group is None
+            else None,
         )
 
     def slow_tick(self) -> Snapshot:

@@ -52,6 +52,7 @@ class UnitView:
     error: str = "not contacted yet"
     id_fault: str = ""
     lost: bool = False
+    held_by: int = 0                  # another master holds the unit now (a backup master in control)
 
 
 class ParallelGroup:
@@ -83,14 +84,20 @@ class ParallelGroup:
         self.cycles = 0
         self._lock = threading.Lock()
         self._pending: list[Outcome | None] | None = None
+        self.release = False                  # a backup handing back: the next commands free the units at once
+        self.yielding_to = 0                  # another master holds units: this one commands nothing
+        self._yield_was = 0
+        self.watch: Outcome | None = None     # a backup: the master's own status block, read each cycle
         self.changed = threading.Event()      # set by the link when a cycle moved a unit in or out
         self.events: list[tuple[str, int, str]] = []     # (kind, unit index, detail) since the last slow tick
 
     # ------------------------------------------------------------------ from the link (I/O thread)
-    def take_cycle(self, outcomes: list[Outcome | None]) -> None:
-        """A finished cycle: outcome per slave (index 1 …; None: not attempted)."""
+    def take_cycle(self, outcomes: list[Outcome | None], watch: Outcome | None = None) -> None:
+        """A finished cycle: outcome per slave (index 1 …; None: not attempted); a backup's read of its master."""
         with self._lock:
             self._pending = outcomes
+            if watch is not None:
+                self.watch = watch
             before = self.online[1:].copy()
         now_ok = np.array([o is not None and o.ok and self._usable(i + 1, o.values) for i, o in enumerate(outcomes)],
                           np.uint8)
@@ -103,6 +110,8 @@ class ParallelGroup:
     def _id_problem(self, i: int, v: dict) -> str:
         want = int(self.ids[i])
         got = int(v.get("parallel_id") or 0)
+        if got == 0 and not int(v.get("unit_heartbeat") or 0):
+            return ""                        # starting: its status not published yet (and not available either)
         if got != want:
             return f"answers as unit {got}, configured as unit {want}"
         if int(v.get("parallel_role") or 0) != ROLE_SLAVE:
@@ -125,10 +134,12 @@ class ParallelGroup:
             for k, o in enumerate(pending):
                 if o is not None:
                     self._take(k + 1, o)
-        reported: dict[int, int] = {}
-        for i, u in enumerate(self.units):
-            if i and u.ok and u.state:
-                reported.setdefault(int(u.state.get("parallel_id") or 0), i)
+        self.yielding_to = next((u.held_by for u in self.units if u.held_by), 0)
+        if self.yielding_to != self._yield_was:
+            self.events.append(("parallel_yield", 0, f"master {self.yielding_to} holds the units: this one commands "
+                                "nothing until they are free" if self.yielding_to else "the units take this master's "
+                                "commands again"))
+            self._yield_was = self.yielding_to
         for i, u in enumerate(self.units):
             s = u.state
             fresh = u.ok and now_s - u.seen_s <= self.cfg.loops.slow_period_ms / 1000.0 * 2 + self.par.timeout_ms / 1000
@@ -151,14 +162,20 @@ class ParallelGroup:
     def _take(self, i: int, o: Outcome) -> None:
         u = self.units[i]
         if o.ok:
-            u.ok, u.state, u.seen_s, u.error = True, o.values or {}, o.at_s, ""
+            u.ok, u.state, u.seen_s, u.error, u.held_by = True, o.values or {}, o.at_s, "", 0
             u.id_fault = self._id_problem(i, u.state)
-        else:
-            u.ok, u.error = False, o.error
-            if o.refused and o.values:           # the unit refused the command: its own view of its IDs
-                u.id_fault = self._id_problem(i, o.values) or f"refused the command: {o.error}"
-            elif o.refused:
+            return
+        u.ok, u.error, u.held_by = False, o.error, 0
+        if o.refused and o.values:               # the unit refused the command: its own view of itself
+            other = int(o.values.get("parallel_following_id") or 0)
+            u.id_fault = self._id_problem(i, o.values)
+            if not u.id_fault and other not in (0, self.par.unit_id):
+                u.held_by, u.seen_s, u.state = other, o.at_s, o.values   # alive, another master's: no alarm
+                u.error = f"held by master {other}"
+            elif not u.id_fault:
                 u.id_fault = f"refused the command: {o.error}"
+        elif o.refused:
+            u.id_fault = f"refused the command: {o.error}"
 
     def alarms(self, ctrl) -> None:
         """57 per unit while its IDs disagree (slow tick)."""
@@ -221,7 +238,13 @@ class ParallelGroup:
 
     def redistribute(self) -> None:
         self.out_w[:] = 0.0
-        if self.online.any():
+        if self.yielding_to:
+            # another master holds the group: this one commands each unit what it does now, so the first command
+            # a unit takes once it is free changes nothing (a bumpless transfer), and its own cabinet idles
+            for i, u in enumerate(self.units[1:], 1):
+                self.out_w[i] = float(u.state.get("unit_setpoint_w") or 0.0) if u.state else 0.0
+            self.unallocated_w = 0.0
+        elif self.online.any():
             self.unallocated_w = arb_k.distribute(self.site_target_w, self.chg_w, self.dchg_w, self.e_chg,
                                                   self.e_dchg, self.online, self.out_w, self.work)
         else:
@@ -252,7 +275,8 @@ class ParallelGroup:
                         "parallel_cmd_setpoint_w": round(sp), "parallel_cmd_lease_s": round(self.par.lease_s),
                         "parallel_cmd_share_ppm": round(sh * 1e6),
                         "parallel_cmd_fallback_charge_w": round(min(max(-lo, 0.0) * sh, 1e7)),
-                        "parallel_cmd_fallback_discharge_w": round(min(max(hi, 0.0) * sh, 1e7))})
+                        "parallel_cmd_fallback_discharge_w": round(min(max(hi, 0.0) * sh, 1e7)),
+                        "parallel_cmd_release": int(self.release)})
         return out
 
     def rows(self) -> list[dict]:
@@ -269,5 +293,5 @@ class ParallelGroup:
                         "setpoint_w": round(float(self.out_w[i])), "pcs_w": s.get("unit_pcs_power_w"),
                         "soc_pct": s.get("unit_soc_pct"), "charge_max_w": s.get("unit_charge_max_w"),
                         "discharge_max_w": s.get("unit_discharge_max_w"), "error": u.error, "id_fault": u.id_fault,
-                        "lost": u.lost})
+                        "lost": u.lost, "held_by": u.held_by})
         return out

@@ -26,12 +26,14 @@ EXC_NAMES = {1: "illegal function", 2: "illegal address", 3: "illegal value", 4:
 
 class ParallelLink:
     def __init__(self, io, group: ParallelGroup, units: list[UnitAddress], timeout_s: float, modbus_unit: int = 1,
-                 now=time.monotonic):
-        """now: the controller's monotonic clock (what the group compares the outcomes' times with)."""
+                 now=time.monotonic, watch: UnitAddress | None = None):
+        """now: the controller's monotonic clock (what the group compares the outcomes' times with); watch: a
+        backup master's master, whose status block is read in every cycle (never written)."""
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)   # the link reports each unit's state itself
         self.io, self.group, self.units = io, group, units
         self.timeout_s, self.modbus_unit, self.now = timeout_s, modbus_unit, now
-        self.clients: list[AsyncModbusTcpClient | None] = [None] * len(units)
+        self.watch = watch
+        self.clients: list[AsyncModbusTcpClient | None] = [None] * (len(units) + (watch is not None))
         self.cycle_s: collections.deque = collections.deque(maxlen=4096)   # durations of finished cycles
         self.cycles = 0
         self._running = False
@@ -55,8 +57,12 @@ class ParallelLink:
         try:
             while commands is not None:
                 t0 = time.perf_counter()
-                outcomes = await asyncio.gather(*[self._one(i, c) for i, c in enumerate(commands)])
-                self.group.take_cycle(list(outcomes))
+                jobs = [self._one(i, c) for i, c in enumerate(commands)]
+                if self.watch is not None:
+                    jobs.append(self._read_watch())
+                outcomes = list(await asyncio.gather(*jobs))
+                watch = outcomes.pop() if self.watch is not None else None
+                self.group.take_cycle(outcomes, watch)
                 self.cycle_s.append(time.perf_counter() - t0)
                 self.cycles += 1
                 commands, self._next = self._next, None
@@ -71,7 +77,7 @@ class ParallelLink:
             return c
         if c is not None:
             c.close()
-        u = self.units[i]
+        u = self.units[i] if i < len(self.units) else self.watch
         c = self.clients[i] = AsyncModbusTcpClient(u.host, port=u.port, timeout=self.timeout_s, retries=0,
                                                    reconnect_delay=0, reconnect_delay_max=0)
         try:
@@ -113,6 +119,21 @@ class ParallelLink:
             return Outcome(True, values=sb.decode(rr.registers), at_s=at)
         except ValueError as exc:
             return Outcome(False, error=f"bad status block: {exc}", at_s=at)
+
+    async def _read_watch(self) -> Outcome:
+        sb = status_block()
+        c = await self._client(len(self.units))
+        if c is None:
+            return Outcome(False, error="no connection", at_s=self.now())
+        try:
+            rr = await asyncio.wait_for(c.read_holding_registers(sb.address, count=sb.count, device_id=self.modbus_unit),
+                                        self.timeout_s * 1.5)
+        except (asyncio.TimeoutError, ModbusException, OSError) as exc:
+            c.close()
+            return Outcome(False, error=f"no answer ({type(exc).__name__})", at_s=self.now())
+        if rr.isError():
+            return Outcome(False, error=f"refused the read: {rr}", at_s=self.now())
+        return Outcome(True, values=sb.decode(rr.registers), at_s=self.now())
 
     def stop(self) -> None:
         async def close():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ems._core import layout as L
 from ems.parallel.block import (AVAILABLE, BMS_LOST, CHARGE_PROHIBITED, DISCHARGE_PROHIBITED, PCS_LOST,
-                                PCS_STOPPED, ROLE_SINGLE, ROLES, SAFETY_STOP, STATE_MASTER, STATE_NAMES,
-                                STATE_SINGLE, TRIP)
+                                PCS_STOPPED, ROLE_SINGLE, ROLES, SAFETY_STOP, STATE_ACTING, STATE_MASTER,
+                                STATE_NAMES, STATE_SINGLE, TRIP)
 
 
 def unit_state(ctrl) -> dict:
@@ -24,13 +24,18 @@ def unit_state(ctrl) -> dict:
     flags = ((available << AVAILABLE) | ((not bms_ok) << BMS_LOST) | ((pcs_w is None) << PCS_LOST)
              | ((tripping or tripped) << TRIP) | ((not run) << PCS_STOPPED) | (safety << SAFETY_STOP)
              | (chg_prohibited << CHARGE_PROHIBITED) | (dchg_prohibited << DISCHARGE_PROHIBITED))
+    following = 0
     if not par.enabled:
         role, state = ROLE_SINGLE, STATE_SINGLE
     elif par.role == "master":
         role, state = ROLES["master"], STATE_MASTER
+    elif ctrl.group is not None:         # the backup master in control
+        role, state, following = ROLES["slave"], STATE_ACTING, par.unit_id
     else:
         role = ROLES["slave"]
-        state = STATE_NAMES.index(ctrl.follower.state(ctrl.clock.monotonic_s()))
+        now = ctrl.clock.monotonic_s()
+        state = STATE_NAMES.index(ctrl.follower.state(now))
+        following = ctrl.follower.following_id(now)
     alarms = sorted(code for code, _ in ctrl.status.active_alarms)
     clip = lambda v, hi=2e9: max(0.0, min(float(v), hi))          # noqa: E731
     return {
@@ -46,5 +51,5 @@ def unit_state(ctrl) -> dict:
         "parallel_seq_echo": ctrl.follower.cmd.seq if getattr(ctrl, "follower", None) and ctrl.follower.cmd else 0,
         "unit_rated_power_w": cfg.pcs.rated_power_w,
         "unit_first_alarm": alarms[0] if alarms else 0,
-        "unit_heartbeat": ctrl.heartbeat & 0xFFFF,
+        "unit_heartbeat": ctrl.heartbeat & 0xFFFF, "parallel_following_id": following,
     }

@@ -82,37 +82,74 @@ def check(cfg) -> list[tuple[str, object, str]]:
     if par.unit_id > par.units:
         out.append(("parallel.unit_id", par.unit_id, f"outside the group: IDs are 1 … units ({par.units})"))
     if par.role == "slave":
-        if par.master_id == par.unit_id:
-            out.append(("parallel.master_id", par.master_id, "is this unit's own ID (parallel.unit_id)"))
-        if par.master_id > par.units:
-            out.append(("parallel.master_id", par.master_id, f"outside the group: IDs are 1 … units ({par.units})"))
+        _check_slave(cfg, out)
+        if not par.backup_master:
+            return out
+        others = {par.unit_id, par.master_id}
+        _check_units(cfg, out, others, par.units - 2, "the backup lists the units it commands when it takes over: "
+                     "units must be that plus the master and itself")
         try:
-            ipaddress.ip_address(par.master_address)
-        except ValueError:
-            out.append(("parallel.master_address", par.master_address, "not an IP address: it would match no client"))
-        if par.slaves or par.slave_ranges:
-            out.append(("parallel.slaves", "…", "a slave lists no slaves (only the master does)"))
-        if not cfg.dispatch.server_enabled:
-            out.append(("dispatch.server_enabled", False, "a slave takes the master's commands on its dispatch "
-                        "server: enable it"))
-        if par.fallback == "self_use" and not any(d.role == "grid_meter" for d in cfg.devices.modbus):
-            out.append(("parallel.fallback", "self_use", "needs a grid meter in [[devices.modbus]] (role "
-                        "grid_meter); without one choose standby"))
+            parse_address(par.master_dispatch)
+        except ValueError as exc:
+            out.append(("parallel.master_dispatch", par.master_dispatch, f"{exc}: the backup watches the master there"))
+        if par.takeover_s < par.lease_s:
+            out.append(("parallel.takeover_s", par.takeover_s, f"below parallel.lease_s ({par.lease_s:g} s)"))
+        if not any(d.role == "grid_meter" for d in cfg.devices.modbus):
+            out.append(("parallel.backup_master", True, "the backup runs the site's strategies when it takes over: it "
+                        "needs the site's grid meter in [[devices.modbus]] (role grid_meter)"))
         return out
+    _check_units(cfg, out, {par.unit_id}, par.units - 1, "units must be that plus the master")
+    return out
+
+
+def _check_slave(cfg, out: list) -> None:
+    par = cfg.parallel
+    if par.master_id == par.unit_id:
+        out.append(("parallel.master_id", par.master_id, "is this unit's own ID (parallel.unit_id)"))
+    if par.master_id > par.units:
+        out.append(("parallel.master_id", par.master_id, f"outside the group: IDs are 1 … units ({par.units})"))
+    for key in ("master_address",) + (("backup_address",) if par.backup_id and not par.backup_master else ()):
+        try:
+            ipaddress.ip_address(getattr(par, key))
+        except ValueError:
+            out.append((f"parallel.{key}", getattr(par, key), "not an IP address: it would match no client"))
+    if par.backup_id:
+        if par.backup_id == par.master_id:
+            out.append(("parallel.backup_id", par.backup_id, "is the master's ID: the backup is another unit"))
+        if par.backup_id > par.units:
+            out.append(("parallel.backup_id", par.backup_id, f"outside the group: IDs are 1 … units ({par.units})"))
+        if par.backup_master and par.backup_id != par.unit_id:
+            out.append(("parallel.backup_id", par.backup_id, f"this unit is the backup (backup_master): its backup_id "
+                        f"is its own ID {par.unit_id} or 0"))
+        if not par.backup_master and par.backup_id == par.unit_id:
+            out.append(("parallel.backup_id", par.backup_id, "is this unit's own ID: set backup_master = true on it"))
+    if (par.slaves or par.slave_ranges) and not par.backup_master:
+        out.append(("parallel.slaves", "…", "a slave lists no slaves (only the master and a backup master do)"))
+    if not cfg.dispatch.server_enabled:
+        out.append(("dispatch.server_enabled", False, "a slave takes the master's commands on its dispatch "
+                    "server: enable it"))
+    if par.fallback == "self_use" and not any(d.role == "grid_meter" for d in cfg.devices.modbus):
+        out.append(("parallel.fallback", "self_use", "needs a grid meter in [[devices.modbus]] (role "
+                    "grid_meter); without one choose standby"))
+
+
+def _check_units(cfg, out: list, not_listed: set[int], count: int, count_why: str) -> None:
+    """A commanding unit's list of units: parses, the right count, IDs and addresses once each."""
+    par = cfg.parallel
     try:
         units = slave_units(par)
     except ValueError as exc:
         key, _, why = str(exc).partition(": ")
         out.append((key, "…", why))
-        return out
-    if len(units) != par.units - 1:
-        out.append(("parallel.units", par.units, f"the master lists {len(units)} slave(s): units must be that "
-                    f"plus the master ({len(units) + 1})"))
+        return
+    if len(units) != count:
+        out.append(("parallel.units", par.units, f"{len(units)} unit(s) listed: {count_why} ({len(units)} + "
+                    f"{par.units - count})"))
     seen_id: dict[int, UnitAddress] = {}
     seen_addr: dict[tuple[str, int], UnitAddress] = {}
     for u in units:
-        if u.id == par.unit_id:
-            out.append(("parallel.slaves", u.id, f"ID {u.id} is the master's own (parallel.unit_id): the master is "
+        if u.id in not_listed:
+            out.append(("parallel.slaves", u.id, f"ID {u.id} is this unit's own or its master's: the master is "
                         "listed once"))
         elif u.id in seen_id:
             out.append(("parallel.slaves", u.id, f"ID {u.id} is given twice ({seen_id[u.id].host}:"
@@ -131,4 +168,3 @@ def check(cfg) -> list[tuple[str, object, str]]:
     if par.lease_s * 1000.0 < 2 * cfg.loops.slow_period_ms:
         out.append(("parallel.lease_s", par.lease_s, f"shorter than two slow periods "
                     f"({2 * cfg.loops.slow_period_ms / 1000:g} s): one late cycle would drop every slave"))
-    return out

@@ -61,7 +61,8 @@ class LightUnit:
                   "unit_setpoint_w": self.setpoint_w,
                   "parallel_seq_echo": self.follower.cmd.seq if self.follower.cmd else 0,
                   "unit_rated_power_w": self.rated_w, "unit_first_alarm": 56 if view.state == "fallback" else 0,
-                  "unit_heartbeat": self.heartbeat & 0xFFFF}
+                  "unit_heartbeat": self.heartbeat & 0xFFFF,
+                  "parallel_following_id": self.follower.following_id(now)}
         self.image.set_words(HOLDING, sb.address, sb.encode(values))
 
 

@@ -80,14 +80,23 @@ def parallel_master(cfg: SiteConfig) -> set[str]:
 
 
 def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
-    """A master: the group (ctrl.group) and the link to its slaves; None on a slave or a single machine."""
+    """A master: the group (ctrl.group) and the link to its slaves; a backup master: its BackupMaster (its
+    link idle until it takes over). Returns (link, backup); (None, None) on a slave or a single machine."""
     par = cfg.parallel
     if not par.enabled:
-        return None
+        return None, None
     if par.role == "slave":
         say(f"parallel: slave, unit {par.unit_id} of {par.units}, master {par.master_id} at {par.master_address} "
-            f"(lease {par.lease_s:g} s, fallback {par.fallback})")
-        return None
+            f"(lease {par.lease_s:g} s, fallback {par.fallback})"
+            + (f", backup master {par.backup_id} at {par.backup_address}" if par.backup_id and not par.backup_master
+               else ""))
+        if not par.backup_master:
+            return None, None
+        from ems.parallel.backup import BackupMaster
+        backup = BackupMaster(cfg, ctrl, io, ctrl.clock.monotonic_s())
+        say(f"parallel: this unit is the backup master: it takes over {len(backup.group.units) - 1} unit(s) when "
+            f"master {par.master_id} has been silent for its lease and {par.takeover_s:g} s")
+        return backup.link, backup
     from ems.parallel.group import ParallelGroup
     from ems.parallel.link import ParallelLink
     from ems.parallel.units import slave_units
@@ -95,7 +104,8 @@ def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
     ctrl.group = ParallelGroup(cfg, units, ctrl.clock.monotonic_s())
     say(f"parallel: master, unit {par.unit_id} of {par.units}: {len(units)} slave(s) over Modbus TCP (FC23 per "
         f"unit and slow tick, timeout {par.timeout_ms:g} ms, lease {par.lease_s:g} s)")
-    return ParallelLink(io, ctrl.group, units, par.timeout_ms / 1000.0, par.modbus_unit_id, ctrl.clock.monotonic_s)
+    return ParallelLink(io, ctrl.group, units, par.timeout_ms / 1000.0, par.modbus_unit_id,
+                        ctrl.clock.monotonic_s), None
 
 
 class FastPeriod:
@@ -104,10 +114,11 @@ class FastPeriod:
     the actuators. The latency benchmark drives the same object."""
 
     def __init__(self, cfg: SiteConfig, ctrl: Controller, site_io, dispatch: DispatchServer | None, clock,
-                 records=None, link=None):
+                 records=None, link=None, backup=None):
         self.cfg, self.ctrl, self.site_io, self.dispatch, self.clock = cfg, ctrl, site_io, dispatch, clock
         self.records = records
         self.link = link                     # a master's link to its slaves (ems.parallel.link)
+        self.backup = backup                 # a backup master's takeover logic (ems.parallel.backup)
         self.tz = ZoneInfo(cfg.site.timezone)
         self.slow_every = max(1, int(round(cfg.loops.slow_period_ms / cfg.loops.fast_period_ms)))
         # a parallel unit's status block is refreshed at ~10 Hz between slow ticks (ems.comm.dispatch)
@@ -124,15 +135,17 @@ class FastPeriod:
         slow_s = None
         if n % self.slow_every == 0:
             t_slow = time.monotonic()
+            if self.backup is not None:
+                self.backup.tick(ctrl, dispatch, ctrl.clock.monotonic_s())
             ctrl.slow_tick()
             if dispatch is not None:
                 dispatch.publish(ctrl)
             if self.records is not None:
                 self.records.after_slow_tick()
-            if self.link is not None:
+            if self.link is not None and ctrl.group is not None:
                 self.link.submit(ctrl.group.commands())
             slow_s = time.monotonic() - t_slow
-        elif self.link is not None and ctrl.group.changed.is_set():
+        elif self.link is not None and ctrl.group is not None and ctrl.group.changed.is_set():
             ctrl.parallel_replan()           # a unit came or went: its share moves now, not at the next slow tick
             self.link.submit(ctrl.group.commands())
         cmd = ctrl.fast_tick(self.cfg.loops.fast_period_ms)
@@ -192,7 +205,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
     for line in site_io.notes():
         say(line)
     dispatch = start_dispatch(cfg, io, say, clock)
-    link = start_parallel(cfg, ctrl, io, say)
+    link, backup = start_parallel(cfg, ctrl, io, say)
     remote = (lambda: dispatch.remote) if dispatch is not None else (lambda: None)     # noqa: E731
     records = api = None
     stop = {"at": None}               # monotonic time to stop at (a signal: now; the API: shortly)
@@ -220,7 +233,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live, parallel=lambda: parallel_view(ctrl))
-    loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link)
+    loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link, backup)
 
     def _stop(signum, frame):
         stop["at"] = time.monotonic()

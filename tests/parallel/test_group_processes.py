@@ -98,11 +98,44 @@ def test_two_units_with_one_id_are_an_id_fault_on_the_master_and_the_unit(tmp_pa
     try:
         ps.start()
         m = ps.master
-        line = m.wait_for(lambda s: "EMS_parallel_id_fault(57)" in s, 30)
-        assert line and "parallel 2/3 units" in line, m.text()[-2000:]
+        line = m.wait_for(lambda s: "EMS_parallel_id_fault(57)" in s and "parallel 2/3 units" in s, 30)
+        assert line and line.count("(57)") == 1, m.text()[-2000:]          # the one unit, not the other
         s = ps.slaves[1]
         assert s.wait_for(lambda x: "EMS_parallel_id_fault(57)" in x, 10), s.text()[-1500:]
         # the unit with the right ID at the right address is not disturbed
         assert ps.slaves[0].wait_for(lambda x: "following" in x and "alarms none" in x, 10)
+    finally:
+        ps.stop()
+
+
+def test_the_backup_master_takes_over_when_the_master_is_silent_and_hands_back_without_a_gap(tmp_path):
+    ps = ParallelSite(tmp_path, slaves=2, lease_s=2.0, socs=[50.0, 50.0, 50.0], backup=True, takeover_s=2.0)
+    try:
+        ps.start()
+        m, backup, slave = ps.master, ps.slaves[0], ps.slaves[1]
+        assert m.wait_for(lambda s: "parallel 3/3 units" in s, 30), m.text()[-2000:] + "".join(m.err[-20:])
+        assert slave.wait_for(lambda s: "following master 1" in s, 10)
+        t0 = time.monotonic()
+        m.stop(signal.SIGTERM)
+        # the slave loses its master (56), then follows the backup: 56 clears, the backup commands the group
+        assert slave.wait_for(lambda s: "EMS_parallel_comm_lost(56)" in s, 2 * ps.lease_s + 1.5, t0)
+        line = slave.wait_for(lambda s: "following backup master 2" in s and "alarms none" in s,
+                              ps.lease_s + ps.takeover_s + 5, t0)
+        assert line, slave.text()[-2000:]
+        assert backup.wait_for(lambda s: "parallel 2/2 units" in s, 5, t0), backup.text()[-2000:]
+        time.sleep(6)                                   # the backup's self-use on the site meter settles
+        grid = [truth(ps.sims[0])["grid_w"] for _ in range(15) if time.sleep(0.2) is None]
+        assert abs(statistics.mean(grid)) < 5000, grid
+        assert abs(truth(ps.sims[2])["pcs_w"]) > 10_000          # the slave carries its share under the backup
+        # the master returns: it commands nothing while the backup holds the units, then takes them back
+        t1 = time.monotonic()
+        ps.master = m = ps.start_master()
+        assert m.wait_for(lambda s: "parallel 3/3 units" in s, ps.takeover_s + 15, t1), m.text()[-2000:]
+        assert slave.wait_for(lambda s: "following master 1" in s, 5, t1), slave.text()[-1500:]
+        assert backup.wait_for(lambda s: "following master 1" in s and "alarms none" in s, 10, t1), \
+            backup.text()[-1500:]
+        # handed back without a gap: the slave never lost its master on the way, nobody saw an ID fault
+        assert not [s for t, s in slave.lines if t >= t1 and "EMS_parallel_comm_lost(56)" in s]
+        assert not [s for r in (m, backup, slave) for t, s in r.lines if t >= t0 and "(57)" in s]
     finally:
         ps.stop()

@@ -44,7 +44,7 @@ def test_a_consistent_group_passes_and_a_range_expands_to_consecutive_addresses(
 
 
 @pytest.mark.parametrize("change, key, words", [
-    ({"units": 4}, "parallel.units", "lists 2 slave(s)"),
+    ({"units": 4}, "parallel.units", "2 unit(s) listed"),
     ({"slaves": [{"id": 2, "address": "10.0.0.2:1502"}, {"id": 2, "address": "10.0.0.3:1502"}]}, "parallel.slaves",
      "given twice"),
     ({"slaves": [{"id": 1, "address": "10.0.0.2:1502"}, {"id": 3, "address": "10.0.0.3:1502"}]}, "parallel.slaves",
@@ -75,7 +75,8 @@ def test_a_slave_needs_its_dispatch_server_an_ip_for_its_master_and_a_meter_for_
 def command(**over) -> dict:
     v = {"parallel_cmd_master_id": 1, "parallel_cmd_unit_id": 2, "parallel_cmd_units": 3, "parallel_cmd_seq": 7,
          "parallel_cmd_setpoint_w": 40_000, "parallel_cmd_lease_s": 3, "parallel_cmd_share_ppm": 250_000,
-         "parallel_cmd_fallback_charge_w": 25_000, "parallel_cmd_fallback_discharge_w": 20_000}
+         "parallel_cmd_fallback_charge_w": 25_000, "parallel_cmd_fallback_discharge_w": 20_000,
+         "parallel_cmd_release": 0}
     v.update(over)
     return v
 
@@ -172,7 +173,7 @@ def slave_state(uid: int, soc: float, rated: float = 100e3, energy: float = 200e
             "unit_charge_max_w": rated, "unit_discharge_max_w": rated, "unit_soc_pct": soc,
             "unit_charge_energy_wh": (100 - soc) / 100 * energy, "unit_discharge_energy_wh": soc / 100 * energy,
             "unit_pcs_power_w": 0.0, "unit_setpoint_w": 0.0, "parallel_seq_echo": 0, "unit_rated_power_w": rated,
-            "unit_first_alarm": 0, "unit_heartbeat": 1}
+            "unit_first_alarm": 0, "unit_heartbeat": 1, "parallel_following_id": 1}
 
 
 @pytest.fixture
@@ -271,3 +272,107 @@ def test_simulate_refuses_a_parallel_site_with_the_reason(tmp_path, capsys):
                     '[parallel]\nenabled = true\nrole = "slave"\nunit_id = 2\nunits = 2\n')
     assert main(["simulate", str(scen), "--out", str(tmp_path / "out")]) == 1
     assert "a parallel site is several controllers" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- a backup master
+BACKED = {**SLAVE, "unit_id": 3, "backup_id": 2, "backup_address": "10.0.0.2"}
+BACKUP = {**SLAVE, "backup_master": True, "backup_id": 2, "master_dispatch": "10.0.0.1:1502",
+          "slaves": [{"id": 3, "address": "10.0.0.3:1502"}]}
+
+
+METER = {"modbus": [{"name": "grid_meter", "role": "grid_meter", "model": "DTSU666-H"}]}
+
+
+def test_a_backup_master_needs_the_units_it_commands_the_master_to_watch_and_the_site_meter():
+    meter = METER
+    assert problems(BACKED) == {}
+    assert problems(BACKUP, devices=meter) == {}
+    assert "parallel.backup_master" in problems(BACKUP)                          # no grid meter
+    assert "parallel.units" in problems({**BACKUP, "slaves": []}, devices=meter)
+    assert "parallel.master_dispatch" in problems({**BACKUP, "master_dispatch": ""}, devices=meter)
+    assert "parallel.backup_id" in problems({**BACKED, "backup_id": 1})           # the master is no backup
+    assert "parallel.slaves" in problems({**BACKED, "slaves": [{"id": 2, "address": "10.0.0.2:1502"}]})
+
+
+def backed_check(clock):
+    return CommandCheck(site_from_dict({"parallel": BACKED}), 1e5, now=lambda: clock[0])
+
+
+def cmd_words(master_id: int, release: int = 0) -> list[int]:
+    return command_block().encode(command(parallel_cmd_master_id=master_id, parallel_cmd_unit_id=3,
+                                          parallel_cmd_release=release))
+
+
+def test_never_two_masters_a_unit_takes_the_backup_only_once_the_masters_lease_has_run_out():
+    clock = [0.0]
+    check, a = backed_check(clock), command_block().address
+    assert check.check(a, cmd_words(1), "10.0.0.1").master_id == 1              # the master holds it for 3 s
+    clock[0] = 2.9
+    with pytest.raises(WriteRefused) as exc:
+        check.check(a, cmd_words(2), "10.0.0.2")
+    assert exc.value.code == ExcCodes.ILLEGAL_FUNCTION and not isinstance(exc.value, IdConflict)
+    assert "follows master 1" in str(exc.value)
+    clock[0] = 3.1                                                               # the lease ran out: the backup
+    assert check.check(a, cmd_words(2), "10.0.0.2").master_id == 2
+    with pytest.raises(WriteRefused):                                            # ... and the master must wait
+        check.check(a, cmd_words(1), "10.0.0.1")
+    assert check.check(a, cmd_words(2, release=1), "10.0.0.2").release          # the backup hands back:
+    assert check.check(a, cmd_words(1), "10.0.0.1").master_id == 1              # the master at once
+    with pytest.raises(IdConflict):                                              # the backup's ID from the master's
+        check.check(a, cmd_words(2), "10.0.0.1")                                # address is a conflict
+
+
+def test_the_backup_in_control_takes_no_command_and_the_master_yields_to_it(group):
+    g, ctrl = group
+    held = dict(slave_state(3, 50.0), parallel_following_id=7)
+    g.take_cycle([Outcome(True, slave_state(2, 50.0), at_s=1.0),
+                  Outcome(False, held, "refused the command: illegal function", refused=True, at_s=1.0)])
+    g.update(ctrl, 1.0)
+    g.alarms(ctrl)
+    assert g.yielding_to == 7 and plan(g, 100e3) == 0.0 and not g.out_w.any()
+    assert not ctrl.alarms and g.rows()[2]["held_by"] == 7                       # no 57, no 56: it is alive
+    g.take_cycle([Outcome(True, slave_state(2, 50.0), at_s=2.0), Outcome(True, slave_state(3, 50.0), at_s=2.0)])
+    g.update(ctrl, 2.0)
+    assert g.yielding_to == 0 and plan(g, 90e3) == pytest.approx(30e3)
+    check = CommandCheck(site_from_dict({"parallel": BACKUP, "devices": METER}), 1e5)
+    check.acting = True
+    with pytest.raises(WriteRefused) as exc:
+        check.check(command_block().address, command_block().encode(command()), "10.0.0.1")
+    assert "backup master in control" in str(exc.value)
+
+
+def test_a_unit_that_has_not_published_its_status_yet_is_out_but_no_id_fault(group):
+    g, ctrl = group
+    blank = {name: 0 for name in status_block().names}
+    g.take_cycle([Outcome(True, blank, at_s=1.0), Outcome(True, slave_state(3, 50.0), at_s=1.0)])
+    g.update(ctrl, 1.0)
+    g.alarms(ctrl)
+    assert g.online.tolist() == [1, 0, 1] and not ctrl.alarms
+
+
+def test_the_block_codec_is_the_profiles_register_codec_word_for_word():
+    """One struct for the block (speed at 1000 units) against each register's own codec (the reference)."""
+    from hypothesis import given, settings, strategies as st
+
+    sb, cb = status_block(), command_block()
+
+    def values(block, draw_int):
+        out = {}
+        for r in block.registers:
+            lo, hi = (r.min, r.max) if r.writable else ({"u16": (0, 65534), "s16": (-32767, 32767),
+                                                          "u32": (0, 2**32 - 2), "s32": (-2**31 + 1, 2**31 - 1)}[r.type])
+            out[r.name] = draw_int(int(lo), int(hi)) * r.scale
+        return out
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.data())
+    def check(data):
+        for block in (sb, cb):
+            v = values(block, lambda lo, hi: data.draw(st.integers(lo, hi)))
+            words = block.encode(v)
+            want = [w for r in block.registers for w in (r.encode(v[r.name]) if r.writable else r.to_words(v[r.name]))]
+            assert words == want
+            back = block.decode(words)
+            assert back == {r.name: r.decode(words[r.address - block.address:r.address - block.address + r.count])
+                            for r in block.registers}
+    check()
