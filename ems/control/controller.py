@@ -176,6 +176,7 @@ class Controller:
         self.follower = Follower(par, clock.monotonic_s()) if par.enabled and par.role == "slave" else None
         self._follow_state: str | None = None
         self.group = None                    # the master's ParallelGroup (set by the runtime)
+        self._acting_parallel = None         # a backup master in control: [parallel] as a master's
         self.heartbeat = 0                   # slow ticks so far (a slave serves it: a stuck EMS stops counting)
         # which devices are supervised for comm loss, each with its age (until the device layer says: the
         # plant's full set); each gets its age to answer before it counts as lost
@@ -220,9 +221,17 @@ class Controller:
         else:
             self._clear(now, 57, EMS_ID, "no conflicting command any more", holder="parallel")
 
+    def _as_run(self, cfg: SiteConfig) -> SiteConfig:
+        """The config the strategies are built from: a backup master in control builds a master's."""
+        if self._acting_parallel is None:
+            return cfg
+        import dataclasses
+        return dataclasses.replace(cfg, parallel=self._acting_parallel)
+
     def take_over(self, cfg_master, group) -> None:
         """A backup master takes the group: the site's strategies (as the master's config builds them) and the
         group's plan from this slow tick on."""
+        self._acting_parallel = cfg_master.parallel
         self.strategies = build(cfg_master)
         self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = self._feed_in_limit()
@@ -231,6 +240,7 @@ class Controller:
     def stand_down(self) -> None:
         """A backup master hands back: a slave's strategies again (it follows the master's next command)."""
         self.group = None
+        self._acting_parallel = None
         self.strategies = build(self.cfg)
         self._by_name = {s.name: s for s in self.strategies}
         self._feed_in = self._feed_in_limit()
@@ -647,8 +657,8 @@ class Controller:
             return [], later
         old_cfg = self.cfg
         self.cfg = dataclasses.replace(old_cfg, **{n: getattr(cfg, n) for n in live})
-        rebuilt = {s.name: s for s in build(self.cfg)}
-        fresh_old = {s.name: s for s in build(old_cfg)}
+        rebuilt = {s.name: s for s in build(self._as_run(self.cfg))}
+        fresh_old = {s.name: s for s in build(self._as_run(old_cfg))}
         for i, s in enumerate(self.strategies):
             new = rebuilt[s.name]
             # state = what moved since the strategy was built; config-derived attributes come from the new one

@@ -201,24 +201,27 @@ class ParallelGroup:
 
     # ------------------------------------------------------------------ site totals
     def site(self) -> dict:
-        """Site totals over the units that answered: PCS power (None when the master's own is unknown), SOC
+        """Site totals over the units that answered: PCS power (None when no unit's is known), SOC
         weighted by energy, limits and energies of the available units, the rating of the units seen."""
-        pcs, soc_e, e_sum, rated = 0.0, 0.0, 0.0, 0.0
-        own_pcs = self.units[0].state.get("unit_pcs_power_w")
+        pcs, soc_e, e_sum, rated, known = 0.0, 0.0, 0.0, 0.0, 0
         for i, u in enumerate(self.units):
             s = u.state
             if not (u.ok and s):
                 continue
             if i and self.online[i] and int(s.get("parallel_state") or 0) == STATE_FOLLOWING:
                 pcs += float(self.out_w[i])      # what it was told: its reported power is up to a cycle old
+                known += 1
             elif s.get("unit_pcs_power_w") is not None:
                 pcs += s["unit_pcs_power_w"]
+                known += 1
             rated += float(s.get("unit_rated_power_w") or 0.0)
             if self.online[i] and s.get("unit_soc_pct") is not None:
                 e = self.e_chg[i] + self.e_dchg[i]
                 soc_e += s["unit_soc_pct"] * e
                 e_sum += e
-        return {"pcs_w": None if own_pcs is None else pcs, "soc_pct": soc_e / e_sum if e_sum > 0 else None,
+        # a unit whose PCS is not known is out of the distribution (its own loop holds it at zero): the site's
+        # PCS power is the units' that are known, unknown only when none is
+        return {"pcs_w": pcs if known else None, "soc_pct": soc_e / e_sum if e_sum > 0 else None,
                 "charge_limit_w": float(self.chg_w.sum()), "discharge_limit_w": float(self.dchg_w.sum()),
                 "energy_chg_wh": float(self.e_chg.sum()), "energy_dchg_wh": float(self.e_dchg.sum()),
                 "rated_w": rated, "online": int(self.online.sum()), "units": self.M}

@@ -376,3 +376,14 @@ def test_the_block_codec_is_the_profiles_register_codec_word_for_word():
             assert back == {r.name: r.decode(words[r.address - block.address:r.address - block.address + r.count])
                             for r in block.registers}
     check()
+
+
+def test_the_site_runs_on_when_the_masters_own_pcs_is_unknown(group, monkeypatch):
+    g, ctrl = group
+    own = dict(slave_state(1, 50.0, available=False), parallel_role=1, unit_pcs_power_w=None)
+    monkeypatch.setattr("ems.parallel.group.unit_state", lambda c: own)
+    g.take_cycle([Outcome(True, slave_state(2, 50.0), at_s=1.0), Outcome(True, slave_state(3, 50.0), at_s=1.0)])
+    g.update(ctrl, 1.0)
+    assert plan(g, 100e3) == 0.0 and g.out_w.tolist() == pytest.approx([0.0, 50e3, 50e3])
+    g.update(ctrl, 1.5)
+    assert g.site()["pcs_w"] == pytest.approx(100e3)          # the slaves' commanded shares: the site is known

@@ -23,10 +23,15 @@ def test_the_devices_view_shows_each_unit_of_the_group_its_share_and_state(tmp_p
             time.sleep(0.2)
         assert api.call("POST", "/setup", {"username": "admin", "password": PW})[0] == 201
         api.login("admin", PW)
-        status, group = api.call("GET", "/parallel")
+        deadline = time.monotonic() + 15             # until every unit has reported its energy and taken a share
+        while time.monotonic() < deadline:
+            status, group = api.call("GET", "/parallel")
+            shares = {u["id"]: u["share_pct"] for u in group.get("members", [])}
+            if status == 200 and group["online"] == 3 and min(shares.values()) > 0:
+                break
+            time.sleep(0.3)
         assert status == 200 and group["role"] == "master" and group["online"] == 3, group
-        shares = {u["id"]: u["share_pct"] for u in group["members"]}
-        assert shares[3] > shares[1] > shares[2] > 0, shares          # by the energy each can give
+        assert shares[3] > shares[1] > shares[2] > 0, group            # by the energy each can give
         deadline = time.monotonic() + 10                               # the recorder's next live status
         while api.call("GET", "/status")[1]["live"]["parallel"].get("online") != 3 and time.monotonic() < deadline:
             time.sleep(0.3)
