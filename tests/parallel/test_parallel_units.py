@@ -387,3 +387,14 @@ def test_the_site_runs_on_when_the_masters_own_pcs_is_unknown(group, monkeypatch
     assert plan(g, 100e3) == 0.0 and g.out_w.tolist() == pytest.approx([0.0, 50e3, 50e3])
     g.update(ctrl, 1.5)
     assert g.site()["pcs_w"] == pytest.approx(100e3)          # the slaves' commanded shares: the site is known
+
+
+def test_the_installers_example_files_pass_the_check():
+    from pathlib import Path
+
+    from ems.config.load import load_site
+    sites = Path(__file__).parents[2] / "examples" / "sites"
+    master = load_site(sites / "parallel_master.toml")
+    slave = load_site(sites / "parallel_slave.toml")
+    assert [u.id for u in slave_units(master.parallel)] == [2, 3, 4] and master.parallel.units == 4
+    assert slave.parallel.role == "slave" and slave.parallel.backup_id == 2
