@@ -56,6 +56,9 @@ def main(raw_path: str, out_path: str) -> int:
         elif e["kind"] == "parallel" and e["case"] == "master_cycle_1000_units":
             print(f"parallel master cycle over {e['units']} units (read all, distribute, write all): p50 "
                   f"{e['p50_s'] * 1e3:.0f} ms, p99 {e['p99_s'] * 1e3:.0f} ms (goal ≤ 1000 ms)")
+        elif e["kind"] == "parallel" and e["case"] == "control_thread_1000_units":
+            print(f"parallel master's control thread per slow tick over {e['units']} units: p50 "
+                  f"{e['p50_s'] * 1e3:.2f} ms, p99 {e['p99_s'] * 1e3:.2f} ms")
         elif e["kind"] == "parallel":
             print(f"parallel: a silent unit's share moved to the others after {e['wall_s']:.2f} s (median)")
         elif e["kind"] == "records":

@@ -46,7 +46,7 @@ def master():
         group.req_kind[0], group.req_value[0], group.req_active[0] = TARGET, 30e6, 1
         group.plan()
         n = link.cycles
-        link.submit(group.commands())
+        link.submit(group.command_plan())
         while link.cycles == n:
             time.sleep(0.0005)
     for _ in range(3):                 # connect, and let every unit answer once
@@ -94,7 +94,7 @@ def test_bench_share_moves_after_a_unit_drops_out(benchmark, master):
             elif g.changed.is_set():
                 ctrl.parallel_replan()
                 n = link.cycles
-                link.submit(g.commands())
+                link.submit(g.command_plan())
                 while link.cycles == n:
                     time.sleep(0.0005)
             if g.online[k + 1] == 0 and g.out_w[k + 1] == 0.0:
@@ -103,3 +103,36 @@ def test_bench_share_moves_after_a_unit_drops_out(benchmark, master):
     benchmark.group = "parallel-share-move"
     benchmark.extra_info.update(kind="parallel", case="share_move_after_drop", units=UNITS + 1)
     benchmark.pedantic(drop, rounds=5, iterations=1)
+
+
+def test_bench_master_control_thread_share_1000_units(benchmark):
+    """What the master's control thread spends per slow tick on a group of 1000 (the link's work is on the
+    I/O thread): the cycle's results into the arrays, the site totals (snapshot and dispatch map), the plan,
+    the command arrays. It delays one fast tick a second by this much."""
+    from tests.parallel.test_parallel_units import slave_state
+    from ems.parallel.group import Outcome
+    base = SiteConfig()
+    par = dataclasses.replace(base.parallel, enabled=True, role="master", unit_id=1, units=UNITS + 1)
+    cfg = dataclasses.replace(base, parallel=par)
+    clock = SiteClock()
+    ctrl = Controller(cfg, clock)
+    g = ParallelGroup(cfg, [UnitAddress(2 + k, "127.0.0.1", 20000 + k) for k in range(UNITS)], 0.0)
+    states = [slave_state(2 + k, 20.0 + 60.0 * k / UNITS, units=UNITS + 1) for k in range(UNITS)]
+
+    def tick() -> None:
+        g.take_cycle([Outcome(True, s, at_s=clock.monotonic_s()) for s in states])   # (the I/O thread's, in setup)
+        t = time.perf_counter()
+        g.update(ctrl, clock.monotonic_s())
+        g.site()
+        g.site()
+        g.req_active[:] = 0
+        g.req_kind[0], g.req_value[0], g.req_active[0] = TARGET, 30e6, 1
+        g.plan()
+        g.command_plan()
+        took.append(time.perf_counter() - t)
+    took: list[float] = []
+    benchmark.group = "parallel-control-thread"
+    benchmark.extra_info.update(kind="parallel", case="control_thread_1000_units", units=UNITS + 1)
+    benchmark.pedantic(tick, rounds=50, iterations=1)
+    took.sort()
+    benchmark.extra_info.update(p50_s=took[len(took) // 2], p99_s=took[int(len(took) * 0.99) - 1])

@@ -43,6 +43,34 @@ class Outcome:
     at_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class CommandPlan:
+    """One cycle's commands to the slaves, as arrays (index k: slave k, unit index k + 1)."""
+    master_id: int
+    units: int
+    seq: int
+    lease_s: float
+    release: bool
+    ids: np.ndarray
+    setpoint_w: np.ndarray
+    share: np.ndarray
+    fallback_charge_w: np.ndarray
+    fallback_discharge_w: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def command(self, k: int) -> dict:
+        """Slave k's command block values (ems.parallel.block.command_block names)."""
+        return {"parallel_cmd_master_id": self.master_id, "parallel_cmd_unit_id": int(self.ids[k]),
+                "parallel_cmd_units": self.units, "parallel_cmd_seq": self.seq,
+                "parallel_cmd_setpoint_w": round(float(self.setpoint_w[k])),
+                "parallel_cmd_lease_s": round(self.lease_s), "parallel_cmd_share_ppm": round(float(self.share[k]) * 1e6),
+                "parallel_cmd_fallback_charge_w": round(float(self.fallback_charge_w[k])),
+                "parallel_cmd_fallback_discharge_w": round(float(self.fallback_discharge_w[k])),
+                "parallel_cmd_release": int(self.release)}
+
+
 @dataclass
 class UnitView:
     address: UnitAddress | None       # None: the master itself
@@ -53,6 +81,7 @@ class UnitView:
     id_fault: str = ""
     lost: bool = False
     held_by: int = 0                  # another master holds the unit now (a backup master in control)
+    id_key: tuple = ()                # the IDs its id_fault was worked out from
 
 
 class ParallelGroup:
@@ -67,6 +96,11 @@ class ParallelGroup:
         self.e_chg = np.zeros(M)
         self.e_dchg = np.zeros(M)
         self.online = np.zeros(M, np.uint8)
+        self.rated_w = np.zeros(M)            # each unit's PCS rating as it reports it (0: not seen yet)
+        self.answering = np.zeros(M, np.uint8)   # its last transaction succeeded
+        self.following = np.zeros(M, bool)       # it reports following a master
+        self.pcs_w = np.full(M, np.nan)          # its reported PCS power (NaN: not known)
+        self.soc_pct = np.full(M, np.nan)
         self.out_w = np.zeros(M)
         self.work = np.zeros(M, np.uint8)
         self.req_kind = np.zeros(max_requests, np.int8)
@@ -140,16 +174,29 @@ class ParallelGroup:
                                 "nothing until they are free" if self.yielding_to else "the units take this master's "
                                 "commands again"))
             self._yield_was = self.yielding_to
+        max_age_s = self.cfg.loops.slow_period_ms / 1000.0 * 2 + self.par.timeout_ms / 1000
+        nan = float("nan")
         for i, u in enumerate(self.units):
             s = u.state
-            fresh = u.ok and now_s - u.seen_s <= self.cfg.loops.slow_period_ms / 1000.0 * 2 + self.par.timeout_ms / 1000
-            avail = bool(fresh and s and (int(s.get("unit_flags") or 0) >> AVAILABLE) & 1 and not u.id_fault)
+            answering = bool(u.ok and s)
+            avail = bool(answering and now_s - u.seen_s <= max_age_s
+                         and (int(s.get("unit_flags") or 0) >> AVAILABLE) & 1 and not u.id_fault)
             was = bool(self.online[i])
             self.online[i] = avail
-            self.chg_w[i] = float(s.get("unit_charge_max_w") or 0.0) if avail else 0.0
-            self.dchg_w[i] = float(s.get("unit_discharge_max_w") or 0.0) if avail else 0.0
-            self.e_chg[i] = float(s.get("unit_charge_energy_wh") or 0.0) if avail else 0.0
-            self.e_dchg[i] = float(s.get("unit_discharge_energy_wh") or 0.0) if avail else 0.0
+            self.answering[i] = answering
+            if s:
+                self.rated_w[i] = float(s.get("unit_rated_power_w") or 0.0)
+                pcs, soc = s.get("unit_pcs_power_w"), s.get("unit_soc_pct")
+                self.pcs_w[i] = nan if pcs is None else pcs
+                self.soc_pct[i] = nan if soc is None else soc
+                self.following[i] = int(s.get("parallel_state") or 0) == STATE_FOLLOWING
+            if avail:
+                self.chg_w[i] = float(s.get("unit_charge_max_w") or 0.0)
+                self.dchg_w[i] = float(s.get("unit_discharge_max_w") or 0.0)
+                self.e_chg[i] = float(s.get("unit_charge_energy_wh") or 0.0)
+                self.e_dchg[i] = float(s.get("unit_discharge_energy_wh") or 0.0)
+            else:
+                self.chg_w[i] = self.dchg_w[i] = self.e_chg[i] = self.e_dchg[i] = 0.0
             if was != avail and i:
                 why = "available" if avail else (u.id_fault or (u.error if not u.ok else self._flags_text(s)))
                 self.events.append(("parallel_unit_in" if avail else "parallel_unit_out", i, why))
@@ -163,9 +210,12 @@ class ParallelGroup:
         u = self.units[i]
         if o.ok:
             u.ok, u.state, u.seen_s, u.error, u.held_by = True, o.values or {}, o.at_s, "", 0
-            u.id_fault = self._id_problem(i, u.state)
+            v = u.state
+            key = (v.get("parallel_id"), v.get("parallel_role"), v.get("parallel_units"), bool(v.get("unit_heartbeat")))
+            if key != u.id_key:              # the IDs rarely change: checked when they do
+                u.id_key, u.id_fault = key, self._id_problem(i, v)
             return
-        u.ok, u.error, u.held_by = False, o.error, 0
+        u.ok, u.error, u.held_by, u.id_key = False, o.error, 0, ()
         if o.refused and o.values:               # the unit refused the command: its own view of itself
             other = int(o.values.get("parallel_following_id") or 0)
             u.id_fault = self._id_problem(i, o.values)
@@ -203,25 +253,21 @@ class ParallelGroup:
     def site(self) -> dict:
         """Site totals over the units that answered: PCS power (None when no unit's is known), SOC
         weighted by energy, limits and energies of the available units, the rating of the units seen."""
-        pcs, soc_e, e_sum, rated, known = 0.0, 0.0, 0.0, 0.0, 0
-        for i, u in enumerate(self.units):
-            s = u.state
-            if not (u.ok and s):
-                continue
-            if i and self.online[i] and int(s.get("parallel_state") or 0) == STATE_FOLLOWING:
-                pcs += float(self.out_w[i])      # what it was told: its reported power is up to a cycle old
-                known += 1
-            elif s.get("unit_pcs_power_w") is not None:
-                pcs += s["unit_pcs_power_w"]
-                known += 1
-            rated += float(s.get("unit_rated_power_w") or 0.0)
-            if self.online[i] and s.get("unit_soc_pct") is not None:
-                e = self.e_chg[i] + self.e_dchg[i]
-                soc_e += s["unit_soc_pct"] * e
-                e_sum += e
-        # a unit whose PCS is not known is out of the distribution (its own loop holds it at zero): the site's
-        # PCS power is the units' that are known, unknown only when none is
-        return {"pcs_w": pcs if known else None, "soc_pct": soc_e / e_sum if e_sum > 0 else None,
+        ans = self.answering.astype(bool)
+        told = ans & self.online.astype(bool) & self.following
+        told[0] = False                          # the master's own: its measured power
+        # a following unit counts with what it was told (its reported power is up to a cycle old); a unit whose
+        # PCS is not known is out of the distribution (its own loop holds it at zero): the site's PCS power is
+        # the units' that are known, unknown only when none is
+        measured = ans & ~told & ~np.isnan(self.pcs_w)
+        known = int(told.sum() + measured.sum())
+        pcs = float(self.out_w[told].sum() + self.pcs_w[measured].sum())
+        with_soc = self.online.astype(bool) & ans & ~np.isnan(self.soc_pct)
+        e = (self.e_chg + self.e_dchg)[with_soc]
+        e_sum = float(e.sum())
+        soc = float((self.soc_pct[with_soc] * e).sum() / e_sum) if e_sum > 0 else None
+        rated = float(self.rated_w[ans].sum())
+        return {"pcs_w": pcs if known else None, "soc_pct": soc,
                 "charge_limit_w": float(self.chg_w.sum()), "discharge_limit_w": float(self.dchg_w.sum()),
                 "energy_chg_wh": float(self.e_chg.sum()), "energy_dchg_wh": float(self.e_dchg.sum()),
                 "rated_w": rated, "online": int(self.online.sum()), "units": self.M}
@@ -262,25 +308,21 @@ class ParallelGroup:
         e = (self.e_chg + self.e_dchg) * self.online
         return e / e.sum() if e.sum() > 0 else np.zeros(self.M)
 
+    def command_plan(self) -> CommandPlan:
+        """This cycle's commands as arrays (the control thread's part: microseconds at 1000 units; the link
+        expands them per unit on the I/O thread)."""
+        shares = self.shares()[1:]
+        rated = self.rated_w[1:]
+        sp = np.where(rated > 0, np.clip(self.out_w[1:], -rated, rated), self.out_w[1:])
+        lo, hi = float(self.window[0]), float(self.window[1])
+        return CommandPlan(self.par.unit_id, self.par.units, self.seq, self.par.lease_s, self.release,
+                           self.ids[1:].copy(), sp, shares.copy(), np.minimum(max(-lo, 0.0) * shares, 1e7),
+                           np.minimum(max(hi, 0.0) * shares, 1e7))
+
     def commands(self) -> list[dict]:
         """The command block's values for each slave (index 0 of the result is unit 1)."""
-        shares = self.shares()
-        lo, hi = float(self.window[0]), float(self.window[1])
-        out = []
-        for i in range(1, self.M):
-            sh = float(shares[i])
-            rated = float(self.units[i].state.get("unit_rated_power_w") or 0.0) if self.units[i].state else 0.0
-            sp = float(self.out_w[i])
-            if rated > 0:
-                sp = max(-rated, min(sp, rated))
-            out.append({"parallel_cmd_master_id": self.par.unit_id, "parallel_cmd_unit_id": int(self.ids[i]),
-                        "parallel_cmd_units": self.par.units, "parallel_cmd_seq": self.seq,
-                        "parallel_cmd_setpoint_w": round(sp), "parallel_cmd_lease_s": round(self.par.lease_s),
-                        "parallel_cmd_share_ppm": round(sh * 1e6),
-                        "parallel_cmd_fallback_charge_w": round(min(max(-lo, 0.0) * sh, 1e7)),
-                        "parallel_cmd_fallback_discharge_w": round(min(max(hi, 0.0) * sh, 1e7)),
-                        "parallel_cmd_release": int(self.release)})
-        return out
+        plan = self.command_plan()
+        return [plan.command(k) for k in range(len(plan))]
 
     def rows(self) -> list[dict]:
         """The group for the status views and the API: each unit, its share, its state."""

@@ -17,7 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from ems.parallel.block import command_block, status_block
-from ems.parallel.group import Outcome, ParallelGroup
+from ems.parallel.group import CommandPlan, Outcome, ParallelGroup
 from ems.parallel.units import UnitAddress
 
 log = logging.getLogger("ems.parallel")
@@ -37,27 +37,27 @@ class ParallelLink:
         self.cycle_s: collections.deque = collections.deque(maxlen=4096)   # durations of finished cycles
         self.cycles = 0
         self._running = False
-        self._next: list[dict] | None = None
+        self._next: CommandPlan | None = None
         self._task = None
 
     # ------------------------------------------------------------------ control thread
-    def submit(self, commands: list[dict]) -> None:
-        """Start a cycle with these commands (one per unit); while one runs, the newest waits for its end."""
-        self.io.loop.call_soon_threadsafe(self._start, commands)
+    def submit(self, plan: CommandPlan) -> None:
+        """Start a cycle with this plan (a command per unit); while one runs, the newest waits for its end."""
+        self.io.loop.call_soon_threadsafe(self._start, plan)
 
     # ------------------------------------------------------------------ I/O thread
-    def _start(self, commands: list[dict]) -> None:
+    def _start(self, plan: CommandPlan) -> None:
         if self._running:
-            self._next = commands
+            self._next = plan
             return
         self._running = True
-        self._task = asyncio.ensure_future(self._cycle(commands))
+        self._task = asyncio.ensure_future(self._cycle(plan))
 
-    async def _cycle(self, commands: list[dict]) -> None:
+    async def _cycle(self, plan: CommandPlan | None) -> None:
         try:
-            while commands is not None:
+            while plan is not None:
                 t0 = time.perf_counter()
-                jobs = [self._one(i, c) for i, c in enumerate(commands)]
+                jobs = [self._one(i, plan.command(i)) for i in range(len(plan))]
                 if self.watch is not None:
                     jobs.append(self._read_watch())
                 outcomes = list(await asyncio.gather(*jobs))
@@ -65,7 +65,7 @@ class ParallelLink:
                 self.group.take_cycle(outcomes, watch)
                 self.cycle_s.append(time.perf_counter() - t0)
                 self.cycles += 1
-                commands, self._next = self._next, None
+                plan, self._next = self._next, None
         except Exception:                    # never let one cycle end the link: the next submit starts anew
             log.exception("parallel cycle failed")
         finally:

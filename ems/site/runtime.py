@@ -143,11 +143,11 @@ class FastPeriod:
             if self.records is not None:
                 self.records.after_slow_tick()
             if self.link is not None and ctrl.group is not None:
-                self.link.submit(ctrl.group.commands())
+                self.link.submit(ctrl.group.command_plan())
             slow_s = time.monotonic() - t_slow
         elif self.link is not None and ctrl.group is not None and ctrl.group.changed.is_set():
             ctrl.parallel_replan()           # a unit came or went: its share moves now, not at the next slow tick
-            self.link.submit(ctrl.group.commands())
+            self.link.submit(ctrl.group.command_plan())
         cmd = ctrl.fast_tick(self.cfg.loops.fast_period_ms)
         if self.records is not None:
             self.records.after_fast_tick()
