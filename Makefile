@@ -20,8 +20,10 @@ run: $(STAMP)
 	$(VENV)/bin/ems run
 
 test: $(STAMP)
-	# the page tests drive a real Chromium (Debian's): installed here when missing (root, apt-get)
+	# the page tests drive a real Chromium (Debian's), the cloud tests a real Mosquitto: installed here when
+	# missing (root, apt-get)
 	bash tools/browser.sh
+	bash tools/mosquitto.sh
 	$(PY) -m pytest
 
 # Kernels vs the NumPy reference in the same run, simulation speed, real-time loop jitter (60 s).

@@ -314,6 +314,8 @@ def _cross_check(cfg: SiteConfig, problems: list[Problem]) -> None:
     _check_allowlist(cfg, problems)
     from ems.parallel.units import check as check_parallel
     problems.extend(Problem(k, v, why) for k, v, why in check_parallel(cfg))
+    from ems.cloud.config import check as check_cloud
+    problems.extend(Problem(k, v, why) for k, v, why in check_cloud(cfg))
     _check_protection(cfg, problems)
     _check_devices(cfg, problems)
     _check_windows(cfg.time_based.groups, "time_based.groups", problems)
@@ -455,6 +457,11 @@ def site_from_dict(data: dict, source: str = "config", base_dir: str | Path | No
     cfg = _build(SiteConfig, data, "", problems)
     if base_dir is not None and cfg.battery.ocv_table and not Path(cfg.battery.ocv_table).is_absolute():
         cfg.battery.ocv_table = str(Path(base_dir) / cfg.battery.ocv_table)
+    if base_dir is not None:        # the cloud's key files: relative to the site file
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            value = getattr(cfg.cloud, key)
+            if value and not Path(value).is_absolute():
+                setattr(cfg.cloud, key, str(Path(base_dir) / value))
     if base_dir is not None:        # the site's own profiles: drivers/ beside the site file unless it says otherwise
         cfg.devices.profiles_dir = str((Path(base_dir) / (cfg.devices.profiles_dir or "drivers")).resolve())
     _cross_check(cfg, problems)      # on the values that passed (a bad value was replaced by its default)

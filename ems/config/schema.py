@@ -514,6 +514,35 @@ class Parallel:
                                 "return while the backup is in control")
 
 
+@dataclass
+class Cloud:
+    """The cloud uplink over MQTT (docs/cloud.md; 000_… 3.3.4.1 "Upload cloud platform cycle(s)", 002_…): the
+    site's telemetry, alarms and events to a broker, nothing lost while it is away (a cursor over the
+    history database)."""
+    enabled: bool = spec(False, doc="report to an MQTT broker (needs the history database: `ems run --db`)")
+    host: str = spec("127.0.0.1", doc="broker address")
+    port: int = spec(8883, 1, 65535, "", "broker port (8883: MQTT over TLS)")
+    site_id: str = spec("site-1", doc="this site's ID in the topics ({topic_prefix}/{site_id}/v1/…): letters, "
+                        "digits, - and _")
+    topic_prefix: str = spec("ems", doc="the topics' first level")
+    tls: bool = spec(True, doc="TLS to the broker (off only with allow_plain_loopback and a loopback host)")
+    ca_file: str = spec("", doc="CA certificate (PEM) the broker's certificate must chain to (empty: the "
+                        "system's)")
+    cert_file: str = spec("", doc="client certificate (PEM) when the broker authenticates by certificate")
+    key_file: str = spec("", doc="... and its private key (PEM)")
+    username: str = spec("", doc="user name for the broker's password authentication")
+    password_file: str = spec("", doc="a file holding the password (one line; readable by the EMS only): never "
+                              "the password itself in the site file")
+    allow_plain_loopback: bool = spec(False, doc="accept a broker on a loopback address without TLS and "
+                                      "authentication (a desk or a local bridge), never any other")
+    upload_cycle_s: float = spec(300.0, 1.0, 86400.0, "s", "status upload cycle (the manual's 300 s); samples go "
+                                 "out at each storage interval, alarms at once")
+    keepalive_s: int = spec(60, 5, 3600, "", "MQTT keep-alive: a dead connection is noticed within 1.5 × this")
+    batch: int = spec(200, 1, 10000, "", "backlog messages in flight before their acknowledgements are awaited")
+    backfill_days: float = spec(7.0, 0.0, 36500.0, "d", "on the first connection (no cursor yet) the history of "
+                                "this many days back is sent; after that, everything since the last acknowledged")
+
+
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner", "bms", "io_module")
 
 
@@ -634,6 +663,7 @@ class SiteConfig:
     dry_contacts: DryContacts = section(DryContacts)
     dispatch: Dispatch = section(Dispatch)
     parallel: Parallel = section(Parallel)
+    cloud: Cloud = section(Cloud)
     devices: Devices = section(Devices)
     records: Records = section(Records)
     api: Api = section(Api)

@@ -108,6 +108,28 @@ def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
                         ctrl.clock.monotonic_s), None
 
 
+def start_uplink(cfg: SiteConfig, db_path: Path | None, say):
+    """The cloud uplink ([cloud], ems.cloud.uplink) when enabled; a setting this machine cannot meet (a missing
+    key file) or a run without history is reported and the site runs on without it."""
+    c = cfg.cloud
+    if not c.enabled:
+        return None
+    if db_path is None:
+        print("ems run: [cloud] uplink off: it sends the history, and this run keeps none (--no-history)",
+              file=sys.stderr)
+        return None
+    from ems.cloud.uplink import Uplink, UplinkError
+    try:
+        uplink = Uplink(cfg, db_path, Path(db_path).with_name("uplink-cursor.json"))
+    except (UplinkError, OSError, ValueError) as exc:
+        print(f"ems run: [cloud] uplink not started: {exc}", file=sys.stderr)
+        return None
+    uplink.start()
+    say(f"cloud: MQTT{'S' if c.tls else ''} {c.host}:{c.port} as site {c.site_id} (topics {c.topic_prefix}/"
+        f"{c.site_id}/v1/…; status every {c.upload_cycle_s:g} s, samples each storage interval, alarms at once)")
+    return uplink
+
+
 class FastPeriod:
     """One fast-loop period, in the order a board runs it: read the devices, apply dispatch commands, the
     slow loop when due (with the dispatch server's published values), the fast tick, the explanation, then
@@ -207,7 +229,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
     dispatch = start_dispatch(cfg, io, say, clock)
     link, backup = start_parallel(cfg, ctrl, io, say)
     remote = (lambda: dispatch.remote) if dispatch is not None else (lambda: None)     # noqa: E731
-    records = api = None
+    records = api = uplink = None
     stop = {"at": None}               # monotonic time to stop at (a signal: now; the API: shortly)
     board = BoardPaths(board_root) if board_root is not None else None
 
@@ -225,7 +247,9 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
                 say(text.rstrip("\n"))
         records = SiteRecords(cfg, ctrl, db_path, wall_clock=time.time, devices_fn=devices.rows,
                               status_extra=lambda: {"simulated": simulated, "remote_mode": remote(),
-                                                    "parallel": parallel_view(ctrl, members=False)},
+                                                    "parallel": parallel_view(ctrl, members=False),
+                                                    "cloud": uplink.status() if uplink is not None else
+                                                    {"enabled": cfg.cloud.enabled, "state": "off"}},
                               live=cfg.api.enabled)
         records.start()
         if cfg.api.enabled:
@@ -233,6 +257,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live, parallel=lambda: parallel_view(ctrl))
+    uplink = start_uplink(cfg, db_path, say)
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link, backup)
 
     def _stop(signum, frame):
@@ -304,6 +329,8 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
         confirmed = devices.stop_commands(1.0)
         if link is not None:
             link.stop()
+        if uplink is not None:
+            uplink.stop()
         if saver is not None:
             saver.close()
         if state_path is not None:
