@@ -2,7 +2,6 @@
 its cycle, and an alarm the controller raises out on the broker within a second of being raised."""
 from __future__ import annotations
 
-import time
 
 from ems.comm.net import free_port
 from tests.cloud.broker import USERS, Subscriber
