@@ -38,6 +38,15 @@ def check(cfg) -> list[tuple[str, object, str]]:
     if not plain_ok and not (c.username or c.cert_file):
         out.append(("cloud.username", "", "the broker must authenticate the EMS: username + password_file, or "
                     "cert_file + key_file"))
+    seen = set()
+    for i, ident in enumerate(c.identities):
+        if not SITE_ID.match(ident.name):
+            out.append((f"cloud.identities[{i}].name", ident.name, "letters, digits, - and _ only: it is a topic level"))
+        if ident.name in seen:
+            out.append((f"cloud.identities[{i}].name", ident.name, "given twice"))
+        seen.add(ident.name)
+    if c.remote and not c.identities:
+        out.append(("cloud.identities", [], "remote operation needs at least one identity with its role"))
     if not cfg.records.storage_interval_min:
         out.append(("records.storage_interval_min", 0, "the cloud uplink sends the history's samples: store them"))
     return out

@@ -10,6 +10,7 @@ objects: the control loop does not know it exists. paho-mqtt's network thread ca
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sqlite3
@@ -28,6 +29,8 @@ from ems.records import db as DB
 from ems.records.catalogue import catalogue
 
 log = logging.getLogger("ems.cloud")
+MAX_WAITING = 256            # requests queued for the uplink's thread; more are dropped (and counted)
+MAX_REQUEST_BYTES = 16 * 1024
 POLL_S = 0.2                 # the database is looked at this often: an alarm is out within this and a commit
 ACK_TIMEOUT_S = 10.0
 
@@ -45,7 +48,8 @@ def _password(path: str) -> str:
 
 
 class Uplink:
-    def __init__(self, cfg, db_path: Path, cursor_path: Path, now=time.time):
+    def __init__(self, cfg, db_path: Path, cursor_path: Path, now=time.time, remote=None):
+        """remote: an ems.cloud.remote.RemoteOperation when [cloud] remote is on (requests are taken then)."""
         c = cfg.cloud
         self.cfg, self.c, self.db_path, self.now = cfg, c, Path(db_path), now
         self.site = c.site_id
@@ -62,6 +66,9 @@ class Uplink:
         self._published_state: dict[str, str] = {}    # retained topic → the payload's content last published
         self._next_status = 0.0
         self._con: sqlite3.Connection | None = None
+        self.remote = remote
+        self.requests: collections.deque = collections.deque()     # (identity, payload) from paho's thread
+        self.dropped_requests = 0
         self.client = self._client()
         self._thread = threading.Thread(target=self._run, name="ems-cloud", daemon=True)
 
@@ -88,6 +95,7 @@ class Uplink:
         cl.reconnect_delay_set(1, 60)
         cl.on_connect = self._on_connect
         cl.on_disconnect = self._on_disconnect
+        cl.on_message = self._on_message
         return cl
 
     def _t(self, name: str) -> str:
@@ -105,7 +113,20 @@ class Uplink:
         self._published_state.clear()             # retained state is republished on every connection
         log.info("cloud: connected to %s:%d as site %s", self.c.host, self.c.port, self.site)
         client.publish(self._t("online"), payload(self.site, state="online", time=iso(self.now())), qos=1, retain=True)
+        if self.remote is not None:
+            client.subscribe(self._t("request/+"), qos=1)
         self.connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """A request (paho's network thread): queued for this uplink's thread, bounded."""
+        identity = msg.topic.rsplit("/", 1)[-1]
+        if self.remote is None or not msg.topic.startswith(self._t("request/")):
+            return
+        if len(self.requests) >= MAX_WAITING:
+            self.dropped_requests += 1
+            self._warn.warning("requests", "cloud: %d requests waiting: one from %s dropped", MAX_WAITING, identity)
+            return
+        self.requests.append((identity, msg.payload[:MAX_REQUEST_BYTES + 1]))
 
     def _on_disconnect(self, client, userdata, flags, reason, properties=None) -> None:
         self.connected.clear()
@@ -137,7 +158,9 @@ class Uplink:
         """For the EMS's own status (API, panel): the connection and the backlog per stream."""
         return {"enabled": True, "state": self.state, "broker": f"{self.c.host}:{self.c.port}",
                 "last_error": self.last_error, "backlog": dict(self.backlog), "sent": dict(self.sent),
-                "connects": self.connects}
+                "connects": self.connects, "remote": self.remote is not None,
+                "requests": {"handled": self.remote.handled, "refused": self.remote.refused,
+                             "dropped": self.dropped_requests} if self.remote is not None else None}
 
     # ------------------------------------------------------------------ the thread
     def _db(self) -> sqlite3.Connection | None:
@@ -170,6 +193,11 @@ class Uplink:
             self._con = None
 
     def _cycle(self, con) -> None:
+        while self.requests:                  # requests first: an operator waits for the answer
+            identity, body = self.requests.popleft()
+            answer = self.remote.handle(identity, body)
+            self.client.publish(self._t(f"reply/{identity}"), payload(self.site, time=iso(self.now()), **answer),
+                                qos=1)
         self._retained(con)
         for stream in STREAMS:
             while self.connected.is_set() and not self._stop.is_set():

@@ -65,6 +65,9 @@ SUNSPEC_WRITABLE = {
     (715, "AlarmReset"): "write 1: clear latched faults",
     (715, "OpCtl"): "0 stop, 1 start the PCS",
 }
+# the grid operator's limits in the native map → the controller's names (ems.control.controller.GRID_LIMITS)
+GRID_LIMIT_REGISTERS = {"grid_pcs_limit_w": "pcs_limit_w", "grid_feed_in_limit_w": "feed_in_limit_w",
+                        "grid_ramp_w_per_s": "ramp_w_per_s"}
 SCALE_FACTORS = {"W_SF": 1, "Var_SF": 1, "Hz_SF": -2, "WSet_SF": 0, "WSetPct_SF": -1, "VarSet_SF": 0,
                  "VarSetPct_SF": -1, "WH_SF": 1, "Pct_SF": -1, "VA_SF": 1, "PF_SF": -3, "A_SF": -1, "V_SF": -1}
 
@@ -288,6 +291,7 @@ class DispatchServer:
 
     # a parallel slave follows its master: a setpoint written to it directly would be taken and do nothing
     SLAVE_REFUSED = frozenset({"active_power_setpoint_w", "reactive_power_setpoint_var", "setpoint_release",
+                               *GRID_LIMIT_REGISTERS, "grid_limits_release",
                                "WSetEna", "WSetMod", "WSet", "WSetPct", "WSetRvrtTms", "VarSetEna", "VarSetMod",
                                "VarSet", "VarSetRvrtTms"})
 
@@ -332,6 +336,11 @@ class DispatchServer:
             return ("fault_reset", True, None)
         if name == "setpoint_release":
             return ("release", None, None)
+        if name in GRID_LIMIT_REGISTERS:
+            self._native_img.publish(name, value)
+            return ("grid_operator", {GRID_LIMIT_REGISTERS[name]: value}, None)
+        if name == "grid_limits_release":
+            return ("grid_operator", dict.fromkeys(GRID_LIMIT_REGISTERS.values()), None)
         if name == "clock_utc_s":         # applied by the control thread; the queue's delay is made up there
             return ("clock", (value, time.monotonic()), None)
         return None
@@ -477,7 +486,10 @@ class DispatchServer:
             elif name in ("dispatch_w", "reactive_var"):
                 ctrl.command(name, value, lease_s=lease_s, source="remote")
             else:
-                ctrl.command(name, value, source="remote")
+                try:
+                    ctrl.command(name, value, source="remote")
+                except ValueError as exc:      # range-checked at the write already; never stop the loop on one
+                    log.error("dispatch command %s = %r not taken: %s", name, value, exc)
 
     def _apply_clock(self, ctrl, utc_s: float, received_mono_s: float) -> None:
         """SCADA → EMS timing: step the wall clock to the SCADA's time (plus the time the write waited in

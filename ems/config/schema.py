@@ -515,6 +515,14 @@ class Parallel:
 
 
 @dataclass
+class CloudIdentity:
+    name: str = spec("operator", doc="the identity's broker user name: its requests arrive on "
+                     "{prefix}/{site}/v1/request/{name} (the broker's ACL must let only it write there)")
+    role: str = spec("operator", choices=("admin", "installer", "operator", "end_user"),
+                     doc="the manual's role it acts with (the API's permissions)")
+
+
+@dataclass
 class Cloud:
     """The cloud uplink over MQTT (docs/cloud.md; 000_… 3.3.4.1 "Upload cloud platform cycle(s)", 002_…): the
     site's telemetry, alarms and events to a broker, nothing lost while it is away (a cursor over the
@@ -541,6 +549,10 @@ class Cloud:
     batch: int = spec(200, 1, 10000, "", "backlog messages in flight before their acknowledgements are awaited")
     backfill_days: float = spec(7.0, 0.0, 36500.0, "d", "on the first connection (no cursor yet) the history of "
                                 "this many days back is sent; after that, everything since the last acknowledged")
+    remote: bool = spec(False, doc="take requests from the cloud (commands, dispatch, parameters) from the "
+                        "identities below, each with its role")
+    identities: list = spec([], doc="who may operate the site from the cloud, and with which role",
+                            max_items=64, item=CloudIdentity)
 
 
 MODBUS_ROLES = ("grid_meter", "pv_meter", "dg_meter", "pcs", "pv_inverter", "air_conditioner", "bms", "io_module")

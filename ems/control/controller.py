@@ -162,6 +162,7 @@ class Controller:
         self._off_grid_reason = ""
         self._dispatch: tuple[float, float] | None = None      # (value_w, expires_at_s)
         self._reactive: tuple[float, float] | None = None      # (value_var, expires_at_s)
+        self._grid_op: dict[str, tuple[float, float]] = {}     # the grid operator's limits: name → (value, expires)
         self.status = Status()
         self._slots: list[tuple[str, Decision]] = []
         self._comm_lost: set[str] = set()
@@ -355,6 +356,8 @@ class Controller:
                 self._dispatch = entry
             else:
                 self._reactive = entry
+        elif name == "grid_operator":
+            self._grid_operator(value, lease)
         elif name == "fault_reset":
             self._reset_pending = True
             self._reset_for_slow = True
@@ -363,6 +366,49 @@ class Controller:
         else:
             raise ValueError(f"unknown command {name!r}")
         self.events.emit(now, "operation", None, name, detail=f"value={value!r}", user=source)
+
+    GRID_LIMITS = ("pcs_limit_w", "feed_in_limit_w", "ramp_w_per_s")
+
+    def _grid_operator(self, value, lease_s: float) -> None:
+        """The grid operator's dispatch (001_… South Australia): {name: W or W/s ≥ 0, or None to end it} for
+        pcs_limit_w, feed_in_limit_w, ramp_w_per_s, each a lease; ValueError (nothing changes) on a bad one."""
+        if not isinstance(value, dict) or not value or set(value) - set(self.GRID_LIMITS) - {"lease_s"}:
+            raise ValueError(f"grid_operator: an object of {', '.join(self.GRID_LIMITS)} (W, W/s, or null to end one)")
+        lease = float(value.get("lease_s", lease_s))
+        if not 1.0 <= lease <= 86400.0:
+            raise ValueError(f"grid_operator lease_s: {lease:g} outside 1 … 86400 s")
+        for k, v in value.items():
+            if k != "lease_s" and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                     or not math.isfinite(v) or not 0.0 <= v <= 1e8):
+                raise ValueError(f"grid_operator {k}: {v!r} is not a number 0 … 1e8 (or null)")
+        until = self.clock.monotonic_s() + lease
+        for k, v in value.items():
+            if k == "lease_s":
+                continue
+            if v is None:
+                self._grid_op.pop(k, None)
+            else:
+                self._grid_op[k] = (float(v), until)
+        self._apply_ramp()
+
+    def _grid_limits(self) -> dict[str, float]:
+        """The grid operator's limits whose leases hold (an expired one is dropped, and said so)."""
+        now = self.clock.monotonic_s()
+        for k in [k for k, (_, until) in self._grid_op.items() if now > until]:
+            del self._grid_op[k]
+            self.events.emit(self.clock.now(), "lease_expired", None, f"grid_operator:{k}",
+                             detail="the grid operator's limit expired")
+            self._apply_ramp()
+        return {k: v for k, (v, _) in self._grid_op.items()}
+
+    def _apply_ramp(self) -> None:
+        """The PCS ramp: the site's, or the grid operator's where it is slower (0 in the site file: none)."""
+        own = self.cfg.pcs.ramp_w_per_s
+        op = self._grid_op.get("ramp_w_per_s")
+        ramp = own if op is None else (op[0] if own <= 0 else min(own, op[0]))
+        if op is not None and ramp <= 0:
+            ramp = 1e-6                          # a grid operator's ramp of 0: hold the setpoint
+        self.fast.buffers.params[L.TP_RAMP_W_PER_S] = ramp
 
     # ------------------------------------------------------------------ staleness
     def fresh(self, name: str) -> float | None:
@@ -452,6 +498,9 @@ class Controller:
             return self._pv_setpoint
         grid, pcs, pv = self.fresh("grid_w"), self.fresh("pcs_w"), self.fresh("pv_w")
         limit, _ = self._feed_in.limit_w(self.snapshot)
+        op = self.snapshot.operator.grid_limits.get("feed_in_limit_w")
+        if op is not None:                            # the grid operator's, where it is the tighter
+            limit = min(limit, op)
         if grid is None or pcs is None or pv is None:
             return 0.0 if grid is None else None      # meter lost: no export can be seen, so none is allowed
         expected_grid = grid - (sp - pcs)
@@ -518,7 +567,7 @@ class Controller:
             di=MappingProxyType(dict(self.di)),
             operator=Operator(self.operator["one_click_shutdown"] or self.safety_stop() is not None,
                               self.operator["forced_charge"], dispatch, self.operator["generator"],
-                              self._reset_for_slow),
+                              self._reset_for_slow, MappingProxyType(self._grid_limits())),
             parallel=self.follower.view(self.clock.monotonic_s()) if self.follower is not None and self.group is None
             else None,
         )

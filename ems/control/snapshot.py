@@ -18,6 +18,8 @@ class Operator:
     dispatch_w: float | None = None        # the remote setpoint, None once its lease expired
     generator_on: bool = False             # manual generator start (start/stop mode "manual")
     fault_reset: bool = False              # a fault reset was requested since the last slow tick
+    grid_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))   # the grid operator's,
+    # while their leases hold: pcs_limit_w (|PCS| ≤), feed_in_limit_w (site export ≤), ramp_w_per_s
 
 
 @dataclass(frozen=True)

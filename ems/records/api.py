@@ -34,20 +34,12 @@ from ems.records import queries as Q
 from ems.records import reports as R
 from ems.records.auth import (OPERATIONAL_SECTIONS, PERMISSIONS, ROLES, AuthError, Users, allowed, manage_rule)
 from ems.records.catalogue import catalogue
-from ems.records.commands import NOT_CONFIRMED, CommandBridge
+from ems.records.commands import COMMANDS, NOT_CONFIRMED, CommandBridge
 from ems.records.params import apply_changes, current, flatten, section_of
 from ems.web.page import add_page_routes
 from ems.web.session import (SAFE_METHODS, check_csrf, clear_session_cookie, csrf_token, keep_alive, request_token,
                              set_session_cookie)
 
-COMMANDS = {   # API command → (controller command, value type)
-    "fault_reset": ("fault_reset", None),
-    "one_click_shutdown": ("one_click_shutdown", bool),
-    "forced_charge": ("forced_charge", bool),
-    "pcs_off": ("pcs_off", bool),
-    "soc_calibration": ("soc_calibration", bool),
-    "generator": ("generator", bool),
-}
 MAX_BODY = 64 * 1024
 MAX_STREAMS = 16            # live streams (SSE) open at once, all clients together
 MAX_STREAMS_PER_CLIENT = 5  # … from one address (a laptop with five pages open)

@@ -6,6 +6,15 @@ import threading
 
 
 NOT_CONFIRMED = "not confirmed: the control loop did not take the command in time"
+# the operator commands the API and the cloud offer → (controller command, value type)
+COMMANDS = {
+    "fault_reset": ("fault_reset", None),
+    "one_click_shutdown": ("one_click_shutdown", bool),
+    "forced_charge": ("forced_charge", bool),
+    "pcs_off": ("pcs_off", bool),
+    "soc_calibration": ("soc_calibration", bool),
+    "generator": ("generator", bool),
+}
 
 
 class CommandBridge:
@@ -30,6 +39,9 @@ class CommandBridge:
             try:
                 if name == "reconfigure":
                     result["result"] = ctrl.reconfigure(value)
+                elif name == "dispatch_w" and isinstance(value, dict):     # a remote setpoint with its own lease
+                    ctrl.command(name, value["value"], lease_s=value.get("lease_s"), source=user)
+                    result["result"] = "done"
                 else:
                     ctrl.command(name, value, source=user)
                     result["result"] = "done"

@@ -108,7 +108,7 @@ def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
                         ctrl.clock.monotonic_s), None
 
 
-def start_uplink(cfg: SiteConfig, db_path: Path | None, say):
+def start_uplink(cfg: SiteConfig, db_path: Path | None, say, config_path: Path | None = None, commands=None):
     """The cloud uplink ([cloud], ems.cloud.uplink) when enabled; a setting this machine cannot meet (a missing
     key file) or a run without history is reported and the site runs on without it."""
     c = cfg.cloud
@@ -119,14 +119,19 @@ def start_uplink(cfg: SiteConfig, db_path: Path | None, say):
               file=sys.stderr)
         return None
     from ems.cloud.uplink import Uplink, UplinkError
+    remote = None
+    if c.remote:
+        from ems.cloud.remote import RemoteOperation
+        remote = RemoteOperation(cfg, config_path, commands, db_path)
     try:
-        uplink = Uplink(cfg, db_path, Path(db_path).with_name("uplink-cursor.json"))
+        uplink = Uplink(cfg, db_path, Path(db_path).with_name("uplink-cursor.json"), remote=remote)
     except (UplinkError, OSError, ValueError) as exc:
         print(f"ems run: [cloud] uplink not started: {exc}", file=sys.stderr)
         return None
     uplink.start()
     say(f"cloud: MQTT{'S' if c.tls else ''} {c.host}:{c.port} as site {c.site_id} (topics {c.topic_prefix}/"
-        f"{c.site_id}/v1/…; status every {c.upload_cycle_s:g} s, samples each storage interval, alarms at once)")
+        f"{c.site_id}/v1/…; status every {c.upload_cycle_s:g} s, samples each storage interval, alarms at once"
+        + (f"; requests from {', '.join(i.name for i in c.identities)}" if remote is not None else "") + ")")
     return uplink
 
 
@@ -257,7 +262,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live, parallel=lambda: parallel_view(ctrl))
-    uplink = start_uplink(cfg, db_path, say)
+    uplink = start_uplink(cfg, db_path, say, config_path, records.commands if records is not None else None)
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link, backup)
 
     def _stop(signum, frame):

@@ -11,6 +11,7 @@ from ems.strategies.dispatch import Dispatch
 from ems.strategies.feed_in_limit import FeedInLimit
 from ems.strategies.forced_charge import ForcedCharge
 from ems.strategies.generator import Generator
+from ems.strategies.grid_operator import GridOperator
 from ems.strategies.off_grid import OffGrid
 from ems.strategies.one_click_shutdown import OneClickShutdown
 from ems.strategies.parallel import ParallelFollow
@@ -37,6 +38,7 @@ def build(cfg) -> list[Strategy]:
         OffGrid(cfg),          # off-grid: loads, ATS pre-alarm, PV setpoint (no power request: the PCS forms the grid)
         Sec14a(cfg),
         FeedInLimit(cfg),
+        GridOperator(),        # the grid company's dispatch (001_… South Australia): with the grid-operator limits
         ForcedCharge(cfg),
         UpsReserve(cfg),
         SocCalibration(cfg),

@@ -19,7 +19,8 @@ from ems.comm.net import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-USERS = {"ems": "ems-secret-1", "cloud": "cloud-secret-1"}
+USERS = {"ems": "ems-secret-1", "cloud": "cloud-secret-1", "operator": "operator-secret-1",
+         "viewer": "viewer-secret-1"}
 
 
 def _key():
@@ -68,7 +69,9 @@ class Broker:
         for user, pw in USERS.items():
             subprocess.run([PASSWD, "-b", str(passwd), user, pw], check=True, capture_output=True)
         acl = folder / "acl"
-        acl.write_text(f"user ems\ntopic readwrite ems/{site}/#\n\nuser cloud\ntopic read ems/#\n")
+        # each identity writes its own request topic and reads its own replies (docs/cloud.md's ACL)
+        acl.write_text(f"pattern write ems/+/v1/request/%u\npattern read ems/+/v1/reply/%u\n\n"
+                       f"user ems\ntopic readwrite ems/{site}/#\n\nuser cloud\ntopic read ems/#\n")
         self.log = folder / "mosquitto.log"
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(
@@ -97,6 +100,45 @@ class Broker:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+class Operator:
+    """Someone operating the site from the cloud: a real MQTT client as one identity, asking and waiting for
+    the answer on its reply topic."""
+
+    def __init__(self, broker: Broker, user: str, site: str = "site-1"):
+        import paho.mqtt.client as mqtt
+        import ssl
+        import json
+        self.user, self.site, self.replies = user, site, {}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"op-{user}-{time.monotonic_ns()}")
+        c.tls_set_context(ssl.create_default_context(cafile=str(broker.ca)))
+        c.username_pw_set(user, USERS[user])
+        c.on_message = lambda cl, ud, m: self.replies.setdefault(json.loads(m.payload).get("id"), json.loads(m.payload))
+        ready = __import__("threading").Event()
+        c.on_subscribe = lambda *a, **k: ready.set()
+        c.on_connect = lambda cl, ud, fl, rc, pr=None: cl.subscribe(f"ems/{site}/v1/reply/{user}", qos=1)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        ready.wait(10)
+        self.client, self.n = c, 0
+
+    def ask(self, timeout_s: float = 10.0, topic_user: str | None = None, **request) -> dict | None:
+        import json
+        self.n += 1
+        rid = f"{self.user}-{self.n}"
+        self.client.publish(f"ems/{self.site}/v1/request/{topic_user or self.user}",
+                            json.dumps({"id": rid, **request}), qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if rid in self.replies:
+                return self.replies[rid]
+            time.sleep(0.02)
+        return None
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class Subscriber:

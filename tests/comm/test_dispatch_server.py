@@ -324,3 +324,23 @@ def test_a_missing_rtu_port_is_reported_and_tcp_still_serves(capsys):
     finally:
         io.stop()
 
+
+
+def test_the_grid_operator_limits_the_pcs_over_the_native_map_with_a_lease(served):
+    clock = VirtualClock(T0)
+    cfg, srv, port = served(clock)
+    ctrl = Controller(cfg, clock)
+    m = modbus(port)
+    r = m.write_registers(10, [0, 40_000], device_id=1)
+    assert r.isError() and r.exception_code == 1                  # local mode: refused like every dispatch write
+    assert not m.write_register(0, 1, device_id=1).isError()      # remote
+    assert not m.write_registers(10, [0, 40_000, 0, 5_000, 0, 2_000], device_id=1).isError()
+    srv.apply(ctrl)
+    assert dict(ctrl.build_snapshot().operator.grid_limits) == {"pcs_limit_w": 40_000, "feed_in_limit_w": 5_000,
+                                                                 "ramp_w_per_s": 2_000}
+    r = m.write_registers(10, [0x0098, 0x9681], device_id=1)      # 10 000 001 W: beyond the register's range
+    assert r.isError() and r.exception_code == 3
+    assert not m.write_register(16, 1, device_id=1).isError()     # release: all of them end now
+    srv.apply(ctrl)
+    assert dict(ctrl.build_snapshot().operator.grid_limits) == {}
+    m.close()

@@ -1,0 +1,187 @@
+"""Remote operation from the cloud (docs/cloud.md): requests on `{prefix}/{site}/v1/request/{identity}`,
+answers on `…/reply/{identity}`. The broker's ACL lets each identity write its own request topic only, so
+the topic's last level is who asks; [cloud] identities gives each one of the manual's roles, and the
+API's permissions decide (ems.records.auth). What it may do goes through the API's own paths: commands
+and remote dispatch through the command bridge to the control loop, parameters through the same
+validation and atomic save as `PATCH /api/parameters` (a strategy section live within one slow tick).
+Every request is logged with its identity; a refused one is answered with the reasons and changes
+nothing. Bounded: 16 KiB a request, JSON 8 levels deep, 5 requests a second per identity, 256 waiting.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from ems.comm.limits import RateLimitedLog
+from ems.config.load import ConfigError
+from ems.records import db as DB
+from ems.records.auth import OPERATIONAL_SECTIONS, allowed
+from ems.records.commands import COMMANDS, NOT_CONFIRMED
+from ems.records.params import apply_changes, current, flatten, section_of
+
+log = logging.getLogger("ems.cloud")
+MAX_REQUEST = 16 * 1024
+MAX_DEPTH = 8
+RATE_PER_S = 5.0
+
+
+class Refused(Exception):
+    def __init__(self, *reasons: str):
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+
+
+def _depth(v, d: int = 0) -> int:
+    if d > MAX_DEPTH:
+        return d
+    if isinstance(v, dict):
+        return max([_depth(x, d + 1) for x in v.values()] or [d + 1])
+    if isinstance(v, list):
+        return max([_depth(x, d + 1) for x in v] or [d + 1])
+    return d
+
+
+class RemoteOperation:
+    def __init__(self, cfg, config_path: Path | None, commands, db_path: Path | None):
+        self.cfg = cfg
+        self.roles = {i.name: i.role for i in cfg.cloud.identities}
+        self.config_path, self.commands, self.db_path = config_path, commands, db_path
+        self._tokens: dict[str, tuple[float, float]] = {}
+        self._warn = RateLimitedLog(log, 60.0)
+        self.handled = 0
+        self.refused = 0
+
+    def handle(self, identity: str, body: bytes) -> dict:
+        """One request → its answer (never raises)."""
+        rid = None
+        try:
+            if len(body) > MAX_REQUEST:
+                raise Refused(f"request larger than {MAX_REQUEST} bytes")
+            try:
+                req = json.loads(body)
+            except (ValueError, RecursionError):
+                raise Refused("not JSON") from None
+            if not isinstance(req, dict):
+                raise Refused("a JSON object is expected")
+            rid = req.get("id")
+            if not isinstance(rid, str) or not 1 <= len(rid) <= 64:
+                rid = None
+                raise Refused("id: a string of 1 … 64 characters, echoed in the reply")
+            if _depth(req) > MAX_DEPTH:
+                raise Refused(f"JSON nested deeper than {MAX_DEPTH} levels")
+            role = self.roles.get(identity)
+            if role is None:
+                raise Refused(f"identity {identity!r} is not in [cloud] identities")
+            if not self._rate_ok(identity):
+                raise Refused(f"more than {RATE_PER_S:g} requests a second: wait")
+            result = self._act(identity, role, req)
+            self.handled += 1
+            return {"id": rid, "ok": True, "result": result}
+        except Refused as exc:
+            self.refused += 1
+            self._warn.warning(identity, "cloud: request from %s refused: %s", identity, exc)
+            self._log(identity, "cloud_refused", str(exc)[:300])
+            return {"id": rid, "ok": False, "error": str(exc), "reasons": exc.reasons}
+        except Exception as exc:               # never let a request take the uplink down
+            log.exception("cloud request from %s failed", identity)
+            return {"id": rid, "ok": False, "error": f"internal error: {type(exc).__name__}", "reasons": []}
+
+    def _rate_ok(self, identity: str) -> bool:
+        now = time.monotonic()
+        tokens, at = self._tokens.get(identity, (RATE_PER_S, now))
+        tokens = min(RATE_PER_S, tokens + (now - at) * RATE_PER_S)
+        if tokens < 1.0:
+            self._tokens[identity] = (tokens, now)
+            return False
+        self._tokens[identity] = (tokens - 1.0, now)
+        return True
+
+    def _need(self, role: str, permission: str, what: str) -> None:
+        if not allowed(role, permission):
+            raise Refused(f"role {role} may not {what}")
+
+    def _act(self, identity: str, role: str, req: dict):
+        action, user = req.get("action"), f"cloud:{identity}"
+        if action == "command":
+            self._need(role, "command", "send commands")
+            name = req.get("name")
+            if name not in COMMANDS:
+                raise Refused(f"no command {name!r}; known: {', '.join(COMMANDS)}")
+            target, kind = COMMANDS[name]
+            value = req.get("value", True)
+            if kind is bool and not isinstance(value, bool):
+                raise Refused(f"{name}: value must be true or false")
+            return self._submit(target, value, user)
+        if action == "dispatch":
+            self._need(role, "command", "dispatch")
+            value, lease = req.get("value_w"), req.get("lease_s", self.cfg.dispatch.lease_s)
+            limit = self.cfg.pcs.rated_power_w
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not -limit <= value <= limit):
+                raise Refused(f"value_w: a number within ±{limit:g} W (the PCS rating), or null to end it")
+            if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 1 <= lease <= 3600:
+                raise Refused("lease_s: 1 … 3600 s")
+            return self._submit("dispatch_w", {"value": None if value is None else float(value),
+                                               "lease_s": float(lease)}, user)
+        if action == "grid_operator":
+            self._need(role, "command", "dispatch")
+            limits = req.get("limits")
+            if not isinstance(limits, dict):
+                raise Refused('limits: an object, e.g. {"pcs_limit_w": 50000, "feed_in_limit_w": 0, '
+                              '"ramp_w_per_s": 5000, "lease_s": 300}')
+            return self._submit("grid_operator", limits, user)
+        if action == "parameters_get":
+            self._need(role, "read", "read parameters")
+            group = req.get("group")
+            params = current(self.config_path)
+            if group not in params:
+                raise Refused(f"no parameter group {group!r}; groups are the site file's sections")
+            return {"group": group, "parameters": params[group]}
+        if action == "parameters_set":
+            return self._set(role, user, req.get("changes"))
+        raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, parameters_get, parameters_set")
+
+    def _submit(self, name: str, value, user: str) -> str:
+        if self.commands is None:
+            raise Refused("no controller is running")
+        result = self.commands.submit(name, value, user)
+        if result not in ("done", NOT_CONFIRMED):
+            raise Refused(str(result))
+        return result
+
+    def _set(self, role: str, user: str, changes) -> dict:
+        if self.config_path is None:
+            raise Refused("this controller runs without a site file: parameters cannot be changed here")
+        if not isinstance(changes, dict) or not changes:
+            raise Refused('changes: an object, e.g. {"self_use.reserve_soc_pct": 15}')
+        for key in flatten(changes):
+            section = section_of(key)
+            need = "parameters_operational" if section in OPERATIONAL_SECTIONS else "parameters_installation"
+            if not allowed(role, need):
+                raise Refused(f"role {role} may not change [{section}] parameters")
+        try:
+            cfg, done = apply_changes(self.config_path, changes)
+        except ConfigError as exc:
+            raise Refused(*[str(p) for p in exc.problems]) from None
+        for key, old, new in done:
+            self._log(user.split(":", 1)[1], "parameter_write", f"{key}: {old!r} → {new!r}", user)
+        live = self.commands.submit("reconfigure", cfg, user) if self.commands is not None else None
+        applied = [k for k, _, _ in done if isinstance(live, tuple) and section_of(k) in live[0]]
+        return {"saved": [k for k, _, _ in done], "applied_live": applied,
+                "after_restart": [k for k, _, _ in done if k not in applied]}
+
+    def _log(self, identity: str, action: str, detail: str, user: str | None = None) -> None:
+        if self.db_path is None:
+            return
+        try:
+            con = DB.connect(self.db_path)
+            try:
+                with con:
+                    con.execute("INSERT INTO log (t, kind, action, user, device_id, detail) VALUES (?, 'operation', "
+                                "?, ?, NULL, ?)", (time.time(), action, user or f"cloud:{identity}", detail))
+            finally:
+                con.close()
+        except Exception as exc:               # the history is the recorder's: a busy file is logged, not raised
+            self._warn.warning("log", "cloud: could not log %s: %s", action, exc)
