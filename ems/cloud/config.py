@@ -38,6 +38,8 @@ def check(cfg) -> list[tuple[str, object, str]]:
     if not plain_ok and not (c.username or c.cert_file):
         out.append(("cloud.username", "", "the broker must authenticate the EMS: username + password_file, or "
                     "cert_file + key_file"))
+    if not SITE_ID.match(c.home_assistant_prefix):
+        out.append(("cloud.home_assistant_prefix", c.home_assistant_prefix, "letters, digits, - and _ only"))
     seen = set()
     for i, ident in enumerate(c.identities):
         if not SITE_ID.match(ident.name):

@@ -52,6 +52,7 @@ class RemoteOperation:
         self._warn = RateLimitedLog(log, 60.0)
         self.handled = 0
         self.refused = 0
+        self.uplink = None                    # set by the uplink it serves (the live cycle is the uplink's)
 
     def handle(self, identity: str, body: bytes) -> dict:
         """One request → its answer (never raises)."""
@@ -132,6 +133,16 @@ class RemoteOperation:
                 raise Refused('limits: an object, e.g. {"pcs_limit_w": 50000, "feed_in_limit_w": 0, '
                               '"ramp_w_per_s": 5000, "lease_s": 300}')
             return self._submit("grid_operator", limits, user)
+        if action == "live":
+            self._need(role, "read", "ask for the live cycle")
+            cycle, lease = req.get("cycle_s", 5.0), req.get("lease_s", 600.0)
+            longest = self.cfg.cloud.live_cycle_max_s
+            for name, v, lo, hi in (("cycle_s", cycle, 1.0, 300.0), ("lease_s", lease, 1.0, longest)):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                    raise Refused(f"{name}: {lo:g} … {hi:g} s")
+            if self.uplink is None:
+                raise Refused("no uplink")
+            return self.uplink.set_live(float(cycle), float(lease))
         if action == "parameters_get":
             self._need(role, "read", "read parameters")
             group = req.get("group")
@@ -141,7 +152,8 @@ class RemoteOperation:
             return {"group": group, "parameters": params[group]}
         if action == "parameters_set":
             return self._set(role, user, req.get("changes"))
-        raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, parameters_get, parameters_set")
+        raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, live, parameters_get, "
+                      "parameters_set")
 
     def _submit(self, name: str, value, user: str) -> str:
         if self.commands is None:

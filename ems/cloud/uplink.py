@@ -65,8 +65,13 @@ class Uplink:
         self._stop = threading.Event()
         self._published_state: dict[str, str] = {}    # retained topic → the payload's content last published
         self._next_status = 0.0
+        self.live_until = 0.0                 # an operator's faster status cycle, until this time (a lease)
+        self.live_cycle_s = 0.0
+        self._discovery_done = False
         self._con: sqlite3.Connection | None = None
         self.remote = remote
+        if remote is not None:
+            remote.uplink = self
         self.requests: collections.deque = collections.deque()     # (identity, payload) from paho's thread
         self.dropped_requests = 0
         self.client = self._client()
@@ -111,6 +116,7 @@ class Uplink:
         self.connects += 1
         self.state, self.last_error = "connected", ""
         self._published_state.clear()             # retained state is republished on every connection
+        self._discovery_done = False
         log.info("cloud: connected to %s:%d as site %s", self.c.host, self.c.port, self.site)
         client.publish(self._t("online"), payload(self.site, state="online", time=iso(self.now())), qos=1, retain=True)
         if self.remote is not None:
@@ -203,9 +209,18 @@ class Uplink:
             while self.connected.is_set() and not self._stop.is_set():
                 if not self._drain(con, stream):
                     break
+        if not self._discovery_done and self.c.home_assistant:
+            self._discovery()
         if self.now() >= self._next_status:
             self._status(con)
-            self._next_status = self.now() + self.c.upload_cycle_s
+            live = self.now() < self.live_until
+            self._next_status = self.now() + (self.live_cycle_s if live else self.c.upload_cycle_s)
+
+    def set_live(self, cycle_s: float, lease_s: float) -> dict:
+        """An operator's faster status cycle for a while (a lease; then the upload cycle again)."""
+        self.live_cycle_s, self.live_until = cycle_s, self.now() + lease_s
+        self._next_status = 0.0
+        return {"cycle_s": cycle_s, "until": iso(self.live_until)}
 
     # ------------------------------------------------------------------ streams
     def _start_position(self, stream: str):
@@ -317,6 +332,29 @@ class Uplink:
         devices = [{"device_id": device_hex(r[0]), "name": r[1], "protocol": r[2], "model": r[3], "address": r[4],
                     "status": r[6]} for r in con.execute("SELECT * FROM devices ORDER BY device_id")]
         self._publish_retained("devices", {"devices": devices})
+
+    # Home Assistant MQTT discovery: one retained config per sensor, pointing into the status topic, so a
+    # Home Assistant user sees the site without writing YAML (its default discovery prefix, homeassistant/)
+    HA_SENSORS = (("soc_pct", "SOC", "battery", "%"), ("soc_bound_pct", "SOC uncertainty", None, "%"),
+                  ("grid_w", "Grid power", "power", "W"), ("pv_w", "PV power", "power", "W"),
+                  ("pcs_w", "Battery power", "power", "W"), ("load_w", "Load power", "power", "W"),
+                  ("strategy", "Strategy", None, None))
+
+    def _discovery(self) -> None:
+        device = {"identifiers": [f"ems-{self.site}"], "name": f"EMS {self.site}", "manufacturer": "open-ems",
+                  "model": "EMS controller"}
+        for key, name, device_class, unit in self.HA_SENSORS:
+            config = {"name": name, "unique_id": f"ems_{self.site}_{key}", "state_topic": self._t("status"),
+                      "value_template": f"{{{{ value_json.{key} }}}}", "availability_topic": self._t("online"),
+                      "availability_template": "{{ value_json.state }}", "payload_available": "online",
+                      "payload_not_available": "offline", "device": device}
+            if device_class:
+                config["device_class"] = device_class
+            if unit:
+                config.update(unit_of_measurement=unit, state_class="measurement")
+            self.client.publish(f"{self.c.home_assistant_prefix}/sensor/ems_{self.site}/{key}/config",
+                                json.dumps(config), qos=1, retain=True)
+        self._discovery_done = True
 
     def _status(self, con) -> None:
         row = con.execute("SELECT t, value FROM live WHERE key = 'status'").fetchone()

@@ -549,6 +549,11 @@ class Cloud:
     batch: int = spec(200, 1, 10000, "", "backlog messages in flight before their acknowledgements are awaited")
     backfill_days: float = spec(7.0, 0.0, 36500.0, "d", "on the first connection (no cursor yet) the history of "
                                 "this many days back is sent; after that, everything since the last acknowledged")
+    home_assistant: bool = spec(True, doc="publish Home Assistant MQTT discovery configs (retained) for the status's "
+                                "sensors: the site shows up in Home Assistant without YAML")
+    home_assistant_prefix: str = spec("homeassistant", doc="Home Assistant's discovery prefix")
+    live_cycle_max_s: float = spec(3600.0, 10.0, 86400.0, "s", "the longest lease an operator may ask a faster "
+                                   "status cycle for")
     remote: bool = spec(False, doc="take requests from the cloud (commands, dispatch, parameters) from the "
                         "identities below, each with its role")
     identities: list = spec([], doc="who may operate the site from the cloud, and with which role",

@@ -71,7 +71,8 @@ class Broker:
         acl = folder / "acl"
         # each identity writes its own request topic and reads its own replies (docs/cloud.md's ACL)
         acl.write_text(f"pattern write ems/+/v1/request/%u\npattern read ems/+/v1/reply/%u\n\n"
-                       f"user ems\ntopic readwrite ems/{site}/#\n\nuser cloud\ntopic read ems/#\n")
+                       f"user ems\ntopic readwrite ems/{site}/#\ntopic write homeassistant/sensor/ems_{site}/#\n\n"
+                       f"user cloud\ntopic read ems/#\ntopic read homeassistant/#\n")
         self.log = folder / "mosquitto.log"
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(
@@ -144,7 +145,8 @@ class Operator:
 class Subscriber:
     """The cloud's side: a real MQTT client (paho) over TLS as user "cloud", keeping every message."""
 
-    def __init__(self, broker: Broker, topics: str = "ems/#", user: str = "cloud", client_id: str | None = None):
+    def __init__(self, broker: Broker, topics: str = "ems/#,homeassistant/#", user: str = "cloud",
+                 client_id: str | None = None):
         """client_id: a fixed one keeps a persistent session (its QoS 1 messages wait while it is away)."""
         import paho.mqtt.client as mqtt
         import ssl
@@ -155,7 +157,7 @@ class Subscriber:
         c.tls_set_context(ssl.create_default_context(cafile=str(broker.ca)))
         c.username_pw_set(user, USERS[user])
         c.on_message = lambda cl, ud, m: self.messages.append((time.time(), m.topic, json.loads(m.payload), m.retain))
-        c.on_connect = lambda cl, ud, fl, rc, pr=None: cl.subscribe(topics, qos=1)
+        c.on_connect = lambda cl, ud, fl, rc, pr=None: cl.subscribe([(t, 1) for t in topics.split(",")])
         c.reconnect_delay_set(0.1, 0.5)
         c.connect("127.0.0.1", broker.port)
         c.loop_start()

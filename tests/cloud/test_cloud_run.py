@@ -84,6 +84,17 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         assert not r["ok"] and "grid_operator pcs_limit_w" in r["error"], r
         # parameters by group: read; a strategy's taken live; an installation one refused for the operator;
         # a value out of range refused with the reason, nothing changed
+        # an operator asks for the live cycle for a while: the status every second, then back to the cycle
+        sub = Subscriber(broker)
+        r = op.ask(action="live", cycle_s=1, lease_s=4)
+        assert r and r["ok"], r
+        assert sub.wait(lambda: len(sub.of("/v1/status")) >= 3, 5), len(sub.of("/v1/status"))
+        time.sleep(4.5)
+        n = len(sub.of("/v1/status"))
+        time.sleep(3)
+        assert len(sub.of("/v1/status")) == n                      # the lease is over: the 300 s cycle again
+        sub.close()
+        assert not op.ask(action="live", cycle_s=1, lease_s=1e6)["ok"]
         r = op.ask(action="parameters_get", group="self_use")
         assert r["ok"] and r["result"]["parameters"]["reserve_soc_pct"] == 10.0, r
         r = op.ask(action="parameters_set", changes={"self_use.reserve_soc_pct": 20})

@@ -80,6 +80,10 @@ def test_samples_events_alarms_and_state_reach_the_broker_in_order(broker, tmp_p
         status = sub.wait(lambda: sub.of("/v1/status"))[-1]
         assert status["soc_pct"] == 55.5 and status["soc_bound_pct"] == 3.2 and status["strategy"] == "self_use"
         assert sub.of("/v1/online")[-1]["state"] == "online"
+        # Home Assistant discovery: a retained config per sensor, pointing into the status topic
+        soc = sub.wait(lambda: sub.of("homeassistant/sensor/ems_site-1/soc_pct/config"))[-1]
+        assert soc["state_topic"] == "ems/site-1/v1/status" and soc["unit_of_measurement"] == "%"
+        assert soc["device_class"] == "battery" and soc["value_template"] == "{{ value_json.soc_pct }}"
         # an alarm raised now is out within a second (the retained list and the history)
         t = time.time()
         alarm(db, 4, t)
