@@ -16,7 +16,7 @@ def main(raw_path: str, out_path: str) -> int:
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
         if info.get("kind") in ("simulation", "jitter", "latency", "throughput", "records", "footprint", "page",
-                                "parallel"):
+                                "parallel", "cloud_fleet"):
             extra.append({**info, "wall_s": bench["stats"]["median"]})
             continue
         key = (info["case"], info["clusters"], info["cells_per_cluster"])
@@ -56,6 +56,10 @@ def main(raw_path: str, out_path: str) -> int:
         elif e["kind"] == "parallel" and e["case"] == "master_cycle_1000_units":
             print(f"parallel master cycle over {e['units']} units (read all, distribute, write all): p50 "
                   f"{e['p50_s'] * 1e3:.0f} ms, p99 {e['p99_s'] * 1e3:.0f} ms (goal ≤ 1000 ms)")
+        elif e["kind"] == "cloud_fleet":
+            print(f"cloud: {e['sites']} sites on one broker at a {e['cycle_s']:g} s cycle: {e['published']} messages, "
+                  f"{e['lost']} lost; broker CPU {e['broker_cpu_pct']:.1f} %, publishers {e['publisher_cpu_pct']:.1f} %; "
+                  f"alarm latency p50 {e['alarm_p50_ms']:.1f} ms, p99 {e['alarm_p99_ms']:.1f} ms")
         elif e["kind"] == "parallel" and e["case"] == "control_thread_1000_units":
             print(f"parallel master's control thread per slow tick over {e['units']} units: p50 "
                   f"{e['p50_s'] * 1e3:.2f} ms, p99 {e['p99_s'] * 1e3:.2f} ms")
