@@ -44,10 +44,12 @@ def _depth(v, d: int = 0) -> int:
 
 
 class RemoteOperation:
-    def __init__(self, cfg, config_path: Path | None, commands, db_path: Path | None):
+    def __init__(self, cfg, config_path: Path | None, commands, db_path: Path | None, pcs_protection=None):
+        """pcs_protection: the site PCS's grid protection (ems.comm.pcs_protection), None when it has none."""
         self.cfg = cfg
         self.roles = {i.name: i.role for i in cfg.cloud.identities}
         self.config_path, self.commands, self.db_path = config_path, commands, db_path
+        self.pcs_protection = pcs_protection
         self._tokens: dict[str, tuple[float, float]] = {}
         self._warn = RateLimitedLog(log, 60.0)
         self.handled = 0
@@ -143,6 +145,8 @@ class RemoteOperation:
             if self.uplink is None:
                 raise Refused("no uplink")
             return self.uplink.set_live(float(cycle), float(lease))
+        if action in ("pcs_protection_get", "pcs_protection_set"):
+            return self._protection(identity, role, action, req)
         if action == "parameters_get":
             self._need(role, "read", "read parameters")
             group = req.get("group")
@@ -153,7 +157,26 @@ class RemoteOperation:
         if action == "parameters_set":
             return self._set(role, user, req.get("changes"))
         raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, live, parameters_get, "
-                      "parameters_set")
+                      "parameters_set, pcs_protection_get, pcs_protection_set")
+
+    def _protection(self, identity: str, role: str, action: str, req: dict) -> dict:
+        from ems.comm.pcs_protection import ProtectionError
+        p = self.pcs_protection
+        if p is None:
+            raise Refused("this site's PCS has no grid-protection registers in its profile")
+        if action == "pcs_protection_get":
+            self._need(role, "read", "read the PCS's protection")
+            return {"parameters": p.query()}
+        self._need(role, "parameters_installation", "change the PCS's grid protection")
+        before = p.query()
+        try:
+            done = p.set(req.get("changes"))
+        except ProtectionError as exc:
+            raise Refused(*exc.reasons) from None
+        for k, v in done["written"].items():
+            self._log(identity, "pcs_protection_write", f"{k}: {before.get(k)!r} → {v!r} (read back "
+                      f"{done['read_back'][k]!r})")
+        return done
 
     def _submit(self, name: str, value, user: str) -> str:
         if self.commands is None:

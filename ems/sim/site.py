@@ -33,6 +33,16 @@ MUTE_ROLES = {"grid_meter": ("grid_meter",), "pv": ("pv_meter", "pv_inverter"), 
               "air_conditioner": ("air_conditioner",), "io_module": ("io_module",)}
 
 
+# the simulated PCS's grid-connection protection as delivered: stage 1 / 2 over- and under-voltage (% of
+# nominal, s) and over- and under-frequency (Hz, s)
+PCS_PROTECTION_DEFAULTS = {
+    "prot_ov1_ratio_pct": 110.0, "prot_ov1_time_s": 3.0, "prot_ov2_ratio_pct": 115.0, "prot_ov2_time_s": 0.2,
+    "prot_uv1_ratio_pct": 85.0, "prot_uv1_time_s": 3.0, "prot_uv2_ratio_pct": 45.0, "prot_uv2_time_s": 0.3,
+    "prot_of1_hz": 51.5, "prot_of1_time_s": 0.1, "prot_of2_hz": 52.0, "prot_of2_time_s": 0.1,
+    "prot_uf1_hz": 47.5, "prot_uf1_time_s": 0.1, "prot_uf2_hz": 47.0, "prot_uf2_time_s": 0.1,
+}
+
+
 class ValueStore:
     """A device's registers held as engineering values, read in-process (`ems simulate`): the same publish /
     value / silent interface as the ProfileImage a server serves, without the words between."""
@@ -115,6 +125,8 @@ class SimSite:
             self.devices[d.name], self.stores[d.name], self.by_role[d.role] = (d.role, p), store, d.name
             zero_sf = {r.scale_factor: 0 for r in p.registers.values() if r.scale_factor}
             store.publish_many(zero_sf)           # SunSpec scale factors: the devices publish in plain units
+            if d.role == "pcs":                   # its grid protection as delivered (EN 50549-1-like settings)
+                store.publish_many({k: v for k, v in PCS_PROTECTION_DEFAULTS.items() if k in p.registers})
         # what each device publishes: served, every register of its profile (a real client may read any);
         # in-process, only what the device layer reads (ROLE_READS, status and fault words)
         self._roles = {d.role: (self.stores[d.name], self._wanted(d.role, self.devices[d.name][1]))

@@ -108,7 +108,8 @@ def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
                         ctrl.clock.monotonic_s), None
 
 
-def start_uplink(cfg: SiteConfig, db_path: Path | None, say, config_path: Path | None = None, commands=None):
+def start_uplink(cfg: SiteConfig, db_path: Path | None, say, config_path: Path | None = None, commands=None,
+                 site_io=None):
     """The cloud uplink ([cloud], ems.cloud.uplink) when enabled; a setting this machine cannot meet (a missing
     key file) or a run without history is reported and the site runs on without it."""
     c = cfg.cloud
@@ -122,7 +123,9 @@ def start_uplink(cfg: SiteConfig, db_path: Path | None, say, config_path: Path |
     remote = None
     if c.remote:
         from ems.cloud.remote import RemoteOperation
-        remote = RemoteOperation(cfg, config_path, commands, db_path)
+        from ems.comm.pcs_protection import PcsProtection
+        protection = PcsProtection.for_site(getattr(site_io, "modbus", None), getattr(site_io, "roles", {}))
+        remote = RemoteOperation(cfg, config_path, commands, db_path, protection)
     try:
         uplink = Uplink(cfg, db_path, Path(db_path).with_name("uplink-cursor.json"), remote=remote)
     except (UplinkError, OSError, ValueError) as exc:
@@ -262,7 +265,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live, parallel=lambda: parallel_view(ctrl))
-    uplink = start_uplink(cfg, db_path, say, config_path, records.commands if records is not None else None)
+    uplink = start_uplink(cfg, db_path, say, config_path, records.commands if records is not None else None, site_io)
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link, backup)
 
     def _stop(signum, frame):

@@ -20,7 +20,7 @@ from ems.comm.net import free_port
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 USERS = {"ems": "ems-secret-1", "cloud": "cloud-secret-1", "operator": "operator-secret-1",
-         "viewer": "viewer-secret-1"}
+         "viewer": "viewer-secret-1", "installer": "installer-secret-1"}
 
 
 def _key():

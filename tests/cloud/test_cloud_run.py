@@ -10,19 +10,26 @@ from tests.cloud.broker import USERS, Operator, Subscriber
 from tests.procs import EmsRun, control, sim_site
 
 
-def test_a_running_site_reports_to_the_broker_and_an_alarm_is_out_within_a_second(broker, tmp_path):
+IDENTITIES = ('identities = [{ name = "operator", role = "operator" }, { name = "viewer", role = "end_user" }, '
+              '{ name = "installer", role = "installer" }]\n')
+
+
+def cloud_site(broker, tmp_path, name: str, extra: str = ""):
+    """A simulated site whose `ems run` reports to the broker as site-1: (sim-site, ems run)."""
     pw = tmp_path / "cloud.password"
     pw.write_text(USERS["ems"] + "\n")
     base = tmp_path / "base.toml"
-    base.write_text(f'[site]\nname = "Cloud test"\n[dispatch]\nport = {free_port()}\n[api]\nport = {free_port()}\n'
+    base.write_text(f'[site]\nname = "{name}"\n[dispatch]\nport = {free_port()}\n[api]\nport = {free_port()}\n'
                     f'[cloud]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\nsite_id = "site-1"\n'
-                    f'ca_file = "{broker.ca}"\nusername = "ems"\npassword_file = "{pw}"\nupload_cycle_s = 2.0\n'
-                    f'remote = true\nidentities = [{{ name = "operator", role = "operator" }}, '
-                    f'{{ name = "viewer", role = "end_user" }}]\n')
-    sub = Subscriber(broker)
+                    f'ca_file = "{broker.ca}"\nusername = "ems"\npassword_file = "{pw}"\n{extra}')
     sim = sim_site(tmp_path, base)
-    run = EmsRun("--config", str(sim.site_file), "--db", str(tmp_path / "history.sqlite"),
-                 "--state", str(tmp_path / "state.json"))
+    return sim, EmsRun("--config", str(sim.site_file), "--db", str(tmp_path / "history.sqlite"),
+                       "--state", str(tmp_path / "state.json"))
+
+
+def test_a_running_site_reports_to_the_broker_and_an_alarm_is_out_within_a_second(broker, tmp_path):
+    sub = Subscriber(broker)
+    sim, run = cloud_site(broker, tmp_path, "Cloud test", "upload_cycle_s = 2.0\nremote = true\n" + IDENTITIES)
     try:
         assert run.wait_for(lambda s: s.startswith("cloud: MQTTS"), 30), run.text() + "".join(run.err)
         assert sub.wait(lambda: [m for m in sub.of("/v1/online") if m["state"] == "online"], 20), sub.messages
@@ -50,19 +57,11 @@ def test_a_running_site_reports_to_the_broker_and_an_alarm_is_out_within_a_secon
 
 
 def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_path):
-    pw = tmp_path / "cloud.password"
-    pw.write_text(USERS["ems"] + "\n")
-    base = tmp_path / "base.toml"
-    base.write_text(f'[site]\nname = "Cloud ops"\n[dispatch]\nport = {free_port()}\n[api]\nport = {free_port()}\n'
-                    f'[cloud]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\nsite_id = "site-1"\n'
-                    f'ca_file = "{broker.ca}"\nusername = "ems"\npassword_file = "{pw}"\nremote = true\n'
-                    f'identities = [{{ name = "operator", role = "operator" }}, {{ name = "viewer", role = "end_user" }}]\n')
-    sim = sim_site(tmp_path, base)
-    run = EmsRun("--config", str(sim.site_file), "--db", str(tmp_path / "history.sqlite"),
-                 "--state", str(tmp_path / "state.json"))
+    sim, run = cloud_site(broker, tmp_path, "Cloud ops", "remote = true\n" + IDENTITIES)
     op = viewer = None
     try:
-        assert run.wait_for(lambda s: s.startswith("cloud: MQTTS") and "requests from operator, viewer" in s, 30), \
+        assert run.wait_for(lambda s: s.startswith("cloud: MQTTS") and "requests from operator, viewer, installer"
+                            in s, 30), \
             run.text() + "".join(run.err)
         op, viewer = Operator(broker, "operator"), Operator(broker, "viewer")
         r = op.ask(action="command", name="forced_charge", value=True)
@@ -106,6 +105,24 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         assert not r["ok"] and any("reserve_soc_pct" in x for x in r["reasons"]), r
         assert op.ask(action="parameters_get", group="self_use")["result"]["parameters"]["reserve_soc_pct"] == 20
         assert not op.ask(action="reboot_everything")["ok"]
+        # the PCS's grid protection (001_… PCS Remote Maintenance): queried, set by an installer, read back
+        inst = Operator(broker, "installer")
+        try:
+            assert sub_wait(lambda: op.ask(action="pcs_protection_get")["result"]["parameters"]["ov1_ratio_pct"]
+                            is not None, 15)
+            now = op.ask(action="pcs_protection_get")["result"]["parameters"]
+            assert now["ov1_ratio_pct"] == 110.0 and now["uf2_hz"] == 47.0, now
+            r = op.ask(action="pcs_protection_set", changes={"ov1_ratio_pct": 112.0})
+            assert not r["ok"] and "role operator may not change the PCS's grid protection" in r["error"], r
+            r = inst.ask(timeout_s=25, action="pcs_protection_set", changes={"ov1_ratio_pct": 112.0, "ov1_time_s": 2.5})
+            assert r and r["ok"] and r["result"]["read_back"] == {"ov1_ratio_pct": 112.0, "ov1_time_s": 2.5}, r
+            assert op.ask(action="pcs_protection_get")["result"]["parameters"]["ov1_ratio_pct"] == 112.0
+            r = inst.ask(action="pcs_protection_set", changes={"ov1_ratio_pct": 150.0})
+            assert not r["ok"] and "outside 100" in r["error"], r
+            r = inst.ask(action="pcs_protection_set", changes={"ov2_ratio_pct": 111.0})    # below stage 1's 112
+            assert not r["ok"] and "beyond stage 1" in r["error"], r
+        finally:
+            inst.close()
         # the broker's ACL: an identity cannot speak as another (its request never reaches the EMS)
         assert op.ask(timeout_s=2, topic_user="viewer", action="command", name="fault_reset") is None
         # every remote action is in the log with the identity it came from
@@ -115,7 +132,7 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         users = {u for (u,) in con.execute("SELECT user FROM log WHERE user LIKE 'cloud:%'")}
         actions = {a for (a,) in con.execute("SELECT action FROM log WHERE user = 'cloud:operator'")}
         con.close()
-        assert {"cloud:operator", "cloud:viewer"} <= users, users
+        assert {"cloud:operator", "cloud:viewer", "cloud:installer"} <= users, users
         assert {"parameter_write", "cloud_refused"} <= actions and any("forced_charge" in a for a in actions), actions
     finally:
         for o in (op, viewer):
