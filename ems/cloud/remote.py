@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -44,12 +45,17 @@ def _depth(v, d: int = 0) -> int:
 
 
 class RemoteOperation:
-    def __init__(self, cfg, config_path: Path | None, commands, db_path: Path | None, pcs_protection=None):
-        """pcs_protection: the site PCS's grid protection (ems.comm.pcs_protection), None when it has none."""
+    def __init__(self, cfg, config_path: Path | None, commands, db_path: Path | None, pcs_protection=None,
+                 maintenance=None):
+        """pcs_protection: the site PCS's grid protection (ems.comm.pcs_protection), None when it has none;
+        maintenance: the board's (ems.board.maintenance.RemoteMaintenance) for upgrade tasks, None off a board."""
         self.cfg = cfg
         self.roles = {i.name: i.role for i in cfg.cloud.identities}
         self.config_path, self.commands, self.db_path = config_path, commands, db_path
         self.pcs_protection = pcs_protection
+        self.maintenance = maintenance
+        self.reply = None                     # (identity, answer) → published (set by the uplink)
+        self._upgrade: threading.Thread | None = None
         self._tokens: dict[str, tuple[float, float]] = {}
         self._warn = RateLimitedLog(log, 60.0)
         self.handled = 0
@@ -147,6 +153,8 @@ class RemoteOperation:
             return self.uplink.set_live(float(cycle), float(lease))
         if action in ("pcs_protection_get", "pcs_protection_set"):
             return self._protection(identity, role, action, req)
+        if action == "upgrade":
+            return self._start_upgrade(identity, role, req)
         if action == "parameters_get":
             self._need(role, "read", "read parameters")
             group = req.get("group")
@@ -157,7 +165,7 @@ class RemoteOperation:
         if action == "parameters_set":
             return self._set(role, user, req.get("changes"))
         raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, live, parameters_get, "
-                      "parameters_set, pcs_protection_get, pcs_protection_set")
+                      "parameters_set, pcs_protection_get, pcs_protection_set, upgrade")
 
     def _protection(self, identity: str, role: str, action: str, req: dict) -> dict:
         from ems.comm.pcs_protection import ProtectionError
@@ -177,6 +185,65 @@ class RemoteOperation:
             self._log(identity, "pcs_protection_write", f"{k}: {before.get(k)!r} → {v!r} (read back "
                       f"{done['read_back'][k]!r})")
         return done
+
+    def _start_upgrade(self, identity: str, role: str, req: dict) -> dict:
+        """The cloud's upgrade task (002_… Upgrade Management): download the bundle, verify it and reserve it
+        as an upload through the API does. Answered at once ("downloading"), then again when it is reserved
+        or refused; one task at a time."""
+        from datetime import datetime, timezone
+        self._need(role, "upgrade", "start upgrades")
+        if self.maintenance is None:
+            raise Refused("not running as the board's service (ems run --board-root): no upgrades here")
+        if self._upgrade is not None and self._upgrade.is_alive():
+            raise Refused("an upgrade task is being downloaded already")
+        url, sha, at = req.get("url"), req.get("sha256"), req.get("at")
+        if not isinstance(url, str) or not 8 <= len(url) <= 2048:
+            raise Refused("url: the bundle's http(s) URL")
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+            raise Refused("sha256: 64 hex digits, or absent")
+        try:
+            when = datetime.fromisoformat(at) if at is not None else datetime.now(timezone.utc)
+        except (TypeError, ValueError):
+            raise Refused("at: an ISO 8601 time with its zone, e.g. 2026-12-02T02:00:00+01:00") from None
+        if when.tzinfo is None:
+            raise Refused("at needs a time zone")
+        deadline = req.get("deadline_s", 300)
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 30 <= deadline <= 3600:
+            raise Refused("deadline_s: 30 … 3600")
+        rid = req.get("id")
+        self._upgrade = threading.Thread(target=self._run_upgrade, args=(identity, rid, url, sha, when,
+                                                                            float(deadline)),
+                                         name="ems-cloud-upgrade", daemon=True)
+        self._upgrade.start()
+        self._log(identity, "upgrade_requested", f"{url[:200]} at {when.isoformat()}")
+        return {"state": "downloading", "url": url}
+
+    def _run_upgrade(self, identity, rid, url, sha, when, deadline_s) -> None:
+        from ems.board.bundle import BundleError
+        from ems.board.migrate import MigrationError
+        from ems.board.slots import UpdateError
+        from ems.cloud.download import DownloadError, download
+        from ems.records.api import MAX_BUNDLE_BYTES
+        answer = {"id": rid, "ok": False, "reasons": []}
+        target = None
+        try:
+            folder = self.maintenance.upload_dir()
+            target = folder / f"cloud-{abs(hash(url)) & 0xFFFFFFFF:08x}.bundle"
+            download(url, target, MAX_BUNDLE_BYTES, sha)
+            task = self.maintenance.reserve_update(target, when, deadline_s, f"cloud:{identity}")
+            answer.update(ok=True, result={"state": "reserved", **task})
+            self._log(identity, "update_reserved", f"{task['version']} at {task['at']} (task {task['id']})")
+        except (DownloadError, BundleError, UpdateError, MigrationError, OSError) as exc:
+            answer.update(error=f"upgrade refused, nothing reserved: {exc}", reasons=[str(exc)])
+            self._log(identity, "cloud_refused", f"upgrade {url[:200]}: {exc}")
+        except Exception as exc:              # the thread must report, not die silently
+            log.exception("cloud upgrade task failed")
+            answer.update(error=f"internal error: {type(exc).__name__}")
+        finally:
+            if target is not None:
+                target.unlink(missing_ok=True)
+        if self.reply is not None:
+            self.reply(identity, answer)
 
     def _submit(self, name: str, value, user: str) -> str:
         if self.commands is None:

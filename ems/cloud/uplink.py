@@ -72,6 +72,8 @@ class Uplink:
         self.remote = remote
         if remote is not None:
             remote.uplink = self
+            remote.reply = lambda identity, answer: self.client.publish(
+                self._t(f"reply/{identity}"), payload(self.site, time=iso(self.now()), **answer), qos=1)
         self.requests: collections.deque = collections.deque()     # (identity, payload) from paho's thread
         self.dropped_requests = 0
         self.client = self._client()

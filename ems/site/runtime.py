@@ -109,7 +109,7 @@ def start_parallel(cfg: SiteConfig, ctrl: Controller, io: IoThread, say):
 
 
 def start_uplink(cfg: SiteConfig, db_path: Path | None, say, config_path: Path | None = None, commands=None,
-                 site_io=None):
+                 site_io=None, maintenance=None):
     """The cloud uplink ([cloud], ems.cloud.uplink) when enabled; a setting this machine cannot meet (a missing
     key file) or a run without history is reported and the site runs on without it."""
     c = cfg.cloud
@@ -125,7 +125,7 @@ def start_uplink(cfg: SiteConfig, db_path: Path | None, say, config_path: Path |
         from ems.cloud.remote import RemoteOperation
         from ems.comm.pcs_protection import PcsProtection
         protection = PcsProtection.for_site(getattr(site_io, "modbus", None), getattr(site_io, "roles", {}))
-        remote = RemoteOperation(cfg, config_path, commands, db_path, protection)
+        remote = RemoteOperation(cfg, config_path, commands, db_path, protection, maintenance)
     try:
         uplink = Uplink(cfg, db_path, Path(db_path).with_name("uplink-cursor.json"), remote=remote)
     except (UplinkError, OSError, ValueError) as exc:
@@ -247,6 +247,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
         out.write(f"{reason}: stopping (the service manager starts the EMS again)\n")
         stop["at"] = time.monotonic() + 0.5
 
+    maint = RemoteMaintenance(clock, request_stop, board)
     if db_path is not None:
         from ems.records.site import SiteRecords
 
@@ -262,10 +263,10 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
         records.start()
         if cfg.api.enabled:
             from ems.records.api import start_api
-            maint = RemoteMaintenance(clock, request_stop, board)
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live, parallel=lambda: parallel_view(ctrl))
-    uplink = start_uplink(cfg, db_path, say, config_path, records.commands if records is not None else None, site_io)
+    uplink = start_uplink(cfg, db_path, say, config_path, records.commands if records is not None else None, site_io,
+                          maint if board is not None else None)
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link, backup)
 
     def _stop(signum, frame):
