@@ -155,6 +155,13 @@ class RemoteOperation:
             return self._protection(identity, role, action, req)
         if action == "upgrade":
             return self._start_upgrade(identity, role, req)
+        if action == "restart":
+            self._need(role, "maintenance", "restart the EMS")
+            if self.maintenance is None:
+                raise Refused("no controller is running")
+            self._log(identity, "restart", "remote restart of the EMS")
+            self.maintenance.restart(f"remote restart by cloud:{identity}")     # a clean stop in 0.5 s: answered first
+            return {"restarting": True}
         if action == "parameters_get":
             self._need(role, "read", "read parameters")
             group = req.get("group")
@@ -165,7 +172,7 @@ class RemoteOperation:
         if action == "parameters_set":
             return self._set(role, user, req.get("changes"))
         raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, live, parameters_get, "
-                      "parameters_set, pcs_protection_get, pcs_protection_set, upgrade")
+                      "parameters_set, pcs_protection_get, pcs_protection_set, upgrade, restart")
 
     def _protection(self, identity: str, role: str, action: str, req: dict) -> dict:
         from ems.comm.pcs_protection import ProtectionError
@@ -192,7 +199,7 @@ class RemoteOperation:
         or refused; one task at a time."""
         from datetime import datetime, timezone
         self._need(role, "upgrade", "start upgrades")
-        if self.maintenance is None:
+        if self.maintenance is None or getattr(self.maintenance, "paths", None) is None:
             raise Refused("not running as the board's service (ems run --board-root): no upgrades here")
         if self._upgrade is not None and self._upgrade.is_alive():
             raise Refused("an upgrade task is being downloaded already")

@@ -266,7 +266,7 @@ def run_site(cfg: SiteConfig, duration_s: float | None = None, out=None, state_p
             api = start_api(cfg, db_path, config_path, _Say(), commands=records.commands, maintenance=maint,
                             live=records.live, parallel=lambda: parallel_view(ctrl))
     uplink = start_uplink(cfg, db_path, say, config_path, records.commands if records is not None else None, site_io,
-                          maint if board is not None else None)
+                          maint)
     loop = FastPeriod(cfg, ctrl, site_io, dispatch, clock, records, link, backup)
 
     def _stop(signum, frame):

@@ -134,6 +134,15 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         con.close()
         assert {"cloud:operator", "cloud:viewer", "cloud:installer"} <= users, users
         assert {"parameter_write", "cloud_refused"} <= actions and any("forced_charge" in a for a in actions), actions
+        # a remote restart by an installer: answered, then the clean stop (systemd starts the service again)
+        inst = Operator(broker, "installer")
+        try:
+            assert not op.ask(action="restart")["ok"]                          # an operator may not
+            r = inst.ask(action="restart")
+            assert r and r["ok"] and r["result"] == {"restarting": True}, r
+            assert run.proc.wait(20) == 0 and "remote restart by cloud:installer: stopping" in run.text()
+        finally:
+            inst.close()
     finally:
         for o in (op, viewer):
             if o is not None:

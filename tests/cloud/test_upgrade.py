@@ -122,6 +122,12 @@ def test_a_bundle_that_is_not_what_it_should_be_is_refused_and_nothing_is_reserv
     assert update.scheduled(paths) == []
 
 
+def test_off_the_board_an_upgrade_is_refused_with_the_reason():
+    op, _ = remote(None)
+    r = ask(op, action="upgrade", url="http://127.0.0.1/x.bundle")
+    assert not r["ok"] and "--board-root" in r["error"], r
+
+
 def test_an_upgrade_needs_its_role_and_an_http_url(board):  # noqa: F811
     paths, _, _ = board
     op, _ = remote(paths, role="end_user")
