@@ -1,17 +1,11 @@
 """[cloud]'s consistency (for `ems config check`) and the connection settings it makes."""
 from __future__ import annotations
 
-import ipaddress
 import re
 
+from ems.comm.net import is_loopback
+
 SITE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check(cfg) -> list[tuple[str, object, str]]:

@@ -20,11 +20,11 @@ from ems.config.load import ConfigError
 from ems.records import db as DB
 from ems.records.auth import OPERATIONAL_SECTIONS, allowed
 from ems.records.commands import COMMANDS, NOT_CONFIRMED
+from ems.records.api import MAX_BUNDLE_BYTES, MAX_JSON_DEPTH as MAX_DEPTH, _depth
 from ems.records.params import apply_changes, current, flatten, section_of
 
 log = logging.getLogger("ems.cloud")
 MAX_REQUEST = 16 * 1024
-MAX_DEPTH = 8
 RATE_PER_S = 5.0
 
 
@@ -32,16 +32,6 @@ class Refused(Exception):
     def __init__(self, *reasons: str):
         super().__init__("; ".join(reasons))
         self.reasons = list(reasons)
-
-
-def _depth(v, d: int = 0) -> int:
-    if d > MAX_DEPTH:
-        return d
-    if isinstance(v, dict):
-        return max([_depth(x, d + 1) for x in v.values()] or [d + 1])
-    if isinstance(v, list):
-        return max([_depth(x, d + 1) for x in v] or [d + 1])
-    return d
 
 
 class RemoteOperation:
@@ -230,7 +220,6 @@ class RemoteOperation:
         from ems.board.migrate import MigrationError
         from ems.board.slots import UpdateError
         from ems.cloud.download import DownloadError, download
-        from ems.records.api import MAX_BUNDLE_BYTES
         answer = {"id": rid, "ok": False, "reasons": []}
         target = None
         try:

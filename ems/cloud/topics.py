@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from ems.control.events import device_hex  # noqa: F401 - the one home; the uplink's payloads use it
+
 VERSION = 1
 STREAMS = ("samples", "events", "alarms/history")
 
@@ -26,10 +28,6 @@ def topic(prefix: str, site: str, name: str) -> str:
 
 def iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
-
-
-def device_hex(device_id: int) -> str:
-    return f"0x{int(device_id):08X}"
 
 
 def payload(site: str, **fields) -> bytes:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from ems.cloud.config import is_loopback
+from ems.comm.net import is_loopback
 from ems.cloud.cursor import Cursors
 from ems.cloud.topics import STREAMS, device_hex, iso, payload, topic
 from ems.comm.limits import RateLimitedLog

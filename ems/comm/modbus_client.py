@@ -467,6 +467,11 @@ class ModbusEngine:
             return
         self.io.loop.call_soon_threadsafe(ch.wake)
 
+    def sent_at(self, device: str, name: str) -> float | None:
+        """When a held value was last written (monotonic s), None when it has not been yet."""
+        h = self._by_device[device][0].holds.get((device, name))
+        return None if h is None or h.sent_value is None else h.sent_at_s
+
     def flush(self, timeout_s: float = 1.0) -> bool:
         """Wait (control thread) until every held value has been written once; False on timeout."""
         deadline = time.monotonic() + timeout_s

@@ -12,6 +12,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def is_loopback(host: str) -> bool:
+    """A loopback address (or "localhost"): the simulated site and a plain-text broker are allowed only there."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def normalise_address(address) -> str | None:
     """An IP address in its canonical text (IPv6 compressed, IPv4-mapped IPv6 as IPv4), so allowlist
     entries and client addresses compare equal however they were written; None when it is not one."""

@@ -91,6 +91,5 @@ class PcsProtection:
     def _read_after(self, k: str) -> bool:
         """The value was read after it was written (not the old reading that happened to match)."""
         sample = self.engine.sample(self.device, self.registers[k].name)
-        ch, _ = self.engine._by_device[self.device]
-        h = ch.holds.get((self.device, self.registers[k].name))
-        return sample is not None and h is not None and sample[1] >= h.sent_at_s > -1e17
+        sent = self.engine.sent_at(self.device, self.registers[k].name)
+        return sample is not None and sent is not None and sample[1] >= sent

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import json
 from importlib import resources
 import logging
@@ -26,7 +25,7 @@ from zoneinfo import ZoneInfo
 import tomli_w
 
 from ems.comm.modbus_server import IoThread
-from ems.comm.net import free_port
+from ems.comm.net import free_port, is_loopback
 from ems.config.load import ConfigError, Problem, load_site, read_toml, site_from_dict
 from ems.sim.layout import device_table
 from ems.sim.scenario import parse_event
@@ -41,13 +40,6 @@ WRITE_LOG = 2000          # the last writes the devices received, for tests and 
 
 class SimSiteError(ValueError):
     pass
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def prepare(config: Path | None, write_site: Path | None) -> tuple[object, Path | None]:
@@ -88,10 +80,10 @@ def prepare(config: Path | None, write_site: Path | None) -> tuple[object, Path 
     for i, d in enumerate(cfg.devices.modbus):
         if d.transport != "tcp":
             problems.append(f"devices.modbus[{i}] ({d.name}): the simulated site serves Modbus TCP only")
-        elif not _loopback(d.host):
+        elif not is_loopback(d.host):
             problems.append(f"devices.modbus[{i}].host = {d.host!r}: the simulated site serves loopback addresses only")
     dv = cfg.devices
-    if dv.bms == "can" and (dv.can_interface != "socketcand" or not _loopback(dv.can_host)):
+    if dv.bms == "can" and (dv.can_interface != "socketcand" or not is_loopback(dv.can_host)):
         problems.append("devices.can_interface: the simulated BMS is served over socketcand on loopback: set "
                         "can_interface = \"socketcand\" and a loopback can_host")
     if problems:

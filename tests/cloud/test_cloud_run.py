@@ -7,6 +7,7 @@ import time
 
 from ems.comm.net import free_port
 from tests.cloud.broker import USERS, Operator, Subscriber
+from tests.comm.test_modbus_engine import wait_for
 from tests.procs import EmsRun, control, sim_site
 
 
@@ -72,13 +73,13 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         r = op.ask(action="dispatch", value_w=20_000, lease_s=30)
         assert r and r["ok"], r
         # the grid operator's PCS limit holds over every customer strategy, then lapses with its lease
-        assert sub_wait(lambda: abs(control(sim, kind="truth")["truth"]["pcs_w"]) > 8_000, 15)
+        assert wait_for(lambda: abs(control(sim, kind="truth")["truth"]["pcs_w"]) > 8_000, 15)
         r = op.ask(action="grid_operator", limits={"pcs_limit_w": 5_000, "lease_s": 6})
         assert r and r["ok"], r
-        assert sub_wait(lambda: abs(control(sim, kind="truth")["truth"]["pcs_w"]) <= 5_100, 8)
+        assert wait_for(lambda: abs(control(sim, kind="truth")["truth"]["pcs_w"]) <= 5_100, 8)
         held = [abs(control(sim, kind="truth")["truth"]["pcs_w"]) for _ in range(5) if time.sleep(0.3) is None]
         assert max(held) <= 5_100, held
-        assert sub_wait(lambda: abs(control(sim, kind="truth")["truth"]["pcs_w"]) > 8_000, 15)   # lapsed
+        assert wait_for(lambda: abs(control(sim, kind="truth")["truth"]["pcs_w"]) > 8_000, 15)   # lapsed
         r = op.ask(action="grid_operator", limits={"pcs_limit_w": -5})
         assert not r["ok"] and "grid_operator pcs_limit_w" in r["error"], r
         # parameters by group: read; a strategy's taken live; an installation one refused for the operator;
@@ -108,7 +109,7 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         # the PCS's grid protection (001_… PCS Remote Maintenance): queried, set by an installer, read back
         inst = Operator(broker, "installer")
         try:
-            assert sub_wait(lambda: op.ask(action="pcs_protection_get")["result"]["parameters"]["ov1_ratio_pct"]
+            assert wait_for(lambda: op.ask(action="pcs_protection_get")["result"]["parameters"]["ov1_ratio_pct"]
                             is not None, 15)
             now = op.ask(action="pcs_protection_get")["result"]["parameters"]
             assert now["ov1_ratio_pct"] == 110.0 and now["uf2_hz"] == 47.0, now
@@ -150,11 +151,3 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         run.stop()
         sim.stop()
 
-
-def sub_wait(predicate, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
