@@ -65,7 +65,9 @@ cpdef enum:
     CL_RATED_CHG_A = 7    # rated charge current of the cluster, A
     CL_RATED_DCHG_A = 8   # rated discharge current of the cluster, A
     CL_LINK_LOST = 9      # 1: the BMS link is lost (its data is not there, so sensor-fault rows hold their state)
-    CL_IN_COLS = 10
+    CL_CELLS_AWAITED = 10 # 1: the link is silent or back for less than one cell age: a stale cell is awaited, not
+                          # failed (the cell-sensor rows hold their state; ems.comm.cell_wait)
+    CL_IN_COLS = 11
 
 # per-cluster flags from the BMS/supervisor, uint8 shape (C, CL_FLAG_COLS)
 cpdef enum:

@@ -35,7 +35,7 @@ cdef void fill_sources(
     cdef const double* a
     cdef const double* m
     cdef double i_a
-    cdef bint lost
+    cdef bint lost, awaited
     for c in range(C):
         a = cl_agg_f + c * AGG_F_COLS
         m = cl_in + c * CL_IN_COLS
@@ -57,12 +57,15 @@ cdef void fill_sources(
         src[SRC_POLE_T * C + c] = m[CL_POLE_T]
         src[SRC_HVBOX_T * C + c] = m[CL_HVBOX_T]
         # a lost BMS link is battery_lost (the supervisor's alarm and safe state), not a fault of every sensor
-        # behind it: the sensor rows hold their state, so the link's return needs no reset
+        # behind it: the sensor rows hold their state, so the link's return needs no reset. Cells arrive in
+        # their own, slower frames: while the link is silent, or back for less than one cell age, a stale
+        # cell is the link's (awaited), so the cell rows hold too (derating still gives no current for it)
         lost = m[CL_LINK_LOST] > 0.5
-        src[SRC_T_SENSOR_INVALID * C + c] = NAN if lost else (
+        awaited = lost or m[CL_CELLS_AWAITED] > 0.5
+        src[SRC_T_SENSOR_INVALID * C + c] = NAN if awaited else (
             <double>cl_agg_i[c * AGG_I_COLS + AGG_T_INVALID]
             + (1.0 if isnan(m[CL_POLE_T]) else 0.0) + (1.0 if isnan(m[CL_HVBOX_T]) else 0.0))
-        src[SRC_V_SENSOR_INVALID * C + c] = NAN if lost else <double>cl_agg_i[c * AGG_I_COLS + AGG_V_INVALID]
+        src[SRC_V_SENSOR_INVALID * C + c] = NAN if awaited else <double>cl_agg_i[c * AGG_I_COLS + AGG_V_INVALID]
         src[SRC_CURRENT_MISSING * C + c] = NAN if lost else (1.0 if isnan(i_a) else 0.0)
         src[SRC_CLUSTER_V_MISSING * C + c] = NAN if lost else (1.0 if isnan(m[CL_V]) else 0.0)
         src[SRC_INSULATION_MISSING * C + c] = NAN if lost else (1.0 if isnan(m[CL_INSULATION]) else 0.0)

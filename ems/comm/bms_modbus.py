@@ -7,6 +7,7 @@ import numpy as np
 
 from ems.comm.can_link import (CL_CHG_A, CL_CHG_PROHIBITED, CL_CONNECTED, CL_DCHG_A, CL_DCHG_PROHIBITED, CL_I,
                                CL_INSULATION, CL_V, CLUSTER_TIMEOUT_S)
+from ems.comm.cell_wait import CellWait
 
 _COLUMNS = {"cluster_voltage_v": CL_V, "cluster_current_a": CL_I, "cluster_insulation_kohm": CL_INSULATION,
             "cluster_charge_limit_a": CL_CHG_A, "cluster_discharge_limit_a": CL_DCHG_A,
@@ -30,6 +31,8 @@ class ModbusBms:
         # a cell is stale past its comm-loss age, or twice its own poll interval (temperatures are read slowly)
         self._age_v = max(cell_max_age_s, 2 * d.profile.interval_s("cell_voltage_v"))
         self._age_t = max(cell_max_age_s, 2 * d.profile.interval_s("cell_temperature_degc"))
+        self._cell_wait = CellWait(max(self._age_v, self._age_t))
+        self.cells_awaited = True            # a stale cell is the link's, not its sensor's (ems.comm.cell_wait)
         self._reads = -1                     # the engine's array reads when last copied
         self._aged_s = -np.inf               # when the cells' ages were last looked at
         self._oldest_s = -np.inf             # the oldest cluster value's arrival
@@ -52,6 +55,7 @@ class ModbusBms:
             self._aged_s = now_s
             np.copyto(self.fresh, ((now_s - d.array_at_s["cell_voltage_v"]) <= self._age_v)
                       & ((now_s - d.array_at_s["cell_temperature_degc"]) <= self._age_t), casting="unsafe")
+        self.cells_awaited = self._cell_wait.awaited(now_s, d.last_seen_s)
 
     def clusters_fresh(self, now_s: float, timeout_s: float = CLUSTER_TIMEOUT_S) -> bool:
         return now_s - self._oldest_s <= timeout_s

@@ -17,6 +17,7 @@ from __future__ import annotations
 import can
 import numpy as np
 
+from ems.comm.cell_wait import CellWait
 from ems.comm.can_codec import FrameDecoder
 from ems.comm.can_profiles import CanProfile, can_profiles
 
@@ -98,6 +99,8 @@ class BmsCanLink:
         self._oldest_s = -np.inf             # the oldest cluster frame's arrival (kept as frames arrive)
         self._aged_s = -np.inf
         self.last_rx_s: float | None = None  # when the last frame of any kind arrived
+        self._cell_wait = CellWait(cell_max_age_s)
+        self.cells_awaited = True            # a stale cell is the link's, not its sensor's (ems.comm.cell_wait)
         self.cluster_updates = 0             # cluster data taken so far (the device layer passes on only news)
         self._periodic_due = {"keepalive": -1.0, "command": -1.0}
         self._counter = {"keepalive": 0, "command": 0}
@@ -152,6 +155,7 @@ class BmsCanLink:
             v, t = self.cells["voltage_v"].seen_s, self.cells["temperature_degc"].seen_s
             age = self.cell_max_age_s
             np.copyto(self.fresh, ((now_s - v) <= age) & ((now_s - t) <= age), casting="unsafe")
+        self.cells_awaited = self._cell_wait.awaited(now_s, self.last_rx_s)
         self._send_due(now_s)
         return n
 

@@ -448,12 +448,17 @@ class ModbusEngine:
         """(value, arrival time) of the latest read, for callers that track new samples."""
         return self._by_device[device][1].values.get(name)
 
-    def hold(self, device: str, name: str, value: float, refresh_s: float = 1.0) -> None:
-        """Keep `value` written to a writable register: at once when it changes, then every refresh_s."""
+    def hold(self, device: str, name: str, value: float, refresh_s: float = 1.0, again: bool = False) -> None:
+        """Keep `value` written to a writable register: at once when it changes, then every refresh_s.
+        again: write it now even if it is held already with this value (a request register: a SunSpec
+        AdptCrvReq asks the device to act on every write)."""
         ch, d = self._by_device[device]
         key = (device, name)
         h = ch.holds.get(key)
         if h is not None and h.value == value and h.refresh_s == refresh_s:
+            if again:
+                h.sent_value = None
+                self.io.loop.call_soon_threadsafe(ch.wake)
             return                           # held already: the channel refreshes it by itself
         r = d.profile.registers.get(name)
         if r is None or not r.writable:

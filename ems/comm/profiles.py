@@ -14,6 +14,9 @@ not-implemented marker and the scale-factor register come from pysunspec2's mode
 (`sunspec_layout`). The loader adds the chain's identifying registers (the 'SunS' marker, each model's ID
 and length, the end marker, group "sunspec"); the engine reads and writes nothing else on the device until
 they match (`Profile.expected`), so a device with another model chain is never written at wrong addresses.
+Models with repeating groups (the DER trip curves 707–710) need `sunspec_counts = { 707 = { NPt = 2,
+NCrvSet = 2 } }` as the device reports them; those counts are part of the identity too. `[sunspec_trip]`
+makes the registers of the trip curves that carry the PCS's grid protection (`ems.comm.sunspec_trip`).
 `[device.init_writes]` lists values written once after every connect (e.g. SunSpec's WSetEna).
 
 Status and fault words: a register may name its bits (`flags = { running = 0, grid_forming = 3 }`) and map
@@ -33,14 +36,15 @@ from ems.comm.registers import TYPES, WORD_ORDERS, Register
 from ems.comm.toml_check import Checker, ProfileError, header_lines, key_line, read_profile_toml
 from ems.comm.sunspec_layout import REGISTER_TYPES as SUNSPEC_TYPES
 from ems.comm.sunspec_layout import UNITS as SUNSPEC_UNITS
+from ems.comm import sunspec_trip
 from ems.comm.sunspec_layout import chain as sunspec_chain
 
 UNITS = {"", "W", "kW", "var", "kvar", "VA", "kVA", "V", "A", "Hz", "Wh", "kWh", "varh", "kvarh", "%", "degC", "s",
          "ms", "min", "Ah", "kOhm", "pf"}
 KINDS = ("meter", "pcs", "pv_inverter", "air_conditioner", "dcdc", "sts", "ems", "bms", "io_module")
-TOP_KEYS = {"device", "groups", "register", "array"}
-DEVICE_KEYS = {"kind", "vendor", "model", "word_order", "merge_gap", "max_block", "sunspec_chain", "init_writes",
-               "description"}
+TOP_KEYS = {"device", "groups", "register", "array", "sunspec_trip"}
+DEVICE_KEYS = {"kind", "vendor", "model", "word_order", "merge_gap", "max_block", "sunspec_chain", "sunspec_counts",
+               "init_writes", "description"}
 REGISTER_KEYS = {"name", "address", "function", "type", "unit", "scale", "offset", "word_order", "group",
                  "max_age_s", "invalid", "writable", "min", "max", "description", "point", "scale_factor", "flags",
                  "alarm_bits"}
@@ -138,13 +142,30 @@ def load_profile(path: str | Path) -> Profile:
     max_block = ck.number(dev, "max_block", dev_line, "[device]", 125, 2, 125, integer=True)
     layout = None
     if "sunspec_chain" in dev:
+        counts = _sunspec_counts(dev.get("sunspec_counts", {}), ck, key_line(lines, dev_line, "sunspec_counts"))
         try:
-            layout = sunspec_chain([int(m) for m in dev["sunspec_chain"]])
+            layout = sunspec_chain([int(m) for m in dev["sunspec_chain"]], counts=counts)
         except (KeyError, TypeError, ValueError) as exc:
             ck.bad(key_line(lines, dev_line, "sunspec_chain"),
-                   f"[device] sunspec_chain {dev['sunspec_chain']!r}: not a list of SunSpec model IDs ({exc})")
+                   f"[device] sunspec_chain {dev['sunspec_chain']!r}: not a list of SunSpec model IDs the "
+                   f"device serves ({str(exc).strip(chr(34))})")
+    elif "sunspec_counts" in dev:
+        ck.bad(key_line(lines, dev_line, "sunspec_counts"), "[device] sunspec_counts needs sunspec_chain")
     groups = _groups(data.get("groups", {}), ck)
     regs = _registers(data.get("register", []), ck, layout, groups, default_order)
+    if "sunspec_trip" in data:
+        trip_line = (header_lines(lines, "sunspec_trip") or [1])[0]
+        spec = data["sunspec_trip"]
+        if layout is None or not isinstance(spec, dict):
+            ck.bad(trip_line, "[sunspec_trip] must be a table, in a profile with sunspec_chain")
+        else:
+            raw, problems = sunspec_trip.profile_registers(spec, layout.counts)
+            for msg in problems:
+                ck.bad(trip_line, msg)
+            for name, r in _registers(raw, ck, layout, groups, default_order, line=trip_line).items():
+                if name in regs:
+                    ck.bad(trip_line, f"[sunspec_trip] register {name}: also defined at line {regs[name].line}")
+                regs.setdefault(name, r)
     expected: dict[str, int] = {}
     if layout is not None:
         groups.setdefault("sunspec", SUNSPEC_GROUP_MS)
@@ -201,11 +222,28 @@ def _groups(raw, ck: Checker) -> dict[str, float]:
     return groups
 
 
-def _registers(raw_list, ck: Checker, layout, groups: dict, default_order: str) -> dict[str, Register]:
-    headers = header_lines(ck.lines, "register")
+def _sunspec_counts(raw, ck: Checker, line: int) -> dict[int, dict[str, int]]:
+    """`sunspec_counts = { 707 = { NPt = 2, NCrvSet = 2 } }` → {707: {...}} (TOML keys are strings)."""
+    out: dict[int, dict[str, int]] = {}
+    if not isinstance(raw, dict):
+        ck.bad(line, "[device] sunspec_counts must be a table of model = { Point = count }")
+        return out
+    for mid, counts in raw.items():
+        if not str(mid).isdigit() or not isinstance(counts, dict):
+            ck.bad(line, f"[device] sunspec_counts: {mid!r} = {counts!r} must be model = {{ Point = count }}")
+            continue
+        out[int(mid)] = dict(counts)
+    return out
+
+
+def _registers(raw_list, ck: Checker, layout, groups: dict, default_order: str,
+               line: int | None = None) -> dict[str, Register]:
+    """`line`: the line every register's problems are reported at (registers made from another table)."""
+    headers = header_lines(ck.lines, "register") if line is None else []
     regs: dict[str, Register] = {}
+    fixed = line
     for i, raw in enumerate(raw_list if isinstance(raw_list, list) else []):
-        line = headers[i] if i < len(headers) else 0
+        line = fixed if fixed is not None else (headers[i] if i < len(headers) else 0)
 
         def at(key: str, header=line) -> int:
             return key_line(ck.lines, header, key)

@@ -175,6 +175,7 @@ class SiteIo:
                 t = self.bms.cluster
                 ctrl.update_bms(None, None, t[:, CL_V], t[:, CL_I], t[:, CL_CHG_A], t[:, CL_DCHG_A], t[:, CL_CONNECTED],
                                 t[:, CL_CHG_PROHIBITED], t[:, CL_DCHG_PROHIBITED], t[:, CL_INSULATION])
+            ctrl.cells_awaited(self.bms.cells_awaited)
         self._read_contacts(ctrl)
         self._grid_state(ctrl)
 

@@ -303,6 +303,11 @@ class Controller:
         b.cluster_in[:, L.CL_LINK_LOST] = 0.0
         self.bms_at_s = self.clock.monotonic_s()
 
+    def cells_awaited(self, awaited: bool) -> None:
+        """The BMS link is silent or came back less than one cell age ago: a stale cell is the link's, not its
+        sensor's, and the cell-sensor rows hold their state (ems.comm.cell_wait)."""
+        self.fast.buffers.cluster_in[:, L.CL_CELLS_AWAITED] = 1.0 if awaited else 0.0
+
     def set_constant(self, name: str, value: float) -> None:
         """A reading the site knows without a device (no PV fitted: pv_w = 0): fresh for ever."""
         r = self.readings[name]

@@ -75,6 +75,7 @@ class DirectBms:
         self._faults_sent: set = set()
         self._fresh = False
         self.cluster_updates = 0
+        self.cells_awaited = False          # cells arrive with every poll, never after the clusters
 
     def poll(self, now_s: float) -> None:
         site = self.site

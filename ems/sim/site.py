@@ -20,9 +20,11 @@ import numpy as np
 
 from ems.comm.modbus_server import ProfileImage
 from ems.comm.profiles import Profile, site_profiles
+from ems.comm.sunspec_trip import has_trip_curves
 from ems.comm.roles import ROLE_READS
 from ems.control.io_map import DO_NAMES, KNOWN_INPUTS
 from ems.sim.bms_can import SimBmsCan
+from ems.sim import trip_curves
 from ems.sim.plant import Plant
 
 STACK_PERIOD_S = 0.1          # stack and cluster frames
@@ -64,6 +66,7 @@ class ValueStore:
     def write(self, name: str, value: float, client: str = "sim") -> None:
         if self.on_write is not None:
             self.on_write(name, value, client)
+        self.values[name] = value            # kept, as a device keeps what was written (read back)
 
 
 class _Commanded:
@@ -119,14 +122,18 @@ class SimSite:
         self.silent_bms = False
         for d in cfg.devices.modbus:
             p = profiles[d.model]
-            on_write = self._writer(d.role)
+            on_write = self._writer(d.role, d.name)
             shape = (cfg.battery.clusters, cfg.battery.cells_per_cluster) if d.role == "bms" else (0, 0)
             store = ProfileImage(p, on_write, *shape) if served else ValueStore(p, on_write)
             self.devices[d.name], self.stores[d.name], self.by_role[d.role] = (d.role, p), store, d.name
-            zero_sf = {r.scale_factor: 0 for r in p.registers.values() if r.scale_factor}
-            store.publish_many(zero_sf)           # SunSpec scale factors: the devices publish in plain units
+            # SunSpec scale factors: plain units, powers in tens (a 100 kW rating fits WMaxRtg's uint16)
+            sfs = {r.scale_factor: (1 if r.unit in ("W", "var", "VA") else 0)
+                   for r in p.registers.values() if r.scale_factor}
+            store.publish_many(sfs)
             if d.role == "pcs":                   # its grid protection as delivered (EN 50549-1-like settings)
                 store.publish_many({k: v for k, v in PCS_PROTECTION_DEFAULTS.items() if k in p.registers})
+                if has_trip_curves(p.registers):  # … on SunSpec's trip curves 707–710
+                    trip_curves.publish_defaults(store, p, PCS_PROTECTION_DEFAULTS)
         # what each device publishes: served, every register of its profile (a real client may read any);
         # in-process, only what the device layer reads (ROLE_READS, status and fault words)
         self._roles = {d.role: (self.stores[d.name], self._wanted(d.role, self.devices[d.name][1]))
@@ -143,8 +150,10 @@ class SimSite:
         self._next_stack_s = self._next_cells_s = -math.inf
 
     # ------------------------------------------------------------------ writes the EMS makes
-    def _writer(self, role: str):
+    def _writer(self, role: str, device: str):
         def pcs(name, value, client):
+            if trip_curves.adopt(self.stores[device], self.devices[device][1], name, value):
+                return
             if name == "active_power_setpoint_w":
                 self.pcs_setpoint.set(value)
             elif name == "run_command":

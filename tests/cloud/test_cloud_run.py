@@ -151,3 +151,41 @@ def test_the_site_is_operated_from_the_cloud_by_identity_and_role(broker, tmp_pa
         run.stop()
         sim.stop()
 
+
+
+def test_the_protection_of_a_sunspec_pcs_is_set_from_the_cloud_on_its_trip_curves_and_read_back(broker, tmp_path):
+    """001_… PCS Remote Maintenance on the SunSpec PCS (models 707–710): an installer sets stage 1 under-voltage
+    over MQTT; the EMS writes curve 2, has the PCS adopt it and reads the active curve back; a real SunSpec
+    client (pysunspec2) then reads the new stage on the simulated device itself."""
+    import sunspec2.modbus.client as ss_client
+
+    from ems.config.load import load_site
+    pcs = (f'[devices]\ncan_interface = "socketcand"\ncan_host = "127.0.0.1"\ncan_port = {free_port()}\n'
+           f'[[devices.modbus]]\nname = "inverter"\nrole = "pcs"\nmodel = "SUNSPEC-PCS"\nport = {free_port()}\n')
+    sim, run = cloud_site(broker, tmp_path, "SunSpec PCS", "remote = true\n" + IDENTITIES + pcs)
+    inst = d = None
+    try:
+        assert run.wait_for(lambda s: s.startswith("cloud: MQTTS"), 30), run.text() + "".join(run.err)
+        inst = Operator(broker, "installer")
+        assert wait_for(lambda: (inst.ask(action="pcs_protection_get") or {}).get("result", {}).get(
+            "parameters", {}).get("uv1_ratio_pct") is not None, 20)
+        assert inst.ask(action="pcs_protection_get")["result"]["parameters"]["uv2_time_s"] == 0.3
+        r = inst.ask(timeout_s=25, action="pcs_protection_set", changes={"uv1_ratio_pct": 80.0, "uv1_time_s": 2.5})
+        assert r and r["ok"] and r["result"]["read_back"] == {"uv1_ratio_pct": 80.0, "uv1_time_s": 2.5}, r
+        r = inst.ask(action="pcs_protection_set", changes={"uv2_ratio_pct": 82.0})        # above stage 1's 80
+        assert not r["ok"] and "beyond stage 1" in r["error"], r
+        dev = next(m for m in load_site(sim.site_file).devices.modbus if m.role == "pcs")
+        d = ss_client.SunSpecModbusClientDeviceTCP(slave_id=dev.unit_id, ipaddr=dev.host, ipport=dev.port)
+        d.scan()
+        lv = d.DERTripLV[0]
+        lv.read()
+        assert lv.AdptCrvRslt.value == 1
+        assert (lv.Crv[0].MustTrip.Pt[1].V.cvalue, lv.Crv[0].MustTrip.Pt[1].Tms.cvalue) == (80.0, 2.5)
+        assert lv.Crv[0].MustTrip.Pt[0].V.cvalue == 45.0, "stage 2 as it was"
+    finally:
+        if d is not None:
+            d.close()
+        if inst is not None:
+            inst.close()
+        run.stop()
+        sim.stop()

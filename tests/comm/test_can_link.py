@@ -145,3 +145,90 @@ def test_the_bms_soc_prefers_the_newer_high_resolution_value(buses):
     bms_bus.send(can.Message(arbitration_id=0x355, is_extended_id=False, data=bytes([40, 0, 99, 0])))
     lk.poll(now_s=0.5)
     assert lk.soc_pct(0.5) == 40.0, "an older battery's whole-percent SOC"
+
+
+def test_cells_are_awaited_while_the_link_is_silent_and_for_one_cell_age_after_it_returns(buses):
+    """ems.comm.cell_wait: silent = no frame for half a cell age (2.5 s of 5 s)."""
+    ems_bus, bms_bus = buses
+    lk, *_ = link(ems_bus)
+    bms = SimBmsCan(bms_bus)
+    lk.poll(now_s=0.0)
+    assert lk.cells_awaited, "nothing heard yet"
+    for t in (0.0, 2.0, 4.0, 4.9):
+        send_stack(bms)
+        lk.poll(now_s=t)
+    assert lk.cells_awaited, "up for less than one cell age"
+    send_stack(bms)
+    lk.poll(now_s=5.1)
+    assert not lk.cells_awaited, "up for a cell age: a stale cell is now its sensor's"
+    lk.poll(now_s=7.5)
+    assert not lk.cells_awaited, "2.4 s without a frame is not yet silence"
+    lk.poll(now_s=7.7)
+    assert lk.cells_awaited, "silent"
+    send_stack(bms)
+    lk.poll(now_s=20.0)
+    assert lk.cells_awaited, "just back"
+    send_stack(bms)
+    lk.poll(now_s=25.1)
+    assert not lk.cells_awaited
+
+
+class _CanSite:
+    """A controller fed through the device layer (SiteIo) by a CAN link, on a virtual clock, from a simulated
+    BMS that sends its cluster and stack frames every 100 ms and, when asked, its cells."""
+
+    def __init__(self, buses):
+        from datetime import datetime
+
+        from ems.comm.site_io import SiteIo
+        from ems.config import site_from_dict
+        from ems.control.clock import VirtualClock
+        from ems.control.controller import Controller
+        ems_bus, bms_bus = buses
+        self.cfg = site_from_dict({})
+        self.clock = VirtualClock(datetime.fromisoformat("2026-06-22T22:00:00+02:00"))
+        self.ctrl = Controller(self.cfg, self.clock)
+        self.ctrl.supervise({"bms": 5.0})
+        b = self.ctrl.fast.buffers
+        self.shape = b.cell_v.shape
+        self.link = BmsCanLink(ems_bus, b.cell_v, b.cell_t, b.fresh, cell_max_age_s=5.0)
+        self.io = SiteIo(self.cfg, None, {}, self.link)
+        self.bms = SimBmsCan(bms_bus)
+
+    def run(self, seconds: float, frames: bool = True, cells: bool = True) -> "_CanSite":
+        C = self.shape[0]
+        for n in range(int(round(seconds / 0.1))):
+            if frames:
+                self.bms.send_clusters(np.full(C, 800.0), np.zeros(C), np.full(C, 100.0), np.full(C, 100.0),
+                                       np.ones(C), np.zeros(C), np.zeros(C))
+                if cells and n % 10 == 0:
+                    self.bms.send_cells(np.full(self.shape, 3.3), np.full(self.shape, 25.0))
+            self.io.read(self.ctrl, self.clock.monotonic_s())
+            if n % 10 == 0:
+                self.ctrl.slow_tick()
+            self.ctrl.fast_tick(100.0)
+            self.clock.advance(0.1)
+        return self
+
+    def codes(self) -> set[int]:
+        return {code for code, _ in self.ctrl.status.active_alarms}
+
+
+def test_a_link_that_dies_before_its_first_cell_frames_latches_no_sensor_fault(buses):
+    """The CI failure of 2026-12-01: the BMS's cluster frames came, its cells had not yet, and the link went
+    silent; the cells were stale on a link not yet lost, for five seconds, and 40010/40011 latched."""
+    s = _CanSite(buses).run(0.5, cells=False)
+    s.run(12.0, frames=False)
+    assert 7 in s.codes() and not s.codes() & {40010, 40011}
+    s.run(8.0)
+    assert s.codes() == set(), "back without a reset"
+
+
+def test_cells_that_never_come_on_a_live_link_are_a_sensor_fault_after_their_age_and_debounce(buses):
+    """The wait is bounded: one cell age (5 s), then the row's own debounce (warning 1 s, fault 5 s)."""
+    s = _CanSite(buses).run(5.5, cells=False)
+    assert not s.codes() & {40010, 40011}
+    s.run(1.6, cells=False)
+    assert {40010, 40011} <= s.codes()
+    s.run(5.0, cells=False)
+    assert [f for f in s.ctrl.status.active_alarms if f[0] == 40010], "the fault level, latched"

@@ -200,7 +200,7 @@ def test_a_live_stream_that_delivers_is_not_closed_as_idle(tmp_path):
     Recorder(db, timezone="UTC").stop()
     feed = LiveFeed()
     server = ApiServer(Api(db, None, Users(tmp_path / "auth.sqlite"), None, None, feed), "127.0.0.1", 0,
-                       (64, 16, 5.0))
+                       (64, 16, 2.0))
     try:
         request(server.port, "POST", "/api/setup", {"username": "admin", "password": PW})
         token = json.loads(request(server.port, "POST", "/api/login", {"username": "admin", "password": PW})[2])["token"]
@@ -208,7 +208,7 @@ def test_a_live_stream_that_delivers_is_not_closed_as_idle(tmp_path):
         c.request("GET", "/api/live/stream", headers={"Authorization": f"Bearer {token}"})
         r = c.getresponse()
         got, t0 = 0, time.monotonic()
-        while time.monotonic() - t0 < 6.5:              # longer than the 5 s idle timeout
+        while time.monotonic() - t0 < 3.5:              # longer than the 2 s idle timeout
             feed.publish({**STATUS, "time": f"2026-12-01T10:00:{got:02d}+00:00"}, _Buffers())
             line = r.readline()
             while line and not line.startswith(b"data: "):
@@ -216,11 +216,11 @@ def test_a_live_stream_that_delivers_is_not_closed_as_idle(tmp_path):
             assert line, "the stream was closed"
             got += 1
             time.sleep(0.5)
-        assert got >= 10
+        assert got >= 6
         c.close()
         idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         idle.connect()
-        time.sleep(6.5)                                 # an idle keep-alive connection is still closed
+        time.sleep(3.5)                                 # an idle keep-alive connection is still closed
         idle.sock.settimeout(2.0)
         assert idle.sock.recv(1) == b""
     finally:

@@ -2,6 +2,7 @@
 import csv
 import io
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +11,14 @@ from ems.records import db as DB
 from ems.records import queries as Q
 from ems.records import reports as R
 from ems.records.fault_recording import COLUMNS as FAULT_COLUMNS
+from ems.sim.scenario import load_scenario
 
 
 def _timeseries(out):
     with open(out / "timeseries.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     col = {k: np.array([float(r[k]) for r in rows]) for k in ("grid_w", "pv_w", "load_w", "pcs_w")}
-    step_h = 10.0 / 3600.0
+    step_h = load_scenario(Path(__file__).with_name("week.toml"))[1].step_s / 3600.0
     return {"pv_kwh": col["pv_w"].sum() * step_h / 1000, "load_kwh": col["load_w"].sum() * step_h / 1000,
             "import_kwh": np.clip(col["grid_w"], 0, None).sum() * step_h / 1000,
             "export_kwh": np.clip(-col["grid_w"], 0, None).sum() * step_h / 1000,
