@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from ems.cloud.topics import STREAMS
 from ems.comm.net import is_loopback
 
 SITE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -34,6 +35,11 @@ def check(cfg) -> list[tuple[str, object, str]]:
                     "cert_file + key_file"))
     if not SITE_ID.match(c.home_assistant_prefix):
         out.append(("cloud.home_assistant_prefix", c.home_assistant_prefix, "letters, digits, - and _ only"))
+    for i, stream in enumerate(c.send):
+        if stream not in STREAMS:
+            out.append((f"cloud.send[{i}]", stream, f"one of {', '.join(STREAMS)}"))
+        elif stream in c.send[:i]:
+            out.append((f"cloud.send[{i}]", stream, "given twice"))
     seen = set()
     for i, ident in enumerate(c.identities):
         if not SITE_ID.match(ident.name):

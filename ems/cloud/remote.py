@@ -9,6 +9,7 @@ nothing. Bounded: 16 KiB a request, JSON 8 levels deep, 5 requests a second per 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -32,6 +33,12 @@ class Refused(Exception):
     def __init__(self, *reasons: str):
         super().__init__("; ".join(reasons))
         self.reasons = list(reasons)
+
+
+def download_target(folder: Path, url: str) -> Path:
+    """Where a task's bundle is downloaded: named after its URL, so a task the cloud sends again after the
+    EMS restarted continues the `.part` the last process left (ems.cloud.download resumes it with Range)."""
+    return folder / f"cloud-{hashlib.sha256(url.encode()).hexdigest()[:16]}.bundle"
 
 
 class RemoteOperation:
@@ -114,16 +121,7 @@ class RemoteOperation:
                 raise Refused(f"{name}: value must be true or false")
             return self._submit(target, value, user)
         if action == "dispatch":
-            self._need(role, "command", "dispatch")
-            value, lease = req.get("value_w"), req.get("lease_s", self.cfg.dispatch.lease_s)
-            limit = self.cfg.pcs.rated_power_w
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not -limit <= value <= limit):
-                raise Refused(f"value_w: a number within ±{limit:g} W (the PCS rating), or null to end it")
-            if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 1 <= lease <= 3600:
-                raise Refused("lease_s: 1 … 3600 s")
-            return self._submit("dispatch_w", {"value": None if value is None else float(value),
-                                               "lease_s": float(lease)}, user)
+            return self._dispatch(role, user, req)
         if action == "grid_operator":
             self._need(role, "command", "dispatch")
             limits = req.get("limits")
@@ -152,6 +150,8 @@ class RemoteOperation:
             self._log(identity, "restart", "remote restart of the EMS")
             self.maintenance.restart(f"remote restart by cloud:{identity}")     # a clean stop in 0.5 s: answered first
             return {"restarting": True}
+        if action in ("clock_get", "clock_set", "factory_reset"):
+            return self._maintain(identity, role, action, req)
         if action == "parameters_get":
             self._need(role, "read", "read parameters")
             group = req.get("group")
@@ -162,7 +162,72 @@ class RemoteOperation:
         if action == "parameters_set":
             return self._set(role, user, req.get("changes"))
         raise Refused(f"action {action!r}: one of command, dispatch, grid_operator, live, parameters_get, "
-                      "parameters_set, pcs_protection_get, pcs_protection_set, upgrade, restart")
+                      "parameters_set, pcs_protection_get, pcs_protection_set, upgrade, restart, clock_get, "
+                      "clock_set, factory_reset")
+
+    def _dispatch(self, role: str, user: str, req: dict) -> dict:
+        """The remote setpoints: active power `value_w` and/or reactive power `reactive_var`, each a lease
+        (null ends it; a key not given leaves that setpoint as it is)."""
+        self._need(role, "command", "dispatch")
+        lease = req.get("lease_s", self.cfg.dispatch.lease_s)
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 1 <= lease <= 3600:
+            raise Refused("lease_s: 1 … 3600 s")
+        limits = {"value_w": ("dispatch_w", self.cfg.pcs.rated_power_w, "W (the PCS rating)"),
+                  "reactive_var": ("reactive_var", self.cfg.pcs.apparent_va, "var (the PCS's apparent power)")}
+        given = [k for k in limits if k in req]
+        if not given:
+            raise Refused("value_w and/or reactive_var: a number, or null to end that setpoint")
+        reasons = []
+        for key in given:
+            v, (_, limit, what) = req[key], limits[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -limit <= v <= limit):
+                reasons.append(f"{key}: a number within ±{limit:g} {what}, or null to end it")
+        if reasons:
+            raise Refused(*reasons)
+        out = {}
+        for key in given:
+            v = req[key]
+            out[key] = self._submit(limits[key][0], {"value": None if v is None else float(v),
+                                                     "lease_s": float(lease)}, user)
+        return out["value_w"] if given == ["value_w"] else out
+
+    def _maintain(self, identity: str, role: str, action: str, req: dict) -> dict:
+        """The maintenance page's clock and factory settings (000_… 3.3.4.2), as the API has them."""
+        from datetime import datetime
+        from ems.board.maintenance import ntp_synchronized
+        m = self.maintenance
+        if action == "clock_get":
+            self._need(role, "read", "read the clock")
+            if m is None:
+                raise Refused("no controller is running")
+            now = m.now()
+            return {"utc": now.isoformat(), "unix_s": now.timestamp(),
+                    "sync": {"ntp_synchronized": ntp_synchronized(),
+                             "scada_sets_clock": bool(self.cfg.dispatch.clock_from_scada)}}
+        self._need(role, "maintenance", "change the clock" if action == "clock_set" else "restore factory settings")
+        if m is None:
+            raise Refused("no controller is running")
+        if action == "clock_set":
+            try:
+                when = datetime.fromisoformat(str(req.get("time", "")))
+                step_s = m.set_clock(when)
+            except ValueError as exc:
+                raise Refused(f"time: {exc}; give ISO 8601 with a zone, e.g. 2026-11-21T10:00:00+01:00") from None
+            except OSError as exc:
+                raise Refused(f"the board refused to set the clock: {exc}") from None
+            self._log(identity, "clock_set", f"{when.isoformat()} ({step_s:+.1f} s)")
+            return {"set": when.isoformat(), "step_s": round(step_s, 3)}
+        if req.get("confirm") is not True:
+            raise Refused('factory reset: send "confirm": true')
+        if req.get("wipe_history"):
+            raise Refused("history is wiped only on the board: `ems factory-reset --wipe-history --yes` with the "
+                          "service stopped")
+        try:
+            done = m.factory_reset(f"factory reset by cloud:{identity}")
+        except OSError as exc:
+            raise Refused(f"factory reset: {exc}") from None
+        self._log(identity, "factory_reset", "; ".join(done))
+        return {"done": done, "restarting": True}
 
     def _protection(self, identity: str, role: str, action: str, req: dict) -> dict:
         from ems.comm.pcs_protection import ProtectionError
@@ -224,8 +289,11 @@ class RemoteOperation:
         target = None
         try:
             folder = self.maintenance.upload_dir()
-            target = folder / f"cloud-{abs(hash(url)) & 0xFFFFFFFF:08x}.bundle"
-            download(url, target, MAX_BUNDLE_BYTES, sha)
+            target = download_target(folder, url)
+            for stale in folder.glob("cloud-*.bundle.part"):    # one task at a time: another URL's is dead
+                if stale != target.with_name(target.name + ".part"):
+                    stale.unlink(missing_ok=True)
+            download(url, target, MAX_BUNDLE_BYTES, sha, progress=self._progress(identity, rid))
             task = self.maintenance.reserve_update(target, when, deadline_s, f"cloud:{identity}")
             answer.update(ok=True, result={"state": "reserved", **task})
             self._log(identity, "update_reserved", f"{task['version']} at {task['at']} (task {task['id']})")
@@ -240,6 +308,23 @@ class RemoteOperation:
                 target.unlink(missing_ok=True)
         if self.reply is not None:
             self.reply(identity, answer)
+
+    def _progress(self, identity: str, rid):
+        """The download's progress as answers to the task's request: every 10 % (or every 5 s when the size
+        is not known), state "downloading" with bytes, total and pct."""
+        last = {"pct": -100.0, "at": -1e18}
+
+        def report(got: int, total: int | None) -> None:
+            now = time.monotonic()
+            pct = 100.0 * got / total if total else None
+            if (pct is not None and pct - last["pct"] < 10.0 and pct < 100.0) or (pct is None and now - last["at"] < 5.0):
+                return
+            last.update(pct=pct if pct is not None else last["pct"], at=now)
+            if self.reply is not None:
+                self.reply(identity, {"id": rid, "ok": True, "result": {
+                    "state": "downloading", "bytes": got, "total": total,
+                    "pct": None if pct is None else round(pct, 1)}})
+        return report
 
     def _submit(self, name: str, value, user: str) -> str:
         if self.commands is None:

@@ -58,6 +58,7 @@ class Uplink:
         self.state = "starting"
         self.last_error = ""
         self.sent = {s: 0 for s in STREAMS}
+        self.streams = tuple(s for s in STREAMS if s in self.c.send)     # [cloud] send: what is queued and sent
         self.connects = 0
         self.refusals = 0
         self.backlog: dict[str, int] = {}
@@ -207,7 +208,7 @@ class Uplink:
             self.client.publish(self._t(f"reply/{identity}"), payload(self.site, time=iso(self.now()), **answer),
                                 qos=1)
         self._retained(con)
-        for stream in STREAMS:
+        for stream in self.streams:
             while self.connected.is_set() and not self._stop.is_set():
                 if not self._drain(con, stream):
                     break
@@ -301,7 +302,7 @@ class Uplink:
         return done is not None and len(msgs) == self.c.batch and done == msgs[-1][0]
 
     def _count_backlog(self, con) -> None:
-        for stream in STREAMS:
+        for stream in self.streams:
             pos = self._start_position(stream)
             if stream == "samples":
                 q, args = "SELECT count(DISTINCT t) FROM samples WHERE t > ?", (pos[0],)

@@ -549,6 +549,10 @@ class Cloud:
     batch: int = spec(200, 1, 10000, "", "backlog messages in flight before their acknowledgements are awaited")
     backfill_days: float = spec(7.0, 0.0, 36500.0, "d", "on the first connection (no cursor yet) the history of "
                                 "this many days back is sent; after that, everything since the last acknowledged")
+    send: list = spec(["samples", "events", "alarms/history"], doc="the queued streams sent, each after its own "
+                      "cursor: samples (each storage interval), events (the operation log), alarms/history (raised "
+                      "and cleared). The retained state (online, status, active alarms, devices) is always sent; "
+                      "a stream left out is not read, and its cursor waits where it was", max_items=3)
     home_assistant: bool = spec(True, doc="publish Home Assistant MQTT discovery configs (retained) for the status's "
                                 "sensors: the site shows up in Home Assistant without YAML")
     home_assistant_prefix: str = spec("homeassistant", doc="Home Assistant's discovery prefix")

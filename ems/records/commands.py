@@ -39,7 +39,7 @@ class CommandBridge:
             try:
                 if name == "reconfigure":
                     result["result"] = ctrl.reconfigure(value)
-                elif name == "dispatch_w" and isinstance(value, dict):     # a remote setpoint with its own lease
+                elif name in ("dispatch_w", "reactive_var") and isinstance(value, dict):   # a lease of its own
                     ctrl.command(name, value["value"], lease_s=value.get("lease_s"), source=user)
                     result["result"] = "done"
                 else:

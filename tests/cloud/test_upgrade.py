@@ -81,11 +81,14 @@ def ask(op, **req) -> dict:
 
 
 def wait_reply(replies, timeout_s: float = 30.0) -> dict:
+    """The task's outcome (the answers before it report the download's progress)."""
+    def final():
+        return [r for r in replies if not (r["ok"] and r["result"]["state"] == "downloading")]
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not replies:
+    while time.monotonic() < deadline and not final():
         time.sleep(0.05)
-    assert replies, "no answer from the upgrade task"
-    return replies[-1]
+    assert final(), "no outcome from the upgrade task"
+    return final()[-1]
 
 
 def test_a_bundle_is_downloaded_resumed_verified_and_reserved(board, files):  # noqa: F811
@@ -104,6 +107,30 @@ def test_a_bundle_is_downloaded_resumed_verified_and_reserved(board, files):  # 
     assert [(t["version"], t["creator"]) for t in tasks] == [("0.2.0", "cloud:noc")]
     assert not list(paths.update.glob("cloud-*"))                         # the download is not left behind
     assert ranges[0] is None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"   # resumed
+    # the download's progress, answered as it went: rising, to 100 %, before the outcome
+    pcts = [r["result"]["pct"] for r in replies if r["result"]["state"] == "downloading"]
+    assert len(pcts) >= 2 and pcts == sorted(pcts) and pcts[-1] == 100.0, pcts
+    assert replies[-1] is done
+
+
+def test_a_task_sent_again_after_a_restart_continues_the_download_the_last_process_left(board, files):  # noqa: F811
+    """The EMS died mid-download: the next process, given the same task, asks only for the rest (Range)."""
+    from ems.cloud.remote import download_target
+    paths, key, work = board
+    root, base, ranges = files
+    data = build(work, key, "0.2.0").read_bytes()
+    (root / "ems-0.2.0.bundle").write_bytes(data)
+    url = f"{base}/ems-0.2.0.bundle"
+    paths.update.mkdir(parents=True, exist_ok=True)
+    part = download_target(paths.update, url).with_name(download_target(paths.update, url).name + ".part")
+    part.write_bytes(data[:len(data) // 3])                     # what the killed process had
+    (paths.update / "cloud-0123456789abcdef.bundle.part").write_bytes(b"another task's, dead")
+    op, replies = remote(paths)
+    assert ask(op, action="upgrade", url=url)["ok"]
+    done = wait_reply(replies)
+    assert done["ok"] and done["result"]["version"] == "0.2.0", done
+    assert ranges[0] == f"bytes={len(data) // 3}-", ranges
+    assert not list(paths.update.glob("cloud-*")), "neither its .part nor a dead task's is left"
 
 
 @pytest.mark.parametrize("damage, words", [("sha", "is not the task's"), ("junk", "nothing reserved"),

@@ -101,6 +101,32 @@ def test_samples_events_alarms_and_state_reach_the_broker_in_order(broker, tmp_p
     late.close()
 
 
+def test_a_stream_left_out_of_send_is_not_sent_and_its_cursor_waits(broker, tmp_path):
+    """[cloud] send = ["alarms/history"]: the alarms go out, the samples and events do not (their cursors
+    stay where they were), the retained state still does; a stream not known is refused by the check."""
+    from ems.config.load import ConfigError
+    db = tmp_path / "history.sqlite"
+    history(db, 5)
+    alarm(db, 7, T0 + 10, cleared=T0 + 20)
+    sub = Subscriber(broker)
+    up = Uplink(cloud_cfg(broker, tmp_path, send=["alarms/history"]), db, tmp_path / "cursor.json")
+    up.start()
+    try:
+        assert sub.wait(lambda: len(sub.of("/v1/alarms/history")) == 2), sub.messages
+        assert sub.wait(lambda: sub.of("/v1/status") and sub.of("/v1/devices"))
+        time.sleep(1.5)                                   # a few more cycles
+        assert sub.of("/v1/samples") == [] and sub.of("/v1/events") == []
+        assert set(up.status()["backlog"]) == {"alarms/history"}
+        assert up.cursors.get("samples") is None, "the samples' cursor waits where it was"
+    finally:
+        up.stop()
+        sub.close()
+    with pytest.raises(ConfigError) as e:
+        cloud_cfg(broker, tmp_path, send=["samples", "weather", "samples"])
+    assert "cloud.send[1] = 'weather': one of samples, events, alarms/history" in str(e.value)
+    assert "cloud.send[2] = 'samples': given twice" in str(e.value)
+
+
 def test_an_hour_without_the_broker_loses_nothing_and_it_arrives_once_in_order(broker, tmp_path):
     db = tmp_path / "history.sqlite"
     history(db, 1)
