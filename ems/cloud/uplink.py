@@ -15,6 +15,7 @@ import json
 import logging
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 from pathlib import Path
@@ -77,6 +78,7 @@ class Uplink:
                 self._t(f"reply/{identity}"), payload(self.site, time=iso(self.now()), **answer), qos=1)
         self.requests: collections.deque = collections.deque()     # (identity, payload) from paho's thread
         self.dropped_requests = 0
+        self._socket_error = ""               # paho's last socket error (its log), for the status
         self.client = self._client()
         self._thread = threading.Thread(target=self._run, name="ems-cloud", daemon=True)
 
@@ -102,6 +104,8 @@ class Uplink:
         cl.max_inflight_messages_set(max(c.batch, 20))
         cl.reconnect_delay_set(1, 60)
         cl.on_connect = self._on_connect
+        cl.on_connect_fail = self._on_connect_fail
+        cl.on_log = self._on_log
         cl.on_disconnect = self._on_disconnect
         cl.on_message = self._on_message
         return cl
@@ -126,6 +130,28 @@ class Uplink:
             client.subscribe(self._t("request/+"), qos=1)
         self.connected.set()
 
+    def _on_log(self, client, userdata, level, text) -> None:
+        """paho says why a socket failed only in its log (then reports a lost connection): keep the reason."""
+        if level == mqtt.MQTT_LOG_ERR and text.startswith("failed to receive on socket"):
+            self._socket_error = text.split(": ", 1)[-1][:300]
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """No MQTT session at all (paho calls this inside its `except OSError`, so the error is at hand): a
+        broker certificate this site does not trust, a TLS handshake the broker aborted (a client
+        certificate it refuses), or no broker there. Said in the status and logged once a minute."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self.state = "refused"
+            self.last_error = f"the broker's certificate is not trusted (cloud.ca_file): {exc.verify_message}"
+        elif isinstance(exc, ssl.SSLError):
+            self.state = "refused"
+            self.last_error = f"TLS with the broker failed (a client certificate it refuses?): {exc.reason or exc}"
+        else:
+            self.state = "unreachable"
+            self.last_error = f"cannot reach the broker: {exc}"
+        self.refusals += self.state == "refused"
+        self._warn.warning(self.state, "cloud: %s:%d: %s", self.c.host, self.c.port, self.last_error)
+
     def _on_message(self, client, userdata, msg) -> None:
         """A request (paho's network thread): queued for this uplink's thread, bounded."""
         identity = msg.topic.rsplit("/", 1)[-1]
@@ -139,6 +165,14 @@ class Uplink:
 
     def _on_disconnect(self, client, userdata, flags, reason, properties=None) -> None:
         self.connected.clear()
+        socket_error, self._socket_error = self._socket_error, ""
+        if "SSL" in socket_error and self.state != "connected":
+            # TLS 1.3: a broker refusing the client certificate says so after the handshake, at the first read
+            self.state = "refused"
+            self.refusals += 1
+            self.last_error = f"TLS with the broker failed (a client certificate it refuses?): {socket_error}"
+            self._warn.warning("refused", "cloud: %s:%d: %s", self.c.host, self.c.port, self.last_error)
+            return
         if self.state == "connected":
             self.state = "disconnected"
         if reason is not None and getattr(reason, "is_failure", False) and self.state != "refused":

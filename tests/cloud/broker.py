@@ -55,6 +55,24 @@ def make_ca(folder: Path) -> tuple[Path, Path, Path]:
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(srv.public_bytes(serialization.Encoding.PEM))
     _write_key(srv_key, paths[2])
+    _write_key(ca_key, folder / "ca.key")          # to sign client certificates (client_cert)
+    return paths
+
+
+def client_cert(folder: Path, name: str, ca_folder: Path) -> tuple[Path, Path]:
+    """A client certificate for `name` (its CN, the broker's user name) signed by the CA in `ca_folder`."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = x509.load_pem_x509_certificate((ca_folder / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_folder / "ca.key").read_bytes(), None)
+    key = _key()
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .sign(ca_key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / f"{name}.pem", folder / f"{name}.key"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, paths[1])
     return paths
 
 
@@ -64,6 +82,7 @@ class Broker:
         folder.mkdir(parents=True, exist_ok=True)
         self.ca, cert, key = make_ca(folder)
         self.port = free_port()
+        self.cert_port = free_port()            # a second listener: clients authenticate by certificate
         passwd = folder / "passwd"
         passwd.write_text("")
         for user, pw in USERS.items():
@@ -77,6 +96,8 @@ class Broker:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\ncafile {self.ca}\ncertfile {cert}\nkeyfile {key}\n"
+            f"listener {self.cert_port} 127.0.0.1\ncafile {self.ca}\ncertfile {cert}\nkeyfile {key}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
             f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\npersistence true\n"
             f"persistence_location {folder}/\n"
             f"log_dest file {self.log}\nlog_type error\nlog_type warning\nlog_type notice\nuser root\n"

@@ -230,3 +230,59 @@ def test_an_uplink_without_tls_or_authentication_is_refused_by_the_check(cloud, 
 
 def test_a_loopback_broker_may_go_without_tls_only_when_the_site_says_so():
     site_from_dict({"cloud": {"enabled": True, "host": "127.0.0.1", "tls": False, "allow_plain_loopback": True}})
+
+
+def _wait_state(up, state: str, timeout_s: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while up.status()["state"] != state and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return up.status()
+
+
+def test_a_broker_whose_certificate_the_site_does_not_trust_is_refused_and_said(broker, tmp_path, caplog):
+    """The EMS checks the broker (a man in the middle with another CA's certificate gets nothing)."""
+    from tests.cloud.broker import make_ca
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    other_ca, _, _ = make_ca(other)
+    db = tmp_path / "history.sqlite"
+    history(db, 1)
+    caplog.set_level(logging.WARNING, "ems.cloud")
+    up = Uplink(cloud_cfg(broker, tmp_path, ca_file=str(other_ca)), db, tmp_path / "cursor.json")
+    up.start()
+    try:
+        st = _wait_state(up, "refused")
+        assert st["state"] == "refused" and "certificate is not trusted" in st["last_error"], st
+        assert any("certificate is not trusted" in r.getMessage() for r in caplog.records)
+        assert st["sent"]["samples"] == 0 and st["backlog"]["samples"] == 1
+    finally:
+        up.stop()
+
+
+def test_a_client_certificate_is_accepted_when_the_brokers_ca_signed_it_and_refused_otherwise(broker, tmp_path):
+    """The broker's certificate listener (require_certificate, the certificate's CN as the user): the EMS's
+    certificate from the fleet's CA gets in; one from another CA is refused in the TLS handshake, and said."""
+    from tests.cloud.broker import client_cert, make_ca
+    db = tmp_path / "history.sqlite"
+    history(db, 2)
+    good = client_cert(tmp_path / "good", "ems", broker.folder)
+    other = tmp_path / "rogue-ca"
+    other.mkdir()
+    make_ca(other)
+    rogue = client_cert(tmp_path / "rogue", "ems", other)
+    for (cert, key), want in ((rogue, "refused"), (good, "connected")):
+        cfg = cloud_cfg(broker, tmp_path, port=broker.cert_port, username="", password_file="", cert_file=str(cert),
+                        key_file=str(key))
+        up = Uplink(cfg, db, tmp_path / f"cursor-{want}.json")
+        sub = Subscriber(broker)
+        up.start()
+        try:
+            st = _wait_state(up, want)
+            assert st["state"] == want, st
+            if want == "refused":
+                assert "TLS with the broker failed" in st["last_error"], st
+            else:
+                assert sub.wait(lambda: len(sub.of("/v1/samples")) == 2), "it reports as site-1 (CN ems)"
+        finally:
+            up.stop()
+            sub.close()
