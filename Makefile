@@ -33,13 +33,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/report.py benchmarks/raw.json benchmarks/results.json
 
 # Every example scenario over its full duration (the test suite runs their first hours), then the SOC/SOH
-# estimator against the LFP cell plant (14 days × 5 cases, ~1 min; figures in build/validate/soc.json) and
-# against PyBaMM (8 cases, ~1 min; build/validate/pybamm.json).
+# estimator against the LFP cell plant (14 days × 5 cases, ~1 min; figures in build/validate/soc.json), peak
+# shaving's whole window (~30 s) and the estimator against PyBaMM (8 cases, ~1 min; build/validate/pybamm.json).
 validate: $(STAMP)
 	@for f in examples/*.toml; do \
 		$(VENV)/bin/ems simulate $$f --out build/validate/$$(basename $$f .toml) || exit 1; \
 	done
 	$(PY) -m validation.soc --json build/validate/soc.json
+	# peak shaving's whole 08:00–20:00 window, every quarter hour (make test checks the morning)
+	$(PY) -m validation.peak_shaving --json build/validate/peak_shaving.json
 	# the estimator against PyBaMM (SPMe, DFN; Prada2013 LFP), an independent model: the [validate] extra
 	$(PY) -m pip install --quiet -e '.[validate]'
 	$(PY) -m validation.pybamm_suite --json build/validate/pybamm.json

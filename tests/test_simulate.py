@@ -103,14 +103,14 @@ kind = "grid_return"
     assert float(r[2000]["grid_w"]) != 0.0
 
 
-def test_peak_shaving_example_holds_every_quarter_hour_in_its_window(tmp_path):
-    cfg, sim = load_scenario(ROOT / "examples" / "peak_shaving.toml")
-    simulate(cfg, sim, tmp_path / "out")
-    r = rows(tmp_path / "out")
-    peak = cfg.peak_shaving.windows[0].peak_w
-    for start in range(8 * 3600, 20 * 3600, 900):
-        mean = sum(float(x["grid_w"]) for x in r[start:start + 900]) / 900
-        assert mean <= peak * 1.005, f"{r[start]['time']}: 15-min mean {mean:.0f} W"
+def test_peak_shaving_example_holds_every_quarter_hour_of_its_morning():
+    """08:00–13:00 of examples/peak_shaving.toml; the whole window to 20:00 is `make validate`'s
+    (validation/peak_shaving.py), as a day at 1 s steps takes half a minute here."""
+    from validation.peak_shaving import run
+    peak, means = run(hours=13)
+    assert len(means) == 20
+    for t, mean in means:
+        assert mean <= peak * 1.005, f"{t}: 15-min mean {mean:.0f} W"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
