@@ -317,7 +317,8 @@ class RemoteOperation:
         def report(got: int, total: int | None) -> None:
             now = time.monotonic()
             pct = 100.0 * got / total if total else None
-            if (pct is not None and pct - last["pct"] < 10.0 and pct < 100.0) or (pct is None and now - last["at"] < 5.0):
+            too_soon = (pct - last["pct"] < 10.0 and pct < 100.0) if pct is not None else now - last["at"] < 5.0
+            if too_soon:
                 return
             last.update(pct=pct if pct is not None else last["pct"], at=now)
             if self.reply is not None:

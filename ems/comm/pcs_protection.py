@@ -37,8 +37,8 @@ class PcsProtection:
         self.sunspec = trip.has_trip_curves(regs)
         if self.sunspec:
             # ranges from the curve that is written; values from the active curve
-            self._active = {k: n for mid in trip.MODELS.values() for k, n in trip.stage_registers(mid, trip.ACTIVE).items()}
-            names = {k: n for mid in trip.MODELS.values() for k, n in trip.stage_registers(mid, trip.EDIT).items()}
+            self._active = {k: n for m in trip.MODELS.values() for k, n in trip.stage_registers(m, trip.ACTIVE).items()}
+            names = {k: n for m in trip.MODELS.values() for k, n in trip.stage_registers(m, trip.EDIT).items()}
         else:
             self._active = names = {p: f"prot_{p}" for p in POINTS}
         self.registers = {p: regs[names[p]] for p in POINTS if names.get(p) in regs}
