@@ -95,6 +95,15 @@ def restart_service(unit: str = "ems.service") -> str:
     return f"{unit} restarting"
 
 
+class MaintenanceRefused(ValueError):
+    """A maintenance request refused, with the reason. conflict: the request was fine, the board said no
+    (the API's 409; else its 400)."""
+
+    def __init__(self, message: str, conflict: bool = False):
+        super().__init__(message)
+        self.conflict = conflict
+
+
 class RemoteMaintenance:
     """The manual's maintenance page for the running service, behind the HTTP API: remote restart,
     restoration of factory settings, the clock.
@@ -105,6 +114,37 @@ class RemoteMaintenance:
 
     def __init__(self, clock, request_stop, paths: BoardPaths | None):
         self.clock, self.request_stop, self.paths = clock, request_stop, paths
+
+    # ---- the maintenance page's requests, as the API and the cloud take them (one set of rules and words)
+    def clock_info(self, scada_sets_clock: bool) -> dict:
+        """The EMS clock and what sets it: NTP (where systemd says; blocks on timedatectl), SCADA, manual."""
+        now = self.now()
+        return {"utc": now.isoformat(), "unix_s": now.timestamp(),
+                "sync": {"ntp_synchronized": ntp_synchronized(), "scada_sets_clock": scada_sets_clock, "manual": True}}
+
+    def set_clock_request(self, text) -> dict:
+        """`text`: an ISO 8601 time with its zone. MaintenanceRefused (bad input, or the board refused)."""
+        try:
+            when = datetime.fromisoformat(str(text))
+            step_s = self.set_clock(when)
+        except ValueError as exc:
+            raise MaintenanceRefused(f"time: {exc}; give ISO 8601 with a zone, e.g. 2026-11-21T10:00:00+01:00") \
+                from None
+        except OSError as exc:
+            raise MaintenanceRefused(f"the board refused to set the clock: {exc}", conflict=True) from None
+        return {"set": when.isoformat(), "step_s": round(step_s, 3)}
+
+    def factory_reset_request(self, body: dict, reason: str) -> list[str]:
+        """`body`: {"confirm": true} (a history wipe is refused: the board's command line only)."""
+        if body.get("confirm") is not True:
+            raise MaintenanceRefused('factory reset: send {"confirm": true}')
+        if body.get("wipe_history"):
+            raise MaintenanceRefused("history is wiped only on the board: `ems factory-reset --wipe-history --yes` "
+                                     "with the service stopped")
+        try:
+            return self.factory_reset(reason)
+        except OSError as exc:
+            raise MaintenanceRefused(f"factory reset: {exc}", conflict=True) from None
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -192,40 +192,26 @@ class RemoteOperation:
         return out["value_w"] if given == ["value_w"] else out
 
     def _maintain(self, identity: str, role: str, action: str, req: dict) -> dict:
-        """The maintenance page's clock and factory settings (000_… 3.3.4.2), as the API has them."""
-        from datetime import datetime
-        from ems.board.maintenance import ntp_synchronized
+        """The maintenance page's clock and factory settings (000_… 3.3.4.2): RemoteMaintenance's requests, as
+        the API takes them."""
+        from ems.board.maintenance import MaintenanceRefused
         m = self.maintenance
         if action == "clock_get":
             self._need(role, "read", "read the clock")
-            if m is None:
-                raise Refused("no controller is running")
-            now = m.now()
-            return {"utc": now.isoformat(), "unix_s": now.timestamp(),
-                    "sync": {"ntp_synchronized": ntp_synchronized(),
-                             "scada_sets_clock": bool(self.cfg.dispatch.clock_from_scada)}}
-        self._need(role, "maintenance", "change the clock" if action == "clock_set" else "restore factory settings")
+        else:
+            self._need(role, "maintenance", "change the clock" if action == "clock_set" else "restore factory settings")
         if m is None:
             raise Refused("no controller is running")
-        if action == "clock_set":
-            try:
-                when = datetime.fromisoformat(str(req.get("time", "")))
-                step_s = m.set_clock(when)
-            except ValueError as exc:
-                raise Refused(f"time: {exc}; give ISO 8601 with a zone, e.g. 2026-11-21T10:00:00+01:00") from None
-            except OSError as exc:
-                raise Refused(f"the board refused to set the clock: {exc}") from None
-            self._log(identity, "clock_set", f"{when.isoformat()} ({step_s:+.1f} s)")
-            return {"set": when.isoformat(), "step_s": round(step_s, 3)}
-        if req.get("confirm") is not True:
-            raise Refused('factory reset: send "confirm": true')
-        if req.get("wipe_history"):
-            raise Refused("history is wiped only on the board: `ems factory-reset --wipe-history --yes` with the "
-                          "service stopped")
         try:
-            done = m.factory_reset(f"factory reset by cloud:{identity}")
-        except OSError as exc:
-            raise Refused(f"factory reset: {exc}") from None
+            if action == "clock_get":
+                return m.clock_info(bool(self.cfg.dispatch.clock_from_scada))
+            if action == "clock_set":
+                done = m.set_clock_request(req.get("time", ""))
+                self._log(identity, "clock_set", f"{done['set']} ({done['step_s']:+.1f} s)")
+                return done
+            done = m.factory_reset_request(req, f"factory reset by cloud:{identity}")
+        except MaintenanceRefused as exc:
+            raise Refused(str(exc)) from None
         self._log(identity, "factory_reset", "; ".join(done))
         return {"done": done, "restarting": True}
 

@@ -24,6 +24,20 @@ POINTS = tuple(f"{s}{n}_{k}" for s in STAGES for n in (1, 2)
 REFRESH_S = 3600.0
 
 
+def stage_order_problems(s: str, values: dict) -> list[str]:
+    """Stage `s` ("ov", "uv", "of", "uf") in `values` (`ov1_ratio_pct` …; a value not known is not checked):
+    stage 2 is the severe one, beyond stage 1 and no slower."""
+    key = "ratio_pct" if s in ("ov", "uv") else "hz"
+    a, b = values.get(f"{s}1_{key}"), values.get(f"{s}2_{key}")
+    ta, tb = values.get(f"{s}1_time_s"), values.get(f"{s}2_time_s")
+    out = []
+    if a is not None and b is not None and (b <= a if s in ("ov", "of") else b >= a):
+        out.append(f"{s}2_{key} {b:g} must be beyond stage 1's {a:g} (stage 2 is the severe one)")
+    if ta is not None and tb is not None and tb > ta:
+        out.append(f"{s}2_time_s {tb:g} s must be no slower than stage 1's {ta:g} s")
+    return out
+
+
 class ProtectionError(ValueError):
     def __init__(self, *reasons: str):
         super().__init__("; ".join(reasons))
@@ -74,13 +88,7 @@ class PcsProtection:
             out[k] = float(v)
         now = {**self.query(), **out}
         for s in STAGES:
-            key = "ratio_pct" if s in ("ov", "uv") else "hz"
-            a, b = now.get(f"{s}1_{key}"), now.get(f"{s}2_{key}")
-            ta, tb = now.get(f"{s}1_time_s"), now.get(f"{s}2_time_s")
-            if a is not None and b is not None and (b <= a if s in ("ov", "of") else b >= a):
-                reasons.append(f"{s}2_{key} {b:g} must be beyond stage 1's {a:g} (stage 2 is the severe one)")
-            if ta is not None and tb is not None and tb > ta:
-                reasons.append(f"{s}2_time_s {tb:g} s must be no slower than stage 1's {ta:g} s")
+            reasons += stage_order_problems(s, now)
         if reasons:
             raise ProtectionError(*reasons)
         return out

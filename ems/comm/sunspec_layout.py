@@ -109,8 +109,7 @@ def _model(mid: int, mdef: dict, addr: int, counts: dict[str, int]) -> ssd.Model
                        f"give their values as the device reports them (sunspec_counts)"
                        + (f", not {', '.join(sorted(unknown))}" if unknown else ""))
     # the model's fixed points as the device would serve them, its counts set: pysunspec2 lays out the rest
-    words, offset = [mid, 0], 0
-    offsets = {}
+    offset, offsets = 0, {}
     for p in mdef["group"]["points"]:
         offsets[p["name"]] = offset
         offset += int(p.get("size", 1))

@@ -500,26 +500,20 @@ class Api:
     async def clock(self, request):
         """The EMS clock and what sets it: NTP (where systemd says), SCADA ([dispatch] clock_from_scada), the
         maintenance page (POST, always there for the maintenance role)."""
-        from ems.board.maintenance import ntp_synchronized
         _, m = self._maint(request, "read")
-        now = m.now()
-        ntp = await asyncio.get_running_loop().run_in_executor(None, ntp_synchronized)
         scada = bool(current(self.config_path)["dispatch"]["clock_from_scada"]) if self.config_path else False
-        return _json({"utc": now.isoformat(), "unix_s": now.timestamp(),
-                      "sync": {"ntp_synchronized": ntp, "scada_sets_clock": scada, "manual": True}})
+        return _json(await asyncio.get_running_loop().run_in_executor(None, m.clock_info, scada))
 
     async def set_clock(self, request):
+        from ems.board.maintenance import MaintenanceRefused
         user, m = self._maint(request, "maintenance")
         body = await self._body(request)
         try:
-            when = datetime.fromisoformat(str(body.get("time", "")))
-            step_s = m.set_clock(when)
-        except ValueError as exc:
-            raise AuthError(400, f"time: {exc}; give ISO 8601 with a zone, e.g. 2026-11-21T10:00:00+01:00") from None
-        except OSError as exc:
-            raise AuthError(409, f"the board refused to set the clock: {exc}") from None
-        self._log(user, "clock_set", f"{when.isoformat()} ({step_s:+.1f} s)")
-        return _json({"set": when.isoformat(), "step_s": round(step_s, 3)})
+            done = m.set_clock_request(body.get("time", ""))
+        except MaintenanceRefused as exc:
+            raise AuthError(409 if exc.conflict else 400, str(exc)) from None
+        self._log(user, "clock_set", f"{done['set']} ({done['step_s']:+.1f} s)")
+        return _json(done)
 
     async def restart(self, request):
         user, m = self._maint(request, "maintenance")
@@ -528,20 +522,15 @@ class Api:
         return _json({"restarting": True}, 202)
 
     async def factory_reset(self, request):
+        from ems.board.maintenance import MaintenanceRefused
         user, m = self._maint(request, "maintenance")
         body = await self._body(request)
-        if body.get("confirm") is not True:
-            raise AuthError(400, 'factory reset: send {"confirm": true}')
-        if body.get("wipe_history"):
-            raise AuthError(400, "history is wiped only on the board: `ems factory-reset --wipe-history --yes` "
-                                 "with the service stopped")
         try:
-            done = m.factory_reset(f"factory reset by api:{user}")
-        except OSError as exc:
-            raise AuthError(409, f"factory reset: {exc}") from None
+            done = m.factory_reset_request(body, f"factory reset by api:{user}")
+        except MaintenanceRefused as exc:
+            raise AuthError(409 if exc.conflict else 400, str(exc)) from None
         self._log(user, "factory_reset", "; ".join(done))
         return _json({"done": done, "restarting": True}, 202)
-
 
     async def updates(self, request):
         _, m = self._maint(request, "read")

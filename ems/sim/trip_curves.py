@@ -5,6 +5,7 @@ in order of time, stage 2 beyond stage 1) and copies it into the active curve 1,
 from __future__ import annotations
 
 from ems.comm import sunspec_trip as st
+from ems.comm.pcs_protection import stage_order_problems
 
 # scale factors as the device serves them: 0.1 % of nominal voltage, 0.01 Hz, 0.01 s
 SF = {"V": -1, "Hz": -2, "Tms": -2}
@@ -50,13 +51,9 @@ def adopt(store, profile, name: str, index: float) -> bool:
 
 
 def _conforms(store, mid: int, curve: int) -> bool:
-    """The curve's stages: stage 2 beyond stage 1 and no slower (what the device checks on adoption)."""
-    regs = st.stage_registers(mid, curve)
-    s = st.STAGE_OF_MODEL[mid]
-    key = "ratio_pct" if s in ("ov", "uv") else "hz"
-    v1, v2 = store.value(regs[f"{s}1_{key}"]), store.value(regs[f"{s}2_{key}"])
-    t1, t2 = store.value(regs[f"{s}1_time_s"]), store.value(regs[f"{s}2_time_s"])
-    if None in (v1, v2, t1, t2) or store.value(st.actpt_name(mid, curve, "MustTrip")) != 2:
+    """The curve's stages in the manual's order, two active must-trip points (what the device checks on
+    adoption; the rule is the protection service's own, ems.comm.pcs_protection)."""
+    values = {k: store.value(name) for k, name in st.stage_registers(mid, curve).items()}
+    if None in values.values() or store.value(st.actpt_name(mid, curve, "MustTrip")) != 2:
         return False
-    beyond = v2 > v1 if s in ("ov", "of") else v2 < v1
-    return beyond and t2 <= t1
+    return not stage_order_problems(st.STAGE_OF_MODEL[mid], values)

@@ -76,6 +76,21 @@ def client_cert(folder: Path, name: str, ca_folder: Path) -> tuple[Path, Path]:
     return paths
 
 
+def start_mosquitto(conf: Path, port: int, timeout_s: float = 10.0) -> subprocess.Popen:
+    """Mosquitto on `conf`, once it listens on the loopback `port`."""
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not listen")
+
+
 class Broker:
     def __init__(self, folder: Path, site: str = "site-1"):
         self.folder = folder
@@ -105,17 +120,8 @@ class Broker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 10.0) -> Broker:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()}")
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not listen")
+        self.proc = start_mosquitto(self.conf, self.port, timeout_s)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -20,25 +20,11 @@ from ems.cloud.topics import STREAMS, topic
 from ems.cloud.uplink import Uplink
 from ems.comm.net import free_port
 from ems.config import site_from_dict
-from tests.cloud.broker import MOSQUITTO, PASSWD, USERS, Operator, Subscriber, make_ca
+from tests.cloud.broker import PASSWD, USERS, Operator, Subscriber, make_ca, start_mosquitto
 from tests.cloud.test_uplink import T0, history
 
 FLEET = Path(__file__).resolve().parents[2] / "examples" / "fleet"
 SITE_PW = "site-secret-1"
-
-
-def _mosquitto(conf: Path, port: int, timeout_s: float = 10.0) -> subprocess.Popen:
-    import socket
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {proc.stderr.read().decode()}")
-        time.sleep(0.05)
-    raise RuntimeError("mosquitto did not listen")
 
 
 def _sub(text: str, pairs: dict[str, str]) -> str:
@@ -75,7 +61,7 @@ def stack(tmp_path):
         r"^address mqtt.example.net:8883$": f"address 127.0.0.1:{fleet_port}", r"^bridge_cafile .*$": f"bridge_cafile {ca}",
         r"werkstrasse-12": "site-1", r"^remote_password change-me$": f"remote_password {SITE_PW}"})
         + run_here.replace("LOG", "site.log"))
-    procs = [_mosquitto(fleet_conf, fleet_port), _mosquitto(site_conf, local_port)]
+    procs = [start_mosquitto(fleet_conf, fleet_port), start_mosquitto(site_conf, local_port)]
     yield SimpleNamespace(port=fleet_port, ca=ca, local_port=local_port, procs=procs, fleet_conf=fleet_conf)
     for p in procs:
         p.terminate()
@@ -107,7 +93,7 @@ def test_a_site_reports_through_its_boards_bridge_and_is_operated_back_through_i
         history(db, 9)
         assert sub.wait(lambda: up.status()["sent"]["samples"] == 9, 10), "the board's broker took them"
         assert len(sub.of("/v1/samples")) == 5, "… while the fleet could not have them"
-        stack.procs[0] = _mosquitto(stack.fleet_conf, stack.port)
+        stack.procs[0] = start_mosquitto(stack.fleet_conf, stack.port)
         assert sub.wait(lambda: len(sub.of("/v1/samples")) == 9, 30), [m["seq"] for m in sub.of("/v1/samples")]
         assert [m["seq"] for m in sub.of("/v1/samples")] == [T0 + 60 * k for k in range(9)], "once, in order"
         op = Operator(stack, "operator")

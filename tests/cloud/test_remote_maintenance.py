@@ -62,7 +62,7 @@ def test_factory_settings_need_confirmation_and_the_maintenance_role_and_keep_th
     op, _, stops, paths = board
     (paths.data / "history.sqlite").write_bytes(b"history")
     assert "may not restore factory settings" in ask(op, "ops", action="factory_reset", confirm=True)["error"]
-    assert 'send "confirm": true' in ask(op, "inst", action="factory_reset")["error"]
+    assert 'send {"confirm": true}' in ask(op, "inst", action="factory_reset")["error"]
     assert "only on the board" in ask(op, "inst", action="factory_reset", confirm=True, wipe_history=True)["error"]
     assert 'name = "changed"' in paths.config.read_text() and stops == []
     r = ask(op, "inst", action="factory_reset", confirm=True)
